@@ -1,0 +1,24 @@
+//! Ferry's domain: the vocabulary every other crate speaks, with no I/O.
+//!
+//! - [`id`]: validated tenant and migration ids, and SQL identifiers that are safe to quote.
+//! - [`phase`]: the six phases a tenant moves through and which side is authoritative in each.
+//! - [`transition`]: the one table of legal phase changes and the guards each must pass.
+//! - [`cohort`]: how a rollout picks tenants (explicit list, stable-hash percentage, smallest first).
+//! - [`route`]: where reads and writes go in each phase.
+//!
+//! Nothing here talks to a database, a clock or the network, so every rule can be tested
+//! exhaustively in milliseconds.
+
+pub mod cohort;
+pub mod id;
+pub mod phase;
+pub mod route;
+pub mod transition;
+
+pub use cohort::{Cohort, CohortError, Percent, hash_bucket};
+pub use id::{IdError, MigrationId, SqlIdent, TenantId};
+pub use phase::{ParsePhaseError, Phase, Side};
+pub use route::{ReadPlan, WritePlan};
+pub use transition::{
+    Action, Guard, GuardFacts, GuardFailure, TenantPhase, Transition, TransitionError,
+};
