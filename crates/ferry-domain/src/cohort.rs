@@ -119,7 +119,17 @@ mod tests {
         assert_eq!(Percent::parse("0.01").unwrap().basis_points(), 1);
         assert_eq!(Percent::parse("100").unwrap().basis_points(), 10_000);
         assert_eq!(Percent::parse("12.34").unwrap().to_string(), "12.34%");
-        for bad in ["", "-1", "100.01", "1.234", "ten", "1e2", ".5", "5.", "99999999999"] {
+        for bad in [
+            "",
+            "-1",
+            "100.01",
+            "1.234",
+            "ten",
+            "1e2",
+            ".5",
+            "5.",
+            "99999999999",
+        ] {
             assert!(Percent::parse(bad).is_err(), "{bad:?} must be refused");
         }
     }

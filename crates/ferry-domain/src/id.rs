@@ -178,6 +178,20 @@ string_id!(
 );
 
 string_id!(
+    /// A process embedding the router (or a worker), as registered in the control store for the
+    /// acknowledgement barrier: the same character set as [`TenantId`], e.g. `api-7:4242@host`.
+    RouterId,
+    Rules {
+        kind: "router id",
+        max: 128,
+        allowed: "letters, digits, '_', '.', ':', '-', '@'",
+        first: "a letter or digit",
+        is_first: |c| c.is_ascii_alphanumeric(),
+        is_rest: |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-' | '@'),
+    }
+);
+
+string_id!(
     /// A SQL identifier (schema, table, column) that Ferry will splice into a statement:
     /// 1–63 bytes of `A-Z a-z 0-9 _`, starting with a letter or `_`. Splice it only through
     /// [`SqlIdent::quoted`].

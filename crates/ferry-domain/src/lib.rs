@@ -16,9 +16,10 @@ pub mod route;
 pub mod transition;
 
 pub use cohort::{Cohort, CohortError, Percent, hash_bucket};
-pub use id::{IdError, MigrationId, SqlIdent, TenantId};
+pub use id::{IdError, MigrationId, RouterId, SqlIdent, TenantId};
 pub use phase::{ParsePhaseError, Phase, Side};
 pub use route::{ReadPlan, WritePlan};
 pub use transition::{
-    Action, Guard, GuardFacts, GuardFailure, TenantPhase, Transition, TransitionError,
+    Action, Checked, Guard, GuardFacts, GuardFailure, RULES, Rule, TenantPhase, Transition,
+    TransitionError,
 };

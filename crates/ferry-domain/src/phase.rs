@@ -57,7 +57,9 @@ impl fmt::Display for Side {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown phase {0:?}; expected one of legacy, dual_write, shadow, target_primary, target_only, complete")]
+#[error(
+    "unknown phase {0:?}; expected one of legacy, dual_write, shadow, target_primary, target_only, complete"
+)]
 pub struct ParsePhaseError(pub String);
 
 impl Phase {

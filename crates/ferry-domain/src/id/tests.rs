@@ -38,7 +38,11 @@ fn tenant_ids_refuse_what_could_escape() {
     let long = "a".repeat(129);
     assert!(matches!(
         TenantId::new(long),
-        Err(IdError::TooLong { len: 129, max: 128, .. })
+        Err(IdError::TooLong {
+            len: 129,
+            max: 128,
+            ..
+        })
     ));
     assert!(TenantId::new("a".repeat(128)).is_ok());
 }

@@ -1,0 +1,87 @@
+//! Errors of the control store, named after what failed and where.
+
+use ferry_domain::{MigrationId, TenantId};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot reach the control store at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("invalid control store URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error(
+        "the control store has schema version {found}, newer than this binary supports ({supported}); upgrade ferry"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("migration {0} does not exist (see `ferry migration list`)")]
+    MigrationNotFound(MigrationId),
+    #[error("migration {0} already exists")]
+    MigrationExists(MigrationId),
+    #[error("tenant {tenant} is not registered in migration {migration} (see `ferry tenant add`)")]
+    TenantNotFound {
+        migration: MigrationId,
+        tenant: TenantId,
+    },
+    #[error(
+        "tenant {tenant} of migration {migration} changed concurrently (expected version {expected}); re-read it and retry"
+    )]
+    Conflict {
+        migration: MigrationId,
+        tenant: TenantId,
+        expected: i64,
+    },
+    #[error("the control store holds a value this binary cannot read: {what}")]
+    Corrupt { what: String },
+    #[error("control store query failed ({doing}): {source}")]
+    Query {
+        doing: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attaches what the store was doing to a database error.
+pub(crate) trait QueryContext<T> {
+    fn doing(self, doing: &'static str) -> Result<T>;
+}
+
+impl<T> QueryContext<T> for std::result::Result<T, sqlx::Error> {
+    fn doing(self, doing: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Query { doing, source })
+    }
+}
+
+/// Hides the password of a database URL before it reaches a message or a log line.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("sqlite://ferry.db"), "sqlite://ferry.db");
+    }
+}

@@ -1,0 +1,156 @@
+//! The control store: where Ferry keeps what must survive a restart and be shared by every
+//! process of a deployment.
+//!
+//! It holds the migrations, each tenant's phase (with an optimistic version), the append-only
+//! audit log, tenant sizes for cohorts, router acknowledgements for the phase barrier, and the
+//! facts the transition guards read (backfill progress, validation mismatches, update-buffer
+//! depth). [`ControlStore`] is the one interface; [`pg::PgStore`] is the production
+//! implementation and [`sqlite::SqliteStore`] the embedded default. Both pass the same
+//! conformance suite (`tests/it/conformance.rs`).
+//!
+//! Every phase change bumps a store-wide change counter in the same transaction. Routers cache
+//! phases, follow the counter (LISTEN/NOTIFY on PostgreSQL, polling on SQLite) and report the
+//! counter they have applied with a heartbeat; see [`ControlStore::heartbeat`].
+
+mod error;
+mod facts;
+mod feed;
+mod model;
+mod open;
+pub mod pg;
+mod rows;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, TenantId};
+
+pub use error::{Result, StoreError, redact_url};
+pub use feed::ChangeFeed;
+pub use model::*;
+pub use open::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_PG_SCHEMA, DEFAULT_STORE_URL, StoreOptions, open};
+
+/// The schema version this binary writes. A store with a newer version is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A router whose last heartbeat is older than this is presumed dead and no longer holds back
+/// phase changes. Routers heartbeat every [`DEFAULT_HEARTBEAT`], so a live one is never
+/// mistaken for dead unless it misses several beats.
+pub const DEFAULT_ROUTER_LEASE: Duration = Duration::from_secs(15);
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// Which implementation a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+#[async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    fn kind(&self) -> StoreKind;
+
+    /// Where the store lives, with any password redacted.
+    fn describe(&self) -> String;
+
+    // --- migrations ---
+
+    async fn create_migration(&self, new: &NewMigration) -> Result<Migration>;
+    async fn migration(&self, id: &MigrationId) -> Result<Migration>;
+    async fn migrations(&self) -> Result<Vec<Migration>>;
+
+    // --- tenants ---
+
+    /// Adds tenants (in `legacy`) or updates the row counts of known ones. Returns how many
+    /// were new. Fails without writing anything if the migration does not exist.
+    async fn register_tenants(
+        &self,
+        migration: &MigrationId,
+        tenants: &[TenantSize],
+    ) -> Result<u64>;
+    async fn tenant(&self, migration: &MigrationId, tenant: &TenantId) -> Result<TenantRecord>;
+    async fn tenants(
+        &self,
+        migration: &MigrationId,
+        query: &TenantQuery,
+    ) -> Result<Vec<TenantRecord>>;
+    /// The registered tenants a cohort names. Explicitly listed tenants that are not
+    /// registered are simply absent; the caller reports them.
+    async fn cohort(&self, migration: &MigrationId, cohort: &Cohort) -> Result<Vec<TenantRecord>>;
+
+    // --- phase changes and audit ---
+
+    /// Persists phase changes in one transaction per call: each change applies only if its
+    /// tenant is still at `expected_version` (otherwise it is reported as a conflict), writes
+    /// one audit entry, and carries one new value of the change counter.
+    async fn apply_changes(
+        &self,
+        migration: &MigrationId,
+        changes: &[PhaseChange],
+        meta: &AuditMeta,
+    ) -> Result<AppliedChanges>;
+    async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>>;
+    /// Audit entries of a migration in order, from `after_seq` (exclusive).
+    async fn audit_log(
+        &self,
+        migration: &MigrationId,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>>;
+    /// Tenants per phase for every migration.
+    async fn status(&self) -> Result<Vec<PhaseCount>>;
+
+    // --- guard facts ---
+
+    /// The facts the transition guards need, one per given tenant, in the same order.
+    async fn guard_facts(
+        &self,
+        migration: &MigrationId,
+        tenants: &[TenantRecord],
+        router_lease: Duration,
+    ) -> Result<Vec<GuardFacts>>;
+    async fn record_backfill(&self, progress: &BackfillProgress) -> Result<()>;
+    /// Records a validation mismatch; returns its id.
+    async fn record_mismatch(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        key: &str,
+        detail: &str,
+    ) -> Result<i64>;
+    /// Marks a mismatch resolved (a re-check found both sides equal).
+    async fn resolve_mismatch(&self, id: i64) -> Result<()>;
+    /// Parks a change for the update buffer; returns its sequence number.
+    async fn enqueue_update(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        key: &str,
+        operation: &str,
+        payload: &serde_json::Value,
+    ) -> Result<i64>;
+    /// Marks a buffered change applied, so it no longer counts towards the buffer's depth.
+    async fn mark_update_applied(&self, seq: i64) -> Result<()>;
+
+    // --- routers and the acknowledgement barrier ---
+
+    /// The current value of the store-wide change counter.
+    async fn change_version(&self) -> Result<i64>;
+    /// Tenants changed after `version`, across all migrations. With `version == 0` (a fresh
+    /// router) tenants still in plain `legacy` are left out: that is the default a router
+    /// assumes for a tenant it has no entry for.
+    async fn changes_since(&self, version: i64) -> Result<Vec<TenantRecord>>;
+    /// Records that `router` is alive and has applied every change up to `seen_version`.
+    async fn heartbeat(
+        &self,
+        router: &RouterId,
+        description: &str,
+        seen_version: i64,
+    ) -> Result<()>;
+    async fn deregister_router(&self, router: &RouterId) -> Result<()>;
+    /// Registered routers, each marked live if it beat within `lease`.
+    async fn routers(&self, lease: Duration) -> Result<Vec<RouterRecord>>;
+    /// Follows the change counter; wakes when it moves.
+    fn change_feed(&self) -> ChangeFeed;
+}

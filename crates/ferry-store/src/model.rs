@@ -1,0 +1,194 @@
+//! The records the control store reads and writes.
+
+use chrono::{DateTime, Utc};
+use ferry_domain::{Action, Guard, MigrationId, Phase, RouterId, TenantId, TenantPhase};
+
+/// What kind of move a migration performs. Persisted by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MigrationKind {
+    /// Old rows of a table to Parquet on object storage.
+    Tiering,
+    /// Expand–contract change of a table's shape.
+    SchemaChange,
+    /// One tenant's rows to another schema or database.
+    TenantMove,
+    /// A customer's export loaded through validation.
+    Import,
+}
+
+impl MigrationKind {
+    pub const ALL: [MigrationKind; 4] = [
+        MigrationKind::Tiering,
+        MigrationKind::SchemaChange,
+        MigrationKind::TenantMove,
+        MigrationKind::Import,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationKind::Tiering => "tiering",
+            MigrationKind::SchemaChange => "schema_change",
+            MigrationKind::TenantMove => "tenant_move",
+            MigrationKind::Import => "import",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MigrationKind> {
+        MigrationKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMigration {
+    pub id: MigrationId,
+    pub kind: MigrationKind,
+    pub description: String,
+    /// Kind-specific plan (tables, target, cutoff), as JSON; validated by the kind's crate.
+    pub config: serde_json::Value,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    pub id: MigrationId,
+    pub kind: MigrationKind,
+    pub description: String,
+    pub config: serde_json::Value,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A tenant to register, with its size for smallest-first cohorts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSize {
+    pub tenant: TenantId,
+    pub rows: u64,
+}
+
+/// One tenant's row in the control store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRecord {
+    pub migration: MigrationId,
+    pub tenant: TenantId,
+    pub state: TenantPhase,
+    /// The store-wide change counter when this tenant last changed; routers acknowledge
+    /// counters, so a router has seen this tenant's phase once its counter reaches this.
+    pub changed_at_version: i64,
+    pub rows: u64,
+    pub cohort_bucket: u32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Filters for listing tenants, paginated by tenant id.
+#[derive(Debug, Clone, Default)]
+pub struct TenantQuery {
+    pub phase: Option<Phase>,
+    pub paused: Option<bool>,
+    /// Only tenants whose id sorts after this one (keyset pagination).
+    pub after: Option<TenantId>,
+    pub limit: Option<u64>,
+}
+
+/// A change to persist: the tenant must still be at `expected_version`, or the change is a
+/// conflict and is not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseChange {
+    pub tenant: TenantId,
+    pub action: Action,
+    pub expected_version: i64,
+    pub from: TenantPhase,
+    pub to_phase: Phase,
+    pub to_paused: bool,
+    /// Guards that failed and were overridden with `--force`.
+    pub forced_guards: Vec<Guard>,
+}
+
+/// Who asked for a change and why; recorded with every audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditMeta {
+    pub actor: String,
+    pub reason: String,
+}
+
+/// What [`crate::ControlStore::apply_changes`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppliedChanges {
+    pub applied: Vec<TenantId>,
+    /// Tenants whose version moved since they were read; nothing was written for them.
+    pub conflicts: Vec<TenantId>,
+    /// The store-wide change counter the applied changes carry (0 if nothing applied).
+    pub change_version: i64,
+}
+
+/// One line of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub migration: MigrationId,
+    pub tenant: TenantId,
+    pub action: Action,
+    pub from_phase: Phase,
+    pub from_paused: bool,
+    pub to_phase: Phase,
+    pub to_paused: bool,
+    pub actor: String,
+    pub reason: String,
+    pub forced_guards: Vec<Guard>,
+    pub change_version: i64,
+    pub at: DateTime<Utc>,
+}
+
+impl AuditEntry {
+    pub fn forced(&self) -> bool {
+        !self.forced_guards.is_empty()
+    }
+}
+
+/// Tenants per phase for one migration, the core of `ferry status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseCount {
+    pub migration: MigrationId,
+    pub phase: Phase,
+    pub tenants: u64,
+    pub paused: u64,
+    pub rows: u64,
+}
+
+/// A process that routes with a cached copy of the phases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterRecord {
+    pub id: RouterId,
+    pub description: String,
+    pub seen_version: i64,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// Heartbeat within the lease: counted by the acknowledgement barrier.
+    pub live: bool,
+}
+
+/// Which way a copy runs: forward fills the target, reverse restores the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CopyDirection {
+    Forward,
+    Reverse,
+}
+
+impl CopyDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyDirection::Forward => "forward",
+            CopyDirection::Reverse => "reverse",
+        }
+    }
+}
+
+/// Backfill progress of one tenant, as the copier reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillProgress {
+    pub migration: MigrationId,
+    pub tenant: TenantId,
+    pub direction: CopyDirection,
+    pub rows_done: u64,
+    pub rows_total: u64,
+    pub complete: bool,
+}

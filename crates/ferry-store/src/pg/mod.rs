@@ -1,0 +1,784 @@
+//! The PostgreSQL control store, for production.
+//!
+//! All tables live in one schema (default `ferry`), selected through the connection's
+//! `search_path`, so statements are static text and several independent stores can share a
+//! database. Phase changes notify `ferry_changes_<schema>` in the committing transaction;
+//! [`ControlStore::change_feed`] listens on it.
+
+mod schema;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, SqlIdent, TenantId, hash_bucket};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor};
+use tokio::sync::watch;
+
+use crate::error::{QueryContext, Result, StoreError, redact_url};
+use crate::facts::{self, FactRows};
+use crate::feed::ChangeFeed;
+use crate::model::*;
+use crate::rows::{self, audit_columns, tenant_columns};
+use crate::{ControlStore, SCHEMA_VERSION, StoreKind};
+
+pub struct PgStore {
+    pool: PgPool,
+    schema: SqlIdent,
+    channel: String,
+    description: String,
+}
+
+fn ok<T>(v: T) -> Result<T> {
+    Ok(v)
+}
+
+impl PgStore {
+    /// Connects, creates the schema if needed and upgrades it to [`SCHEMA_VERSION`].
+    pub async fn connect(url: &str, schema: &SqlIdent, timeout: Duration) -> Result<PgStore> {
+        let redacted = redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl {
+                url: redacted.clone(),
+                why: e.to_string(),
+            })?
+            .application_name("ferry")
+            .options([("search_path", schema.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Unreachable {
+                url: redacted.clone(),
+                source,
+            })?;
+        let store = PgStore {
+            pool,
+            channel: format!("ferry_changes_{}", schema.as_str()),
+            description: format!("{redacted} (schema {schema})"),
+            schema: schema.clone(),
+        };
+        store.upgrade_schema().await?;
+        Ok(store)
+    }
+
+    /// The pool, for callers that keep their own tables next to the store (tests, benches).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn upgrade_schema(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.doing("begin schema upgrade")?;
+        // Two processes starting at once must not both run the same step.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('ferry_schema:' || $1))")
+            .bind(self.schema.as_str())
+            .execute(&mut *tx)
+            .await
+            .doing("lock schema upgrade")?;
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema.quoted());
+        tx.execute(AssertSqlSafe(create))
+            .await
+            .doing("create schema")?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS ferry_meta (key text PRIMARY KEY, value bigint NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .doing("create ferry_meta")?;
+        let found: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(value), 0) FROM ferry_meta WHERE key = 'schema_version'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .doing("read schema version")?;
+        if found > SCHEMA_VERSION {
+            // Dropping the transaction rolls it back: nothing is written.
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (index, step) in schema::STEPS.iter().enumerate() {
+            let version = i64::try_from(index).expect("few schema steps") + 1;
+            if version > found {
+                tracing::info!(version, "upgrading control store schema");
+                sqlx::raw_sql(*step)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("apply schema step")?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO ferry_meta (key, value) VALUES ('schema_version', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(SCHEMA_VERSION)
+        .execute(&mut *tx)
+        .await
+        .doing("record schema version")?;
+        tx.commit().await.doing("commit schema upgrade")
+    }
+
+    /// Overwrites the recorded schema version; for testing the too-new refusal.
+    pub async fn force_schema_version(&self, version: i64) -> Result<()> {
+        sqlx::query("UPDATE ferry_meta SET value = $1 WHERE key = 'schema_version'")
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .doing("force schema version")?;
+        Ok(())
+    }
+}
+
+type PgTenantRow = rows::TenantRow<DateTime<Utc>>;
+
+fn decode_tenants(rows: Vec<PgTenantRow>) -> Result<Vec<TenantRecord>> {
+    rows.into_iter()
+        .map(|r| rows::tenant_record(r, ok))
+        .collect()
+}
+
+#[async_trait]
+impl ControlStore for PgStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Postgres
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn create_migration(&self, new: &NewMigration) -> Result<Migration> {
+        let row: Option<rows::MigrationRow<DateTime<Utc>>> = sqlx::query_as(
+            "INSERT INTO ferry_migrations (migration_id, kind, description, config, created_by)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (migration_id) DO NOTHING
+             RETURNING migration_id, kind, description, config, created_by, created_at",
+        )
+        .bind(new.id.as_str())
+        .bind(new.kind.as_str())
+        .bind(&new.description)
+        .bind(new.config.to_string())
+        .bind(&new.created_by)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("create migration")?;
+        match row {
+            Some(row) => rows::migration(row, ok),
+            None => Err(StoreError::MigrationExists(new.id.clone())),
+        }
+    }
+
+    async fn migration(&self, id: &MigrationId) -> Result<Migration> {
+        let row: Option<rows::MigrationRow<DateTime<Utc>>> = sqlx::query_as(
+            "SELECT migration_id, kind, description, config, created_by, created_at
+             FROM ferry_migrations WHERE migration_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("read migration")?;
+        match row {
+            Some(row) => rows::migration(row, ok),
+            None => Err(StoreError::MigrationNotFound(id.clone())),
+        }
+    }
+
+    async fn migrations(&self) -> Result<Vec<Migration>> {
+        let rows: Vec<rows::MigrationRow<DateTime<Utc>>> = sqlx::query_as(
+            "SELECT migration_id, kind, description, config, created_by, created_at
+             FROM ferry_migrations ORDER BY migration_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("list migrations")?;
+        rows.into_iter().map(|r| rows::migration(r, ok)).collect()
+    }
+
+    async fn register_tenants(
+        &self,
+        migration: &MigrationId,
+        tenants: &[TenantSize],
+    ) -> Result<u64> {
+        self.migration(migration).await?;
+        let ids: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
+        let sizes: Vec<i64> = tenants
+            .iter()
+            .map(|t| i64::try_from(t.rows).unwrap_or(i64::MAX))
+            .collect();
+        let buckets: Vec<i64> = tenants
+            .iter()
+            .map(|t| i64::from(hash_bucket(migration, &t.tenant)))
+            .collect();
+        // `xmax = 0` is true only for rows this statement inserted, not for ones it updated.
+        let inserted: i64 = sqlx::query_scalar(
+            "WITH upserted AS (
+                 INSERT INTO ferry_tenant_phases (migration_id, tenant_id, phase, row_count, cohort_bucket)
+                 SELECT $1, t.tenant_id, 'legacy', t.row_count, t.bucket
+                 FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS t(tenant_id, row_count, bucket)
+                 ON CONFLICT (migration_id, tenant_id) DO UPDATE SET row_count = excluded.row_count
+                 RETURNING (xmax = 0) AS inserted
+             )
+             SELECT count(*) FILTER (WHERE inserted) FROM upserted",
+        )
+        .bind(migration.as_str())
+        .bind(&ids)
+        .bind(&sizes)
+        .bind(&buckets)
+        .fetch_one(&self.pool)
+        .await
+        .doing("register tenants")?;
+        rows::count(inserted)
+    }
+
+    async fn tenant(&self, migration: &MigrationId, tenant: &TenantId) -> Result<TenantRecord> {
+        let row: Option<rows::TenantRow<DateTime<Utc>>> = sqlx::query_as(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM ferry_tenant_phases WHERE migration_id = $1 AND tenant_id = $2"
+        ))
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("read tenant")?;
+        match row {
+            Some(row) => rows::tenant_record(row, ok),
+            None => {
+                self.migration(migration).await?;
+                Err(StoreError::TenantNotFound {
+                    migration: migration.clone(),
+                    tenant: tenant.clone(),
+                })
+            }
+        }
+    }
+
+    async fn tenants(
+        &self,
+        migration: &MigrationId,
+        query: &TenantQuery,
+    ) -> Result<Vec<TenantRecord>> {
+        let phase = query.phase.map(|p| p.as_str().to_owned());
+        let after = query.after.as_ref().map(|t| t.as_str().to_owned());
+        let limit = query
+            .limit
+            .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let paused = query.paused;
+        let rows: Vec<PgTenantRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM ferry_tenant_phases WHERE migration_id = $1
+              AND ($2::text IS NULL OR phase = $2)
+              AND ($3::bool IS NULL OR paused = $3)
+              AND ($4::text IS NULL OR tenant_id > $4)
+              ORDER BY tenant_id LIMIT $5"
+        ))
+        .bind(migration.as_str())
+        .bind(phase)
+        .bind(paused)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing("list tenants")?;
+        decode_tenants(rows)
+    }
+
+    async fn cohort(&self, migration: &MigrationId, cohort: &Cohort) -> Result<Vec<TenantRecord>> {
+        let m = migration.as_str();
+        let query = match cohort {
+            Cohort::Explicit(ids) => sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases
+                  WHERE migration_id = $1 AND tenant_id = ANY($2) ORDER BY tenant_id"
+            ))
+            .bind(m)
+            .bind(ids.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
+            Cohort::Percent(p) => sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases
+                  WHERE migration_id = $1 AND cohort_bucket < $2 ORDER BY tenant_id"
+            ))
+            .bind(m)
+            .bind(i64::from(p.basis_points())),
+            Cohort::SmallestFirst(n) => sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases
+                  WHERE migration_id = $1 ORDER BY row_count, tenant_id LIMIT $2"
+            ))
+            .bind(m)
+            .bind(i64::try_from(*n).unwrap_or(i64::MAX)),
+            Cohort::All => sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases WHERE migration_id = $1 ORDER BY tenant_id"
+            ))
+            .bind(m),
+        };
+        let rows: Vec<PgTenantRow> = query.fetch_all(&self.pool).await.doing("select cohort")?;
+        decode_tenants(rows)
+    }
+
+    async fn apply_changes(
+        &self,
+        migration: &MigrationId,
+        changes: &[PhaseChange],
+        meta: &AuditMeta,
+    ) -> Result<AppliedChanges> {
+        if changes.is_empty() {
+            return Ok(AppliedChanges::default());
+        }
+        let mut tx = self.pool.begin().await.doing("begin phase change")?;
+        // Taking the counter row lock serializes phase changes store-wide, so counter values
+        // commit in order and a router reading `changes_since(v)` can never miss one.
+        let version: i64 = sqlx::query_scalar(
+            "UPDATE ferry_change_counter SET version = version + 1 WHERE id = 1 RETURNING version",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .doing("bump change counter")?;
+        let ids: Vec<&str> = changes.iter().map(|c| c.tenant.as_str()).collect();
+        let expected: Vec<i64> = changes.iter().map(|c| c.expected_version).collect();
+        let to_phase: Vec<&str> = changes.iter().map(|c| c.to_phase.as_str()).collect();
+        let to_paused: Vec<bool> = changes.iter().map(|c| c.to_paused).collect();
+        let updated: Vec<String> = sqlx::query_scalar(
+            "UPDATE ferry_tenant_phases AS p
+             SET phase = i.to_phase, paused = i.to_paused, version = p.version + 1,
+                 changed_at_version = $2, updated_at = now()
+             FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bool[])
+                  AS i(tenant_id, expected_version, to_phase, to_paused)
+             WHERE p.migration_id = $1 AND p.tenant_id = i.tenant_id
+               AND p.version = i.expected_version
+             RETURNING p.tenant_id",
+        )
+        .bind(migration.as_str())
+        .bind(version)
+        .bind(&ids)
+        .bind(&expected)
+        .bind(&to_phase)
+        .bind(&to_paused)
+        .fetch_all(&mut *tx)
+        .await
+        .doing("apply phase changes")?;
+        let updated: std::collections::HashSet<String> = updated.into_iter().collect();
+        let (applied, conflicts): (Vec<&PhaseChange>, Vec<&PhaseChange>) = changes
+            .iter()
+            .partition(|c| updated.contains(c.tenant.as_str()));
+        if applied.is_empty() {
+            tx.rollback().await.doing("roll back empty phase change")?;
+            return Ok(AppliedChanges {
+                applied: vec![],
+                conflicts: conflicts.into_iter().map(|c| c.tenant.clone()).collect(),
+                change_version: 0,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO ferry_audit_log (migration_id, tenant_id, action, from_phase, from_paused,
+                 to_phase, to_paused, actor, reason, forced_guards, change_version)
+             SELECT $1, i.tenant_id, i.action, i.from_phase, i.from_paused, i.to_phase,
+                 i.to_paused, $2, $3, i.forced, $4
+             FROM unnest($5::text[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::bool[],
+                  $11::text[]) WITH ORDINALITY
+                  AS i(tenant_id, action, from_phase, from_paused, to_phase, to_paused, forced, n)
+             ORDER BY i.n",
+        )
+        .bind(migration.as_str())
+        .bind(&meta.actor)
+        .bind(&meta.reason)
+        .bind(version)
+        .bind(
+            applied
+                .iter()
+                .map(|c| c.tenant.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            applied
+                .iter()
+                .map(|c| c.action.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            applied
+                .iter()
+                .map(|c| c.from.phase.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(applied.iter().map(|c| c.from.paused).collect::<Vec<_>>())
+        .bind(
+            applied
+                .iter()
+                .map(|c| c.to_phase.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(applied.iter().map(|c| c.to_paused).collect::<Vec<_>>())
+        .bind(
+            applied
+                .iter()
+                .map(|c| rows::guards_to_text(&c.forced_guards))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .doing("write audit log")?;
+        let resets = facts::resets(&applied);
+        if !resets.all_progress.is_empty() {
+            sqlx::query(
+                "DELETE FROM ferry_backfill WHERE migration_id = $1 AND tenant_id = ANY($2)",
+            )
+            .bind(migration.as_str())
+            .bind(&resets.all_progress)
+            .execute(&mut *tx)
+            .await
+            .doing("reset backfill progress")?;
+        }
+        if !resets.reverse_sync.is_empty() {
+            sqlx::query(
+                "DELETE FROM ferry_backfill
+                 WHERE migration_id = $1 AND direction = 'reverse' AND tenant_id = ANY($2)",
+            )
+            .bind(migration.as_str())
+            .bind(&resets.reverse_sync)
+            .execute(&mut *tx)
+            .await
+            .doing("reset reverse sync")?;
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.channel)
+            .bind(version.to_string())
+            .execute(&mut *tx)
+            .await
+            .doing("notify routers")?;
+        tx.commit().await.doing("commit phase change")?;
+        Ok(AppliedChanges {
+            applied: applied.into_iter().map(|c| c.tenant.clone()).collect(),
+            conflicts: conflicts.into_iter().map(|c| c.tenant.clone()).collect(),
+            change_version: version,
+        })
+    }
+
+    async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>> {
+        self.tenant(migration, tenant).await?;
+        let rows: Vec<rows::AuditRow<DateTime<Utc>>> = sqlx::query_as(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM ferry_audit_log WHERE migration_id = $1 AND tenant_id = $2 ORDER BY seq"
+        ))
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .doing("read tenant history")?;
+        rows.into_iter().map(|r| rows::audit_entry(r, ok)).collect()
+    }
+
+    async fn audit_log(
+        &self,
+        migration: &MigrationId,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows: Vec<rows::AuditRow<DateTime<Utc>>> = sqlx::query_as(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM ferry_audit_log WHERE migration_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(migration.as_str())
+        .bind(after_seq)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .doing("read audit log")?;
+        rows.into_iter().map(|r| rows::audit_entry(r, ok)).collect()
+    }
+
+    async fn status(&self) -> Result<Vec<PhaseCount>> {
+        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT migration_id, phase, count(*), count(*) FILTER (WHERE paused),
+                    coalesce(sum(row_count), 0)::bigint
+             FROM ferry_tenant_phases GROUP BY migration_id, phase",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("count tenants per phase")?;
+        let mut out = rows
+            .into_iter()
+            .map(|(m, p, tenants, paused, row_count)| {
+                Ok(PhaseCount {
+                    migration: rows::migration_id(m)?,
+                    phase: rows::phase(&p)?,
+                    tenants: rows::count(tenants)?,
+                    paused: rows::count(paused)?,
+                    rows: rows::count(row_count)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| (&a.migration, a.phase).cmp(&(&b.migration, b.phase)));
+        Ok(out)
+    }
+
+    async fn guard_facts(
+        &self,
+        migration: &MigrationId,
+        tenants: &[TenantRecord],
+        router_lease: Duration,
+    ) -> Result<Vec<GuardFacts>> {
+        let ids: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
+        let mut rows = FactRows::default();
+        let backfill: Vec<(String, String, i64, i64, bool)> = sqlx::query_as(
+            "SELECT tenant_id, direction, rows_done, rows_total, complete FROM ferry_backfill
+             WHERE migration_id = $1 AND tenant_id = ANY($2)",
+        )
+        .bind(migration.as_str())
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .doing("read backfill progress")?;
+        for (tenant, direction, done, total, complete) in backfill {
+            let direction = facts::direction(&direction).ok_or_else(|| StoreError::Corrupt {
+                what: format!("backfill direction {direction:?}"),
+            })?;
+            rows.backfill.insert(
+                (tenant, direction),
+                (rows::count(done)?, rows::count(total)?, complete),
+            );
+        }
+        let mismatches: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, count(*) FROM ferry_mismatches
+             WHERE migration_id = $1 AND tenant_id = ANY($2) AND resolved_at IS NULL
+             GROUP BY tenant_id",
+        )
+        .bind(migration.as_str())
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .doing("count open mismatches")?;
+        for (tenant, n) in mismatches {
+            rows.mismatches.insert(tenant, rows::count(n)?);
+        }
+        let buffer: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, count(*) FROM ferry_update_buffer
+             WHERE migration_id = $1 AND tenant_id = ANY($2) AND state <> 'applied'
+             GROUP BY tenant_id",
+        )
+        .bind(migration.as_str())
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .doing("count buffered updates")?;
+        for (tenant, n) in buffer {
+            rows.buffer.insert(tenant, rows::count(n)?);
+        }
+        let routers = self.routers(router_lease).await?;
+        Ok(facts::assemble(tenants, &rows, &routers))
+    }
+
+    async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
+        self.tenant(&p.migration, &p.tenant).await?;
+        sqlx::query(
+            "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total, complete)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
+             SET rows_done = excluded.rows_done, rows_total = excluded.rows_total,
+                 complete = excluded.complete, updated_at = now()",
+        )
+        .bind(p.migration.as_str())
+        .bind(p.tenant.as_str())
+        .bind(p.direction.as_str())
+        .bind(i64::try_from(p.rows_done).unwrap_or(i64::MAX))
+        .bind(i64::try_from(p.rows_total).unwrap_or(i64::MAX))
+        .bind(p.complete)
+        .execute(&self.pool)
+        .await
+        .doing("record backfill progress")?;
+        Ok(())
+    }
+
+    async fn record_mismatch(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        key: &str,
+        detail: &str,
+    ) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO ferry_mismatches (migration_id, tenant_id, entity_key, detail)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(detail)
+        .fetch_one(&self.pool)
+        .await
+        .doing("record mismatch")
+    }
+
+    async fn resolve_mismatch(&self, id: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE ferry_mismatches SET resolved_at = now() WHERE id = $1 AND resolved_at IS NULL",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .doing("resolve mismatch")?;
+        Ok(())
+    }
+
+    async fn enqueue_update(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        key: &str,
+        operation: &str,
+        payload: &serde_json::Value,
+    ) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO ferry_update_buffer (migration_id, tenant_id, entity_key, operation, payload)
+             VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(operation)
+        .bind(payload.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .doing("enqueue buffered update")
+    }
+
+    async fn mark_update_applied(&self, seq: i64) -> Result<()> {
+        sqlx::query("UPDATE ferry_update_buffer SET state = 'applied' WHERE seq = $1")
+            .bind(seq)
+            .execute(&self.pool)
+            .await
+            .doing("mark buffered update applied")?;
+        Ok(())
+    }
+
+    async fn change_version(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT version FROM ferry_change_counter WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .doing("read change counter")
+    }
+
+    async fn changes_since(&self, version: i64) -> Result<Vec<TenantRecord>> {
+        let rows: Vec<PgTenantRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM ferry_tenant_phases WHERE changed_at_version > $1
+              AND ($1 > 0 OR phase <> 'legacy' OR paused)"
+        ))
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await
+        .doing("read changed phases")?;
+        decode_tenants(rows)
+    }
+
+    async fn heartbeat(
+        &self,
+        router: &RouterId,
+        description: &str,
+        seen_version: i64,
+    ) -> Result<()> {
+        // GREATEST: a heartbeat that arrives late must not move a router's acknowledgement back.
+        sqlx::query(
+            "INSERT INTO ferry_routers (router_id, description, seen_version) VALUES ($1, $2, $3)
+             ON CONFLICT (router_id) DO UPDATE
+             SET seen_version = GREATEST(ferry_routers.seen_version, excluded.seen_version),
+                 description = excluded.description, heartbeat_at = now()",
+        )
+        .bind(router.as_str())
+        .bind(description)
+        .bind(seen_version)
+        .execute(&self.pool)
+        .await
+        .doing("record router heartbeat")?;
+        Ok(())
+    }
+
+    async fn deregister_router(&self, router: &RouterId) -> Result<()> {
+        sqlx::query("DELETE FROM ferry_routers WHERE router_id = $1")
+            .bind(router.as_str())
+            .execute(&self.pool)
+            .await
+            .doing("deregister router")?;
+        Ok(())
+    }
+
+    async fn routers(&self, lease: Duration) -> Result<Vec<RouterRecord>> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        // The database clock judges liveness, so routers on hosts with skewed clocks are
+        // judged alike.
+        let rows: Vec<(String, String, i64, DateTime<Utc>, DateTime<Utc>, bool)> = sqlx::query_as(
+            "SELECT router_id, description, seen_version, started_at, heartbeat_at,
+                    heartbeat_at > now() - $1 * interval '1 millisecond'
+             FROM ferry_routers ORDER BY router_id",
+        )
+        .bind(lease_ms)
+        .fetch_all(&self.pool)
+        .await
+        .doing("list routers")?;
+        rows.into_iter()
+            .map(|(id, d, seen, started, beat, live)| {
+                rows::router((id, d, seen, started, beat), live, ok)
+            })
+            .collect()
+    }
+
+    fn change_feed(&self) -> ChangeFeed {
+        let (tx, rx) = watch::channel(0);
+        let pool = self.pool.clone();
+        let channel = self.channel.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(e) = follow_notifications(&pool, &channel, &tx).await {
+                    tracing::warn!("change feed lost its connection, reconnecting: {e}");
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        ChangeFeed::new(rx, task)
+    }
+}
+
+async fn follow_notifications(
+    pool: &PgPool,
+    channel: &str,
+    tx: &watch::Sender<i64>,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    // A change may have committed before LISTEN took effect; read the counter once after.
+    let current: i64 = sqlx::query_scalar("SELECT version FROM ferry_change_counter WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    tx.send_replace(current);
+    loop {
+        let note = listener.recv().await?;
+        if let Ok(version) = note.payload().parse::<i64>() {
+            tx.send_if_modified(|v| {
+                let newer = version > *v;
+                if newer {
+                    *v = version;
+                }
+                newer
+            });
+        }
+        if tx.is_closed() {
+            return Ok(());
+        }
+    }
+}

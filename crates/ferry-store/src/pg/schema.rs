@@ -1,0 +1,107 @@
+//! The PostgreSQL control-store schema, one entry per version. Applied in order, each in the
+//! start-up transaction, never edited once released: a change is a new version.
+
+pub(crate) const STEPS: &[&str] = &[V1];
+
+const V1: &str = r#"
+CREATE TABLE ferry_change_counter (
+    id int PRIMARY KEY CHECK (id = 1),
+    version bigint NOT NULL
+);
+INSERT INTO ferry_change_counter (id, version) VALUES (1, 0);
+
+CREATE TABLE ferry_migrations (
+    migration_id text PRIMARY KEY,
+    kind text NOT NULL,
+    description text NOT NULL,
+    config text NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE ferry_tenant_phases (
+    migration_id text NOT NULL REFERENCES ferry_migrations (migration_id),
+    tenant_id text NOT NULL,
+    phase text NOT NULL CHECK (phase IN ('legacy', 'dual_write', 'shadow', 'target_primary', 'target_only', 'complete')),
+    paused boolean NOT NULL DEFAULT false,
+    version bigint NOT NULL DEFAULT 0,
+    changed_at_version bigint NOT NULL DEFAULT 0,
+    row_count bigint NOT NULL DEFAULT 0,
+    cohort_bucket bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, tenant_id)
+);
+CREATE INDEX ferry_tenant_phases_changed ON ferry_tenant_phases (changed_at_version);
+CREATE INDEX ferry_tenant_phases_bucket ON ferry_tenant_phases (migration_id, cohort_bucket);
+CREATE INDEX ferry_tenant_phases_size ON ferry_tenant_phases (migration_id, row_count, tenant_id);
+CREATE INDEX ferry_tenant_phases_phase ON ferry_tenant_phases (migration_id, phase, tenant_id);
+
+CREATE TABLE ferry_audit_log (
+    seq bigserial PRIMARY KEY,
+    migration_id text NOT NULL,
+    tenant_id text NOT NULL,
+    action text NOT NULL,
+    from_phase text NOT NULL,
+    from_paused boolean NOT NULL,
+    to_phase text NOT NULL,
+    to_paused boolean NOT NULL,
+    actor text NOT NULL,
+    reason text NOT NULL,
+    forced_guards text NOT NULL,
+    change_version bigint NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ferry_audit_log_tenant ON ferry_audit_log (migration_id, tenant_id, seq);
+
+CREATE FUNCTION ferry_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ferry_audit_log is append-only';
+END
+$$;
+CREATE TRIGGER ferry_audit_log_append_only BEFORE UPDATE OR DELETE ON ferry_audit_log
+    FOR EACH ROW EXECUTE FUNCTION ferry_audit_log_append_only();
+
+CREATE TABLE ferry_routers (
+    router_id text PRIMARY KEY,
+    description text NOT NULL,
+    seen_version bigint NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE ferry_backfill (
+    migration_id text NOT NULL,
+    tenant_id text NOT NULL,
+    direction text NOT NULL CHECK (direction IN ('forward', 'reverse')),
+    rows_done bigint NOT NULL,
+    rows_total bigint NOT NULL,
+    complete boolean NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, tenant_id, direction)
+);
+
+CREATE TABLE ferry_mismatches (
+    id bigserial PRIMARY KEY,
+    migration_id text NOT NULL,
+    tenant_id text NOT NULL,
+    entity_key text NOT NULL,
+    detail text NOT NULL,
+    detected_at timestamptz NOT NULL DEFAULT now(),
+    resolved_at timestamptz
+);
+CREATE INDEX ferry_mismatches_open ON ferry_mismatches (migration_id, tenant_id) WHERE resolved_at IS NULL;
+
+CREATE TABLE ferry_update_buffer (
+    seq bigserial PRIMARY KEY,
+    migration_id text NOT NULL,
+    tenant_id text NOT NULL,
+    entity_key text NOT NULL,
+    operation text NOT NULL,
+    payload text NOT NULL,
+    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead', 'applied')),
+    attempts int NOT NULL DEFAULT 0,
+    last_error text,
+    enqueued_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ferry_update_buffer_open ON ferry_update_buffer (migration_id, tenant_id, seq) WHERE state <> 'applied';
+"#;

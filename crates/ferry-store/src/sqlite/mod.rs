@@ -1,0 +1,805 @@
+//! The embedded SQLite control store: the default, so Ferry runs with no server.
+//!
+//! Equivalent to the PostgreSQL store statement for statement; batches travel as one JSON
+//! array parameter unpacked with `json_each`, where PostgreSQL uses `unnest` over arrays.
+//! Writes take the database lock up front (`BEGIN IMMEDIATE`), so concurrent writers queue on
+//! the busy timeout instead of failing a lock upgrade half-way. There is no LISTEN/NOTIFY:
+//! [`ControlStore::change_feed`] polls the change counter.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, TenantId, hash_bucket};
+use serde_json::json;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::watch;
+
+use crate::error::{QueryContext, Result, StoreError};
+use crate::facts::{self, FactRows};
+use crate::feed::ChangeFeed;
+use crate::model::*;
+use crate::rows::{self, audit_columns, tenant_columns};
+use crate::{ControlStore, SCHEMA_VERSION, StoreKind};
+
+/// How often the change feed polls the counter. A read of one row; cheap enough to keep
+/// phase changes visible to routers within a tenth of a second.
+const FEED_POLL: Duration = Duration::from_millis(100);
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+type SqliteTenantRow = rows::TenantRow<i64>;
+
+fn now_ms() -> i64 {
+    rows::to_millis(Utc::now())
+}
+
+fn decode_tenants(rows: Vec<SqliteTenantRow>) -> Result<Vec<TenantRecord>> {
+    rows.into_iter()
+        .map(|r| rows::tenant_record(r, rows::from_millis))
+        .collect()
+}
+
+fn json_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::Value::from(ids.into_iter().collect::<Vec<_>>()).to_string()
+}
+
+impl SqliteStore {
+    /// Opens (creating it if `create` and it is missing) and upgrades the store file.
+    pub async fn open(path: &Path, create: bool, timeout: Duration) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Unreachable {
+                url: format!("sqlite://{}", path.display()),
+                source,
+            })?;
+        let store = SqliteStore {
+            pool,
+            path: path.to_owned(),
+        };
+        store.upgrade_schema().await?;
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn upgrade_schema(&self) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing("begin schema upgrade")?;
+        let has_meta: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'ferry_meta'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .doing("look for ferry_meta")?;
+        let found: i64 = if has_meta == 0 {
+            0
+        } else {
+            sqlx::query_scalar(
+                "SELECT coalesce(max(value), 0) FROM ferry_meta WHERE key = 'schema_version'",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .doing("read schema version")?
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found == SCHEMA_VERSION {
+            return tx.commit().await.doing("commit schema check");
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS ferry_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .doing("create ferry_meta")?;
+        for (index, step) in schema::STEPS.iter().enumerate() {
+            let version = i64::try_from(index).expect("few schema steps") + 1;
+            if version > found {
+                tracing::info!(version, "upgrading control store schema");
+                sqlx::raw_sql(*step)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("apply schema step")?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO ferry_meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(SCHEMA_VERSION)
+        .execute(&mut *tx)
+        .await
+        .doing("record schema version")?;
+        tx.commit().await.doing("commit schema upgrade")
+    }
+
+    /// Overwrites the recorded schema version; for testing the too-new refusal.
+    pub async fn force_schema_version(&self, version: i64) -> Result<()> {
+        sqlx::query("UPDATE ferry_meta SET value = ?1 WHERE key = 'schema_version'")
+            .bind(version)
+            .execute(&self.pool)
+            .await
+            .doing("force schema version")?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ControlStore for SqliteStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Sqlite
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    async fn create_migration(&self, new: &NewMigration) -> Result<Migration> {
+        let row: Option<rows::MigrationRow<i64>> = sqlx::query_as(
+            "INSERT INTO ferry_migrations (migration_id, kind, description, config, created_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (migration_id) DO NOTHING
+             RETURNING migration_id, kind, description, config, created_by, created_at",
+        )
+        .bind(new.id.as_str())
+        .bind(new.kind.as_str())
+        .bind(&new.description)
+        .bind(new.config.to_string())
+        .bind(&new.created_by)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("create migration")?;
+        match row {
+            Some(row) => rows::migration(row, rows::from_millis),
+            None => Err(StoreError::MigrationExists(new.id.clone())),
+        }
+    }
+
+    async fn migration(&self, id: &MigrationId) -> Result<Migration> {
+        let row: Option<rows::MigrationRow<i64>> = sqlx::query_as(
+            "SELECT migration_id, kind, description, config, created_by, created_at
+             FROM ferry_migrations WHERE migration_id = ?1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("read migration")?;
+        match row {
+            Some(row) => rows::migration(row, rows::from_millis),
+            None => Err(StoreError::MigrationNotFound(id.clone())),
+        }
+    }
+
+    async fn migrations(&self) -> Result<Vec<Migration>> {
+        let rows: Vec<rows::MigrationRow<i64>> = sqlx::query_as(
+            "SELECT migration_id, kind, description, config, created_by, created_at
+             FROM ferry_migrations ORDER BY migration_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("list migrations")?;
+        rows.into_iter()
+            .map(|r| rows::migration(r, rows::from_millis))
+            .collect()
+    }
+
+    async fn register_tenants(
+        &self,
+        migration: &MigrationId,
+        tenants: &[TenantSize],
+    ) -> Result<u64> {
+        self.migration(migration).await?;
+        let batch = serde_json::Value::from(
+            tenants
+                .iter()
+                .map(|t| {
+                    json!([
+                        t.tenant.as_str(),
+                        i64::try_from(t.rows).unwrap_or(i64::MAX),
+                        hash_bucket(migration, &t.tenant)
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing("begin tenant registration")?;
+        let count = "SELECT count(*) FROM ferry_tenant_phases WHERE migration_id = ?1";
+        let before: i64 = sqlx::query_scalar(count)
+            .bind(migration.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .doing("count tenants")?;
+        // `WHERE true` disambiguates an upsert's SELECT from a join constraint in SQLite.
+        sqlx::query(
+            "INSERT INTO ferry_tenant_phases (migration_id, tenant_id, phase, row_count, cohort_bucket, updated_at)
+             SELECT ?1, json_extract(value, '$[0]'), 'legacy', json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), ?3
+             FROM json_each(?2) WHERE true
+             ON CONFLICT (migration_id, tenant_id) DO UPDATE SET row_count = excluded.row_count",
+        )
+        .bind(migration.as_str())
+        .bind(batch)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .doing("register tenants")?;
+        let after: i64 = sqlx::query_scalar(count)
+            .bind(migration.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .doing("count tenants")?;
+        tx.commit().await.doing("commit tenant registration")?;
+        rows::count(after - before)
+    }
+
+    async fn tenant(&self, migration: &MigrationId, tenant: &TenantId) -> Result<TenantRecord> {
+        let row: Option<SqliteTenantRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM ferry_tenant_phases WHERE migration_id = ?1 AND tenant_id = ?2"
+        ))
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("read tenant")?;
+        match row {
+            Some(row) => rows::tenant_record(row, rows::from_millis),
+            None => {
+                self.migration(migration).await?;
+                Err(StoreError::TenantNotFound {
+                    migration: migration.clone(),
+                    tenant: tenant.clone(),
+                })
+            }
+        }
+    }
+
+    async fn tenants(
+        &self,
+        migration: &MigrationId,
+        query: &TenantQuery,
+    ) -> Result<Vec<TenantRecord>> {
+        let rows: Vec<SqliteTenantRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM ferry_tenant_phases WHERE migration_id = ?1
+              AND (?2 IS NULL OR phase = ?2)
+              AND (?3 IS NULL OR paused = ?3)
+              AND (?4 IS NULL OR tenant_id > ?4)
+              ORDER BY tenant_id LIMIT ?5"
+        ))
+        .bind(migration.as_str())
+        .bind(query.phase.map(|p| p.as_str()))
+        .bind(query.paused)
+        .bind(query.after.as_ref().map(|t| t.as_str()))
+        .bind(
+            query
+                .limit
+                .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("list tenants")?;
+        decode_tenants(rows)
+    }
+
+    async fn cohort(&self, migration: &MigrationId, cohort: &Cohort) -> Result<Vec<TenantRecord>> {
+        let m = migration.as_str();
+        let query = match cohort {
+            Cohort::Explicit(ids) => sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases WHERE migration_id = ?1
+                  AND tenant_id IN (SELECT value FROM json_each(?2)) ORDER BY tenant_id"
+            ))
+            .bind(m)
+            .bind(json_ids(ids.iter().map(|t| t.as_str()))),
+            Cohort::Percent(p) => sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases
+                  WHERE migration_id = ?1 AND cohort_bucket < ?2 ORDER BY tenant_id"
+            ))
+            .bind(m)
+            .bind(i64::from(p.basis_points())),
+            Cohort::SmallestFirst(n) => sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases
+                  WHERE migration_id = ?1 ORDER BY row_count, tenant_id LIMIT ?2"
+            ))
+            .bind(m)
+            .bind(i64::try_from(*n).unwrap_or(i64::MAX)),
+            Cohort::All => sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases WHERE migration_id = ?1 ORDER BY tenant_id"
+            ))
+            .bind(m),
+        };
+        let rows: Vec<SqliteTenantRow> =
+            query.fetch_all(&self.pool).await.doing("select cohort")?;
+        decode_tenants(rows)
+    }
+
+    async fn apply_changes(
+        &self,
+        migration: &MigrationId,
+        changes: &[PhaseChange],
+        meta: &AuditMeta,
+    ) -> Result<AppliedChanges> {
+        if changes.is_empty() {
+            return Ok(AppliedChanges::default());
+        }
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing("begin phase change")?;
+        let version: i64 = sqlx::query_scalar(
+            "UPDATE ferry_change_counter SET version = version + 1 WHERE id = 1 RETURNING version",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .doing("bump change counter")?;
+        let batch = serde_json::Value::from(
+            changes
+                .iter()
+                .map(|c| {
+                    json!([
+                        c.tenant.as_str(),
+                        c.expected_version,
+                        c.to_phase.as_str(),
+                        c.to_paused
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let updated: Vec<String> = sqlx::query_scalar(
+            "UPDATE ferry_tenant_phases AS p
+             SET phase = i.to_phase, paused = i.to_paused, version = p.version + 1,
+                 changed_at_version = ?2, updated_at = ?3
+             FROM (SELECT json_extract(value, '$[0]') AS tenant_id,
+                          json_extract(value, '$[1]') AS expected_version,
+                          json_extract(value, '$[2]') AS to_phase,
+                          json_extract(value, '$[3]') AS to_paused
+                   FROM json_each(?4)) AS i
+             WHERE p.migration_id = ?1 AND p.tenant_id = i.tenant_id
+               AND p.version = i.expected_version
+             RETURNING tenant_id",
+        )
+        .bind(migration.as_str())
+        .bind(version)
+        .bind(now)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await
+        .doing("apply phase changes")?;
+        let updated: std::collections::HashSet<String> = updated.into_iter().collect();
+        let (applied, conflicts): (Vec<&PhaseChange>, Vec<&PhaseChange>) = changes
+            .iter()
+            .partition(|c| updated.contains(c.tenant.as_str()));
+        if applied.is_empty() {
+            tx.rollback().await.doing("roll back empty phase change")?;
+            return Ok(AppliedChanges {
+                applied: vec![],
+                conflicts: conflicts.into_iter().map(|c| c.tenant.clone()).collect(),
+                change_version: 0,
+            });
+        }
+        let audit = serde_json::Value::from(
+            applied
+                .iter()
+                .map(|c| {
+                    json!([
+                        c.tenant.as_str(),
+                        c.action.as_str(),
+                        c.from.phase.as_str(),
+                        c.from.paused,
+                        c.to_phase.as_str(),
+                        c.to_paused,
+                        rows::guards_to_text(&c.forced_guards)
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        sqlx::query(
+            "INSERT INTO ferry_audit_log (migration_id, tenant_id, action, from_phase, from_paused,
+                 to_phase, to_paused, actor, reason, forced_guards, change_version, at)
+             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[5]'), ?2, ?3,
+                    json_extract(value, '$[6]'), ?4, ?5
+             FROM json_each(?6) ORDER BY key",
+        )
+        .bind(migration.as_str())
+        .bind(&meta.actor)
+        .bind(&meta.reason)
+        .bind(version)
+        .bind(now)
+        .bind(audit)
+        .execute(&mut *tx)
+        .await
+        .doing("write audit log")?;
+        let resets = facts::resets(&applied);
+        if !resets.all_progress.is_empty() {
+            sqlx::query(
+                "DELETE FROM ferry_backfill WHERE migration_id = ?1
+                 AND tenant_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(migration.as_str())
+            .bind(json_ids(resets.all_progress.iter().map(String::as_str)))
+            .execute(&mut *tx)
+            .await
+            .doing("reset backfill progress")?;
+        }
+        if !resets.reverse_sync.is_empty() {
+            sqlx::query(
+                "DELETE FROM ferry_backfill WHERE migration_id = ?1 AND direction = 'reverse'
+                 AND tenant_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(migration.as_str())
+            .bind(json_ids(resets.reverse_sync.iter().map(String::as_str)))
+            .execute(&mut *tx)
+            .await
+            .doing("reset reverse sync")?;
+        }
+        tx.commit().await.doing("commit phase change")?;
+        Ok(AppliedChanges {
+            applied: applied.into_iter().map(|c| c.tenant.clone()).collect(),
+            conflicts: conflicts.into_iter().map(|c| c.tenant.clone()).collect(),
+            change_version: version,
+        })
+    }
+
+    async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>> {
+        self.tenant(migration, tenant).await?;
+        let rows: Vec<rows::AuditRow<i64>> = sqlx::query_as(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM ferry_audit_log WHERE migration_id = ?1 AND tenant_id = ?2 ORDER BY seq"
+        ))
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .doing("read tenant history")?;
+        rows.into_iter()
+            .map(|r| rows::audit_entry(r, rows::from_millis))
+            .collect()
+    }
+
+    async fn audit_log(
+        &self,
+        migration: &MigrationId,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows: Vec<rows::AuditRow<i64>> = sqlx::query_as(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM ferry_audit_log WHERE migration_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))
+        .bind(migration.as_str())
+        .bind(after_seq)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .doing("read audit log")?;
+        rows.into_iter()
+            .map(|r| rows::audit_entry(r, rows::from_millis))
+            .collect()
+    }
+
+    async fn status(&self) -> Result<Vec<PhaseCount>> {
+        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT migration_id, phase, count(*), coalesce(sum(paused), 0),
+                    coalesce(sum(row_count), 0)
+             FROM ferry_tenant_phases GROUP BY migration_id, phase",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("count tenants per phase")?;
+        let mut out = rows
+            .into_iter()
+            .map(|(m, p, tenants, paused, row_count)| {
+                Ok(PhaseCount {
+                    migration: rows::migration_id(m)?,
+                    phase: rows::phase(&p)?,
+                    tenants: rows::count(tenants)?,
+                    paused: rows::count(paused)?,
+                    rows: rows::count(row_count)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| (&a.migration, a.phase).cmp(&(&b.migration, b.phase)));
+        Ok(out)
+    }
+
+    async fn guard_facts(
+        &self,
+        migration: &MigrationId,
+        tenants: &[TenantRecord],
+        router_lease: Duration,
+    ) -> Result<Vec<GuardFacts>> {
+        let ids = json_ids(tenants.iter().map(|t| t.tenant.as_str()));
+        let mut rows = FactRows::default();
+        let backfill: Vec<(String, String, i64, i64, bool)> = sqlx::query_as(
+            "SELECT tenant_id, direction, rows_done, rows_total, complete FROM ferry_backfill
+             WHERE migration_id = ?1 AND tenant_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(migration.as_str())
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .doing("read backfill progress")?;
+        for (tenant, direction, done, total, complete) in backfill {
+            let direction = facts::direction(&direction).ok_or_else(|| StoreError::Corrupt {
+                what: format!("backfill direction {direction:?}"),
+            })?;
+            rows.backfill.insert(
+                (tenant, direction),
+                (rows::count(done)?, rows::count(total)?, complete),
+            );
+        }
+        let mismatches: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, count(*) FROM ferry_mismatches
+             WHERE migration_id = ?1 AND tenant_id IN (SELECT value FROM json_each(?2))
+               AND resolved_at IS NULL
+             GROUP BY tenant_id",
+        )
+        .bind(migration.as_str())
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .doing("count open mismatches")?;
+        for (tenant, n) in mismatches {
+            rows.mismatches.insert(tenant, rows::count(n)?);
+        }
+        let buffer: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, count(*) FROM ferry_update_buffer
+             WHERE migration_id = ?1 AND tenant_id IN (SELECT value FROM json_each(?2))
+               AND state <> 'applied'
+             GROUP BY tenant_id",
+        )
+        .bind(migration.as_str())
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .doing("count buffered updates")?;
+        for (tenant, n) in buffer {
+            rows.buffer.insert(tenant, rows::count(n)?);
+        }
+        let routers = self.routers(router_lease).await?;
+        Ok(facts::assemble(tenants, &rows, &routers))
+    }
+
+    async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
+        self.tenant(&p.migration, &p.tenant).await?;
+        sqlx::query(
+            "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total, complete, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
+             SET rows_done = excluded.rows_done, rows_total = excluded.rows_total,
+                 complete = excluded.complete, updated_at = excluded.updated_at",
+        )
+        .bind(p.migration.as_str())
+        .bind(p.tenant.as_str())
+        .bind(p.direction.as_str())
+        .bind(i64::try_from(p.rows_done).unwrap_or(i64::MAX))
+        .bind(i64::try_from(p.rows_total).unwrap_or(i64::MAX))
+        .bind(p.complete)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .doing("record backfill progress")?;
+        Ok(())
+    }
+
+    async fn record_mismatch(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        key: &str,
+        detail: &str,
+    ) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO ferry_mismatches (migration_id, tenant_id, entity_key, detail, detected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(detail)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .doing("record mismatch")
+    }
+
+    async fn resolve_mismatch(&self, id: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE ferry_mismatches SET resolved_at = ?2 WHERE id = ?1 AND resolved_at IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .doing("resolve mismatch")?;
+        Ok(())
+    }
+
+    async fn enqueue_update(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        key: &str,
+        operation: &str,
+        payload: &serde_json::Value,
+    ) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO ferry_update_buffer (migration_id, tenant_id, entity_key, operation, payload, enqueued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(operation)
+        .bind(payload.to_string())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .doing("enqueue buffered update")
+    }
+
+    async fn mark_update_applied(&self, seq: i64) -> Result<()> {
+        sqlx::query("UPDATE ferry_update_buffer SET state = 'applied' WHERE seq = ?1")
+            .bind(seq)
+            .execute(&self.pool)
+            .await
+            .doing("mark buffered update applied")?;
+        Ok(())
+    }
+
+    async fn change_version(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT version FROM ferry_change_counter WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .doing("read change counter")
+    }
+
+    async fn changes_since(&self, version: i64) -> Result<Vec<TenantRecord>> {
+        let rows: Vec<SqliteTenantRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM ferry_tenant_phases WHERE changed_at_version > ?1
+              AND (?1 > 0 OR phase <> 'legacy' OR paused)"
+        ))
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await
+        .doing("read changed phases")?;
+        decode_tenants(rows)
+    }
+
+    async fn heartbeat(
+        &self,
+        router: &RouterId,
+        description: &str,
+        seen_version: i64,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO ferry_routers (router_id, description, seen_version, started_at, heartbeat_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (router_id) DO UPDATE
+             SET seen_version = max(ferry_routers.seen_version, excluded.seen_version),
+                 description = excluded.description, heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(router.as_str())
+        .bind(description)
+        .bind(seen_version)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .doing("record router heartbeat")?;
+        Ok(())
+    }
+
+    async fn deregister_router(&self, router: &RouterId) -> Result<()> {
+        sqlx::query("DELETE FROM ferry_routers WHERE router_id = ?1")
+            .bind(router.as_str())
+            .execute(&self.pool)
+            .await
+            .doing("deregister router")?;
+        Ok(())
+    }
+
+    async fn routers(&self, lease: Duration) -> Result<Vec<RouterRecord>> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let rows: Vec<rows::RouterRow<i64>> = sqlx::query_as(
+            "SELECT router_id, description, seen_version, started_at, heartbeat_at
+             FROM ferry_routers ORDER BY router_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("list routers")?;
+        rows.into_iter()
+            .map(|row| {
+                let live = now.saturating_sub(row.4) < lease_ms;
+                rows::router(row, live, rows::from_millis)
+            })
+            .collect()
+    }
+
+    fn change_feed(&self) -> ChangeFeed {
+        let (tx, rx) = watch::channel(0);
+        let pool = self.pool.clone();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(FEED_POLL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if tx.is_closed() {
+                    return;
+                }
+                match sqlx::query_scalar::<_, i64>(
+                    "SELECT version FROM ferry_change_counter WHERE id = 1",
+                )
+                .fetch_one(&pool)
+                .await
+                {
+                    Ok(version) => {
+                        tx.send_if_modified(|v| {
+                            let newer = version > *v;
+                            if newer {
+                                *v = version;
+                            }
+                            newer
+                        });
+                    }
+                    Err(e) => tracing::warn!("change feed failed to read the counter: {e}"),
+                }
+            }
+        });
+        ChangeFeed::new(rx, task)
+    }
+}

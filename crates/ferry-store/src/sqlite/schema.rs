@@ -1,0 +1,103 @@
+//! The SQLite control-store schema, one entry per version (see `pg/schema.rs`; the two are
+//! kept equivalent, with timestamps as Unix milliseconds here).
+
+pub(crate) const STEPS: &[&str] = &[V1];
+
+const V1: &str = r#"
+CREATE TABLE ferry_change_counter (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO ferry_change_counter (id, version) VALUES (1, 0);
+
+CREATE TABLE ferry_migrations (
+    migration_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE ferry_tenant_phases (
+    migration_id TEXT NOT NULL REFERENCES ferry_migrations (migration_id),
+    tenant_id TEXT NOT NULL,
+    phase TEXT NOT NULL CHECK (phase IN ('legacy', 'dual_write', 'shadow', 'target_primary', 'target_only', 'complete')),
+    paused INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
+    changed_at_version INTEGER NOT NULL DEFAULT 0,
+    row_count INTEGER NOT NULL DEFAULT 0,
+    cohort_bucket INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (migration_id, tenant_id)
+) WITHOUT ROWID;
+CREATE INDEX ferry_tenant_phases_changed ON ferry_tenant_phases (changed_at_version);
+CREATE INDEX ferry_tenant_phases_bucket ON ferry_tenant_phases (migration_id, cohort_bucket);
+CREATE INDEX ferry_tenant_phases_size ON ferry_tenant_phases (migration_id, row_count, tenant_id);
+CREATE INDEX ferry_tenant_phases_phase ON ferry_tenant_phases (migration_id, phase, tenant_id);
+
+CREATE TABLE ferry_audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    migration_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_phase TEXT NOT NULL,
+    from_paused INTEGER NOT NULL,
+    to_phase TEXT NOT NULL,
+    to_paused INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    forced_guards TEXT NOT NULL,
+    change_version INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX ferry_audit_log_tenant ON ferry_audit_log (migration_id, tenant_id, seq);
+CREATE TRIGGER ferry_audit_log_no_update BEFORE UPDATE ON ferry_audit_log
+BEGIN SELECT RAISE(ABORT, 'ferry_audit_log is append-only'); END;
+CREATE TRIGGER ferry_audit_log_no_delete BEFORE DELETE ON ferry_audit_log
+BEGIN SELECT RAISE(ABORT, 'ferry_audit_log is append-only'); END;
+
+CREATE TABLE ferry_routers (
+    router_id TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    seen_version INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+);
+
+CREATE TABLE ferry_backfill (
+    migration_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('forward', 'reverse')),
+    rows_done INTEGER NOT NULL,
+    rows_total INTEGER NOT NULL,
+    complete INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (migration_id, tenant_id, direction)
+);
+
+CREATE TABLE ferry_mismatches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    migration_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    detected_at INTEGER NOT NULL,
+    resolved_at INTEGER
+);
+CREATE INDEX ferry_mismatches_open ON ferry_mismatches (migration_id, tenant_id) WHERE resolved_at IS NULL;
+
+CREATE TABLE ferry_update_buffer (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    migration_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead', 'applied')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    enqueued_at INTEGER NOT NULL
+);
+CREATE INDEX ferry_update_buffer_open ON ferry_update_buffer (migration_id, tenant_id, seq) WHERE state <> 'applied';
+"#;

@@ -1,0 +1,652 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ferry_domain::{
+    Action, Cohort, Guard, MigrationId, Percent, Phase, RouterId, TenantId, TenantPhase,
+};
+use ferry_store::*;
+use ferry_testkit::{TestStore, both_stores};
+
+fn mig(s: &str) -> MigrationId {
+    MigrationId::new(s).unwrap()
+}
+fn tenant(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+fn router(s: &str) -> RouterId {
+    RouterId::new(s).unwrap()
+}
+fn meta() -> AuditMeta {
+    AuditMeta {
+        actor: "alice".into(),
+        reason: "test".into(),
+    }
+}
+
+async fn migration_with_tenants(s: &TestStore, id: &str, tenants: &[(&str, u64)]) -> MigrationId {
+    let m = mig(id);
+    s.store
+        .create_migration(&NewMigration {
+            id: m.clone(),
+            kind: MigrationKind::TenantMove,
+            description: "move".into(),
+            config: serde_json::json!({"table": "orders"}),
+            created_by: "alice".into(),
+        })
+        .await
+        .unwrap();
+    let sizes: Vec<TenantSize> = tenants
+        .iter()
+        .map(|(t, rows)| TenantSize {
+            tenant: tenant(t),
+            rows: *rows,
+        })
+        .collect();
+    s.store.register_tenants(&m, &sizes).await.unwrap();
+    m
+}
+
+fn advance(record: &TenantRecord) -> PhaseChange {
+    let to = record.state.phase.next().unwrap();
+    PhaseChange {
+        tenant: record.tenant.clone(),
+        action: Action::Advance,
+        expected_version: record.state.version,
+        from: record.state,
+        to_phase: to,
+        to_paused: record.state.paused,
+        forced_guards: vec![],
+    }
+}
+
+both_stores!(
+    schema_is_versioned_and_reopening_is_idempotent,
+    migrations_are_created_once_and_listed,
+    tenants_register_in_legacy_and_update_sizes,
+    unknown_things_are_clear_errors,
+    changes_are_applied_with_audit_and_counter,
+    concurrent_changes_have_exactly_one_winner,
+    batched_changes_report_conflicts_per_tenant,
+    cohorts_select_by_list_percent_and_size,
+    guard_facts_come_from_progress_mismatches_buffer_and_routers,
+    rollback_resets_backfill_progress,
+    routers_heartbeat_and_follow_changes,
+    status_counts_tenants_per_phase,
+    audit_log_is_append_only,
+    tenants_list_filters_and_paginates,
+);
+
+async fn schema_is_versioned_and_reopening_is_idempotent(s: &TestStore) {
+    let m = migration_with_tenants(s, "m1", &[("a", 1)]).await;
+    // A second process opening the same store neither fails nor loses data.
+    let again = s.reopen().await;
+    assert_eq!(again.migration(&m).await.unwrap().id, m);
+    assert_eq!(again.change_version().await.unwrap(), 0);
+}
+
+async fn migrations_are_created_once_and_listed(s: &TestStore) {
+    let m = migration_with_tenants(s, "orders_move", &[]).await;
+    let got = s.store.migration(&m).await.unwrap();
+    assert_eq!(got.kind, MigrationKind::TenantMove);
+    assert_eq!(got.config, serde_json::json!({"table": "orders"}));
+    assert_eq!(got.created_by, "alice");
+    let dup = s
+        .store
+        .create_migration(&NewMigration {
+            id: m.clone(),
+            kind: MigrationKind::Tiering,
+            description: String::new(),
+            config: serde_json::json!({}),
+            created_by: "bob".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(dup, StoreError::MigrationExists(ref id) if *id == m),
+        "{dup}"
+    );
+    // The refused duplicate changed nothing.
+    assert_eq!(
+        s.store.migration(&m).await.unwrap().kind,
+        MigrationKind::TenantMove
+    );
+    migration_with_tenants(s, "a_first", &[]).await;
+    let ids: Vec<String> = s
+        .store
+        .migrations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    assert_eq!(ids, ["a_first", "orders_move"]);
+}
+
+async fn tenants_register_in_legacy_and_update_sizes(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 10), ("b", 20)]).await;
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    assert_eq!(a.state, TenantPhase::INITIAL);
+    assert_eq!(a.rows, 10);
+    assert_eq!(a.cohort_bucket, ferry_domain::hash_bucket(&m, &tenant("a")));
+    let added = s
+        .store
+        .register_tenants(
+            &m,
+            &[
+                TenantSize {
+                    tenant: tenant("a"),
+                    rows: 11,
+                },
+                TenantSize {
+                    tenant: tenant("c"),
+                    rows: 5,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(added, 1, "only c is new");
+    assert_eq!(s.store.tenant(&m, &tenant("a")).await.unwrap().rows, 11);
+    assert_eq!(s.store.tenant(&m, &tenant("c")).await.unwrap().rows, 5);
+}
+
+async fn unknown_things_are_clear_errors(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1)]).await;
+    let err = s.store.migration(&mig("nope")).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "migration nope does not exist (see `ferry migration list`)"
+    );
+    let err = s.store.tenant(&m, &tenant("zz")).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tenant zz is not registered in migration m (see `ferry tenant add`)"
+    );
+    let err = s
+        .store
+        .tenant(&mig("nope"), &tenant("a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MigrationNotFound(_)), "{err}");
+    let err = s
+        .store
+        .register_tenants(
+            &mig("nope"),
+            &[TenantSize {
+                tenant: tenant("a"),
+                rows: 1,
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MigrationNotFound(_)), "{err}");
+    assert!(matches!(
+        s.store.history(&m, &tenant("zz")).await.unwrap_err(),
+        StoreError::TenantNotFound { .. }
+    ));
+}
+
+async fn changes_are_applied_with_audit_and_counter(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1), ("b", 1)]).await;
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    let mut change = advance(&a);
+    change.forced_guards = vec![Guard::RoutersAcknowledged];
+    let applied = s.store.apply_changes(&m, &[change], &meta()).await.unwrap();
+    assert_eq!(applied.applied, [tenant("a")]);
+    assert!(applied.conflicts.is_empty());
+    assert_eq!(applied.change_version, 1);
+    assert_eq!(s.store.change_version().await.unwrap(), 1);
+
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    assert_eq!(a.state.phase, Phase::DualWrite);
+    assert_eq!(a.state.version, 1);
+    assert_eq!(a.changed_at_version, 1);
+    // b was not touched.
+    let b = s.store.tenant(&m, &tenant("b")).await.unwrap();
+    assert_eq!(b.state, TenantPhase::INITIAL);
+
+    let history = s.store.history(&m, &tenant("a")).await.unwrap();
+    assert_eq!(history.len(), 1);
+    let entry = &history[0];
+    assert_eq!(
+        (entry.action, entry.from_phase, entry.to_phase),
+        (Action::Advance, Phase::Legacy, Phase::DualWrite)
+    );
+    assert_eq!(
+        (entry.actor.as_str(), entry.reason.as_str()),
+        ("alice", "test")
+    );
+    assert_eq!(entry.forced_guards, [Guard::RoutersAcknowledged]);
+    assert!(entry.forced());
+    assert_eq!(entry.change_version, 1);
+    assert!(s.store.history(&m, &tenant("b")).await.unwrap().is_empty());
+}
+
+async fn concurrent_changes_have_exactly_one_winner(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1)]).await;
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    // Two operators read version 0 and both try to advance, from two connections.
+    let other = s.reopen().await;
+    let (change, meta) = ([advance(&a)], meta());
+    let one = s.store.apply_changes(&m, &change, &meta);
+    let two = other.apply_changes(&m, &change, &meta);
+    let (one, two) = tokio::join!(one, two);
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let winners = one.applied.len() + two.applied.len();
+    let losers = one.conflicts.len() + two.conflicts.len();
+    assert_eq!((winners, losers), (1, 1), "{one:?} {two:?}");
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    assert_eq!((a.state.phase, a.state.version), (Phase::DualWrite, 1));
+    assert_eq!(s.store.history(&m, &tenant("a")).await.unwrap().len(), 1);
+    // The loser's counter bump was rolled back with it.
+    assert_eq!(s.store.change_version().await.unwrap(), 1);
+}
+
+async fn batched_changes_report_conflicts_per_tenant(s: &TestStore) {
+    let names: Vec<String> = (0..50).map(|i| format!("t{i:02}")).collect();
+    let tenants: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let m = migration_with_tenants(s, "m", &tenants).await;
+    let all = s.store.cohort(&m, &Cohort::All).await.unwrap();
+    assert_eq!(all.len(), 50);
+    // t07 moves first, so the batch's expectation for it is stale.
+    s.store
+        .apply_changes(&m, &[advance(&all[7])], &meta())
+        .await
+        .unwrap();
+    let batch: Vec<PhaseChange> = all.iter().map(advance).collect();
+    let applied = s.store.apply_changes(&m, &batch, &meta()).await.unwrap();
+    assert_eq!(applied.applied.len(), 49);
+    assert_eq!(applied.conflicts, [tenant("t07")]);
+    assert_eq!(applied.change_version, 2);
+    let t07 = s.store.tenant(&m, &tenant("t07")).await.unwrap();
+    assert_eq!(t07.state.phase, Phase::DualWrite, "not advanced twice");
+    let log = s.store.audit_log(&m, 0, 1000).await.unwrap();
+    assert_eq!(log.len(), 50);
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        log[1..].iter().filter(|e| e.change_version == 2).count(),
+        49
+    );
+}
+
+async fn cohorts_select_by_list_percent_and_size(s: &TestStore) {
+    let names: Vec<String> = (0..2000).map(|i| format!("tenant-{i}")).collect();
+    let tenants: Vec<(&str, u64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), ((i * 7919) % 2000) as u64))
+        .collect();
+    let m = migration_with_tenants(s, "m", &tenants).await;
+
+    let listed = s
+        .store
+        .cohort(
+            &m,
+            &Cohort::Explicit(vec![
+                tenant("tenant-5"),
+                tenant("tenant-9"),
+                tenant("ghost"),
+            ]),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = listed.iter().map(|t| t.tenant.to_string()).collect();
+    assert_eq!(ids, ["tenant-5", "tenant-9"], "unknown tenants are absent");
+
+    let ten = s
+        .store
+        .cohort(&m, &Cohort::Percent(Percent::parse("10").unwrap()))
+        .await
+        .unwrap();
+    let twenty = s
+        .store
+        .cohort(&m, &Cohort::Percent(Percent::parse("20").unwrap()))
+        .await
+        .unwrap();
+    assert!((150..=250).contains(&ten.len()), "{} in 10%", ten.len());
+    let ten_ids: HashSet<_> = ten.iter().map(|t| t.tenant.clone()).collect();
+    let twenty_ids: HashSet<_> = twenty.iter().map(|t| t.tenant.clone()).collect();
+    assert!(ten_ids.is_subset(&twenty_ids), "widening keeps the canary");
+    let again = s
+        .store
+        .cohort(&m, &Cohort::Percent(Percent::parse("10").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(ten, again, "stable");
+    for t in &ten {
+        assert_eq!(t.cohort_bucket, ferry_domain::hash_bucket(&m, &t.tenant));
+        assert!(t.cohort_bucket < 1000);
+    }
+
+    let smallest = s.store.cohort(&m, &Cohort::SmallestFirst(3)).await.unwrap();
+    let sizes: Vec<u64> = smallest.iter().map(|t| t.rows).collect();
+    assert_eq!(sizes, [0, 1, 2]);
+}
+
+async fn guard_facts_come_from_progress_mismatches_buffer_and_routers(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 100), ("b", 100)]).await;
+    s.store
+        .record_backfill(&BackfillProgress {
+            migration: m.clone(),
+            tenant: tenant("a"),
+            direction: CopyDirection::Forward,
+            rows_done: 40,
+            rows_total: 100,
+            complete: false,
+        })
+        .await
+        .unwrap();
+    let mismatch = s
+        .store
+        .record_mismatch(&m, &tenant("a"), "order:17", "amount differs")
+        .await
+        .unwrap();
+    let seq = s
+        .store
+        .enqueue_update(
+            &m,
+            &tenant("a"),
+            "order:17",
+            "update",
+            &serde_json::json!({"amount": 5}),
+        )
+        .await
+        .unwrap();
+    s.store
+        .heartbeat(&router("app-1"), "test", 0)
+        .await
+        .unwrap();
+
+    // Move a so that its changed_at_version (1) is ahead of app-1's acknowledgement (0).
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    s.store
+        .apply_changes(&m, &[advance(&a)], &meta())
+        .await
+        .unwrap();
+    let records = vec![
+        s.store.tenant(&m, &tenant("a")).await.unwrap(),
+        s.store.tenant(&m, &tenant("b")).await.unwrap(),
+    ];
+    let lease = Duration::from_secs(30);
+    let facts = s.store.guard_facts(&m, &records, lease).await.unwrap();
+    assert_eq!(facts.len(), 2);
+    let a = &facts[0];
+    assert!(!a.backfill_complete);
+    assert_eq!((a.backfill_rows_done, a.backfill_rows_total), (40, 100));
+    assert_eq!(a.unresolved_mismatches, 1);
+    assert_eq!(a.buffer_depth, 1);
+    assert_eq!(a.lagging_routers, ["app-1"]);
+    let b = &facts[1];
+    assert_eq!(b.unresolved_mismatches, 0);
+    assert_eq!(b.buffer_depth, 0);
+    assert!(
+        b.lagging_routers.is_empty(),
+        "b never changed: nothing to acknowledge"
+    );
+
+    s.store.resolve_mismatch(mismatch).await.unwrap();
+    s.store.mark_update_applied(seq).await.unwrap();
+    s.store
+        .heartbeat(&router("app-1"), "test", 1)
+        .await
+        .unwrap();
+    s.store
+        .record_backfill(&BackfillProgress {
+            migration: m.clone(),
+            tenant: tenant("a"),
+            direction: CopyDirection::Forward,
+            rows_done: 100,
+            rows_total: 100,
+            complete: true,
+        })
+        .await
+        .unwrap();
+    let facts = s.store.guard_facts(&m, &records[..1], lease).await.unwrap();
+    let a = &facts[0];
+    assert!(a.backfill_complete);
+    assert_eq!((a.unresolved_mismatches, a.buffer_depth), (0, 0));
+    assert!(a.lagging_routers.is_empty());
+    assert!(!a.reverse_sync_complete);
+}
+
+async fn rollback_resets_backfill_progress(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 10)]).await;
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    s.store
+        .apply_changes(&m, &[advance(&a)], &meta())
+        .await
+        .unwrap();
+    s.store
+        .record_backfill(&BackfillProgress {
+            migration: m.clone(),
+            tenant: tenant("a"),
+            direction: CopyDirection::Forward,
+            rows_done: 10,
+            rows_total: 10,
+            complete: true,
+        })
+        .await
+        .unwrap();
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    let rollback = PhaseChange {
+        tenant: a.tenant.clone(),
+        action: Action::Rollback,
+        expected_version: a.state.version,
+        from: a.state,
+        to_phase: Phase::Legacy,
+        to_paused: false,
+        forced_guards: vec![],
+    };
+    s.store
+        .apply_changes(&m, &[rollback], &meta())
+        .await
+        .unwrap();
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    let facts = s
+        .store
+        .guard_facts(&m, &[a], Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        !facts[0].backfill_complete,
+        "a backfill from before the rollback must not count for the next attempt"
+    );
+}
+
+async fn routers_heartbeat_and_follow_changes(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1), ("b", 1)]).await;
+    s.store
+        .heartbeat(&router("app-1"), "pid 1", 0)
+        .await
+        .unwrap();
+    s.store
+        .heartbeat(&router("app-2"), "pid 2", 0)
+        .await
+        .unwrap();
+    // A late heartbeat never moves an acknowledgement back.
+    s.store
+        .heartbeat(&router("app-2"), "pid 2", 5)
+        .await
+        .unwrap();
+    s.store
+        .heartbeat(&router("app-2"), "pid 2", 3)
+        .await
+        .unwrap();
+    let routers = s.store.routers(Duration::from_secs(30)).await.unwrap();
+    let seen: Vec<_> = routers
+        .iter()
+        .map(|r| (r.id.to_string(), r.seen_version, r.live))
+        .collect();
+    assert_eq!(
+        seen,
+        [("app-1".to_owned(), 0, true), ("app-2".to_owned(), 5, true)]
+    );
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let routers = s.store.routers(Duration::from_millis(1)).await.unwrap();
+    assert!(
+        routers.iter().all(|r| !r.live),
+        "past the lease a router is dead"
+    );
+    s.store.deregister_router(&router("app-1")).await.unwrap();
+    assert_eq!(
+        s.store
+            .routers(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A fresh router loads only non-default tenants; then follows increments.
+    assert!(s.store.changes_since(0).await.unwrap().is_empty());
+    let mut feed = s.store.change_feed();
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    let applied = s
+        .store
+        .apply_changes(&m, &[advance(&a)], &meta())
+        .await
+        .unwrap();
+    let observed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match feed.changed().await {
+                Some(v) if v >= applied.change_version => return v,
+                Some(_) => continue,
+                None => panic!("feed ended"),
+            }
+        }
+    })
+    .await
+    .expect("the feed reports a committed change within 10 s");
+    assert_eq!(observed, applied.change_version);
+    let changed = s.store.changes_since(0).await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].state.phase, Phase::DualWrite);
+    assert!(
+        s.store
+            .changes_since(applied.change_version)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Rolled back to legacy: an incremental reader must still learn of it.
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    let back = PhaseChange {
+        tenant: a.tenant.clone(),
+        action: Action::Rollback,
+        expected_version: a.state.version,
+        from: a.state,
+        to_phase: Phase::Legacy,
+        to_paused: false,
+        forced_guards: vec![],
+    };
+    s.store.apply_changes(&m, &[back], &meta()).await.unwrap();
+    let changed = s.store.changes_since(applied.change_version).await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].state.phase, Phase::Legacy);
+}
+
+async fn status_counts_tenants_per_phase(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 10), ("b", 20), ("c", 30)]).await;
+    migration_with_tenants(s, "n", &[("a", 1)]).await;
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    let mut change = advance(&a);
+    change.to_paused = true;
+    s.store.apply_changes(&m, &[change], &meta()).await.unwrap();
+    let status = s.store.status().await.unwrap();
+    let rows: Vec<_> = status
+        .iter()
+        .map(|c| {
+            (
+                c.migration.to_string(),
+                c.phase.as_str(),
+                c.tenants,
+                c.paused,
+                c.rows,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("m".to_owned(), "legacy", 2, 0, 50),
+            ("m".to_owned(), "dual_write", 1, 1, 10),
+            ("n".to_owned(), "legacy", 1, 0, 1),
+        ]
+    );
+}
+
+async fn audit_log_is_append_only(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1)]).await;
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    s.store
+        .apply_changes(&m, &[advance(&a)], &meta())
+        .await
+        .unwrap();
+    let refused = match s.store.kind() {
+        StoreKind::Postgres => {
+            let pg = sqlx::PgPool::connect(&s.url).await.unwrap();
+            let update = sqlx::query("UPDATE ferry.ferry_audit_log SET actor = 'mallory'")
+                .execute(&pg)
+                .await;
+            let delete = sqlx::query("DELETE FROM ferry.ferry_audit_log")
+                .execute(&pg)
+                .await;
+            pg.close().await;
+            update.is_err() && delete.is_err()
+        }
+        StoreKind::Sqlite => {
+            let path = s.url.trim_start_matches("sqlite://");
+            let db = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+                .await
+                .unwrap();
+            let update = sqlx::query("UPDATE ferry_audit_log SET actor = 'mallory'")
+                .execute(&db)
+                .await;
+            let delete = sqlx::query("DELETE FROM ferry_audit_log")
+                .execute(&db)
+                .await;
+            db.close().await;
+            update.is_err() && delete.is_err()
+        }
+    };
+    assert!(refused, "audit log rows must not be updated or deleted");
+    let history = s.store.history(&m, &tenant("a")).await.unwrap();
+    assert_eq!(history[0].actor, "alice");
+}
+
+async fn tenants_list_filters_and_paginates(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1), ("b", 1), ("c", 1), ("d", 1)]).await;
+    let b = s.store.tenant(&m, &tenant("b")).await.unwrap();
+    s.store
+        .apply_changes(&m, &[advance(&b)], &meta())
+        .await
+        .unwrap();
+    let ids = |v: Vec<TenantRecord>| -> Vec<String> {
+        v.into_iter().map(|t| t.tenant.to_string()).collect()
+    };
+    let legacy = s
+        .store
+        .tenants(
+            &m,
+            &TenantQuery {
+                phase: Some(Phase::Legacy),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(legacy), ["a", "c", "d"]);
+    let page = s
+        .store
+        .tenants(
+            &m,
+            &TenantQuery {
+                after: Some(tenant("a")),
+                limit: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["b", "c"]);
+}

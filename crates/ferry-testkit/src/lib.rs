@@ -1,0 +1,17 @@
+//! Test support for Ferry: real components, no mocks.
+//!
+//! - [`TestDb`]: a fresh PostgreSQL database per test, dropped afterwards. The server is the
+//!   one `DATABASE_URL` names, or else a throwaway cluster this process starts with
+//!   `initdb`/`pg_ctl` (see [`cluster`]). Without either, the test panics saying how to
+//!   provide one: a test that needs PostgreSQL never skips.
+//! - [`TempDir`]: a directory removed on drop, for SQLite files and object stores.
+//! - [`TestStore`]: a control store of either kind, for suites that run against both.
+
+pub mod cluster;
+mod db;
+mod store;
+mod tempdir;
+
+pub use db::{TestDb, server_url};
+pub use store::TestStore;
+pub use tempdir::TempDir;
