@@ -1,0 +1,246 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_domain::{Action, Cohort, MigrationId, TenantId, Transition};
+use ferry_store::{AuditMeta, ControlStore, PhaseChange, StoreError, TenantRecord};
+
+use crate::report::{Acknowledgement, Moved, Refusal, Refused, RolloutReport};
+
+/// Tenants per store round: large enough that a million-tenant rollout takes a few hundred
+/// statements, small enough that one transaction stays short and progress is reported often.
+pub const DEFAULT_CHUNK: usize = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Routers silent for longer than this are presumed dead and do not hold changes back.
+    pub router_lease: Duration,
+    pub chunk: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            router_lease: ferry_store::DEFAULT_ROUTER_LEASE,
+            chunk: DEFAULT_CHUNK,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot {action} tenant {tenant} of migration {migration}: {reason}")]
+    Refused {
+        migration: MigrationId,
+        tenant: TenantId,
+        action: Action,
+        reason: Refusal,
+    },
+    #[error("--force overrides safety guards and needs a --reason for the audit log")]
+    ForceWithoutReason,
+}
+
+/// Who asks for a change, why, and whether failed guards may be overridden.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub actor: String,
+    pub reason: String,
+    pub force: bool,
+}
+
+pub struct PhaseEngine {
+    store: Arc<dyn ControlStore>,
+    settings: EngineSettings,
+}
+
+impl PhaseEngine {
+    pub fn new(store: Arc<dyn ControlStore>, settings: EngineSettings) -> PhaseEngine {
+        PhaseEngine { store, settings }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ControlStore> {
+        &self.store
+    }
+
+    /// Applies `action` to one tenant. A refusal is an error naming the tenant and why.
+    pub async fn change(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        action: Action,
+        request: &Request,
+    ) -> Result<Moved, EngineError> {
+        // Reading the tenant first turns "unknown tenant/migration" into the store's
+        // precise error rather than a generic refusal.
+        self.store.tenant(migration, tenant).await?;
+        let cohort = Cohort::Explicit(vec![tenant.clone()]);
+        let mut report = self
+            .rollout(migration, &cohort, action, request, |_| {})
+            .await?;
+        if let Some(moved) = report.moved.pop() {
+            return Ok(moved);
+        }
+        let refused = report
+            .refused
+            .pop()
+            .expect("a one-tenant rollout either moves or refuses the tenant");
+        Err(EngineError::Refused {
+            migration: migration.clone(),
+            tenant: refused.tenant,
+            action,
+            reason: refused.reason,
+        })
+    }
+
+    /// Applies `action` to every tenant of a cohort, each with its own guards, reporting per
+    /// tenant what moved and what was refused. `progress` is called after each chunk with the
+    /// number of tenants handled so far.
+    pub async fn rollout(
+        &self,
+        migration: &MigrationId,
+        cohort: &Cohort,
+        action: Action,
+        request: &Request,
+        mut progress: impl FnMut(usize),
+    ) -> Result<RolloutReport, EngineError> {
+        if request.force && request.reason.trim().is_empty() {
+            return Err(EngineError::ForceWithoutReason);
+        }
+        self.store.migration(migration).await?;
+        let tenants = self.store.cohort(migration, cohort).await?;
+        let mut report = RolloutReport::default();
+        if let Cohort::Explicit(listed) = cohort {
+            let found: HashSet<&TenantId> = tenants.iter().map(|t| &t.tenant).collect();
+            let mut seen = HashSet::new();
+            for t in listed {
+                if !found.contains(t) && seen.insert(t) {
+                    report.refused.push(Refused {
+                        tenant: t.clone(),
+                        reason: Refusal::NotRegistered,
+                    });
+                }
+            }
+        }
+        let meta = AuditMeta {
+            actor: request.actor.clone(),
+            reason: request.reason.clone(),
+        };
+        let mut done = 0;
+        for chunk in tenants.chunks(self.settings.chunk.max(1)) {
+            self.apply_chunk(migration, chunk, action, request, &meta, &mut report)
+                .await?;
+            done += chunk.len();
+            progress(done);
+        }
+        for moved in &report.moved {
+            tracing::info!(
+                migration = %migration,
+                tenant = %moved.tenant,
+                action = %moved.action,
+                from = %moved.from.phase,
+                to = %moved.to_phase,
+                paused = moved.to_paused,
+                forced = moved.forced.len(),
+                actor = %request.actor,
+                "phase change"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn apply_chunk(
+        &self,
+        migration: &MigrationId,
+        chunk: &[TenantRecord],
+        action: Action,
+        request: &Request,
+        meta: &AuditMeta,
+        report: &mut RolloutReport,
+    ) -> Result<(), EngineError> {
+        let facts = self
+            .store
+            .guard_facts(migration, chunk, self.settings.router_lease)
+            .await?;
+        let mut changes = Vec::new();
+        let mut forced = Vec::new();
+        for (record, facts) in chunk.iter().zip(&facts) {
+            let checked =
+                Transition::plan(record.state, action).and_then(|t| t.check(facts, request.force));
+            match checked {
+                Ok(checked) => {
+                    changes.push(PhaseChange {
+                        tenant: record.tenant.clone(),
+                        action,
+                        expected_version: record.state.version,
+                        from: record.state,
+                        to_phase: checked.transition.to_phase,
+                        to_paused: checked.transition.to_paused,
+                        forced_guards: checked.forced.iter().map(|f| f.guard()).collect(),
+                    });
+                    forced.push(checked.forced);
+                }
+                Err(e) => report.refused.push(Refused {
+                    tenant: record.tenant.clone(),
+                    reason: Refusal::Transition(e),
+                }),
+            }
+        }
+        let applied = self.store.apply_changes(migration, &changes, meta).await?;
+        let applied_set: HashSet<&TenantId> = applied.applied.iter().collect();
+        for (change, forced) in changes.iter().zip(forced) {
+            if applied_set.contains(&change.tenant) {
+                report.moved.push(Moved {
+                    tenant: change.tenant.clone(),
+                    action,
+                    from: change.from,
+                    to_phase: change.to_phase,
+                    to_paused: change.to_paused,
+                    forced,
+                    change_version: applied.change_version,
+                });
+            } else {
+                report.refused.push(Refused {
+                    tenant: change.tenant.clone(),
+                    reason: Refusal::Conflict,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Which live routers have not yet acknowledged `change_version`.
+    pub async fn acknowledgement(
+        &self,
+        change_version: i64,
+    ) -> Result<Acknowledgement, StoreError> {
+        let routers = self.store.routers(self.settings.router_lease).await?;
+        Ok(Acknowledgement {
+            change_version,
+            lagging: routers
+                .into_iter()
+                .filter(|r| r.live && r.seen_version < change_version)
+                .map(|r| r.id.to_string())
+                .collect(),
+        })
+    }
+
+    /// Waits up to `timeout` for every live router to acknowledge `change_version`.
+    /// Returns the last observation: check [`Acknowledgement::effective`].
+    pub async fn wait_acknowledged(
+        &self,
+        change_version: i64,
+        timeout: Duration,
+    ) -> Result<Acknowledgement, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ack = self.acknowledgement(change_version).await?;
+            if ack.effective() || tokio::time::Instant::now() >= deadline {
+                return Ok(ack);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
