@@ -1,0 +1,251 @@
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ferry_domain::{RouterId, TenantPhase};
+use ferry_store::{ControlStore, StoreError};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub id: RouterId,
+    /// Free text shown to operators next to the id (host, pid, version).
+    pub description: String,
+    /// How often to heartbeat (and poll the counter, in case a notification was missed).
+    pub heartbeat: Duration,
+    /// How long after its last successful heartbeat the router keeps serving. Must be well
+    /// under the engine's router lease, so the router stops before the engine presumes it dead.
+    pub serve_window: Duration,
+}
+
+impl RouterSettings {
+    /// Defaults derived from the store's lease: heartbeat every 3 s, serve for two thirds of
+    /// the 15 s lease after the last successful heartbeat.
+    pub fn new(id: RouterId, description: impl Into<String>) -> RouterSettings {
+        RouterSettings {
+            id,
+            description: description.into(),
+            heartbeat: ferry_store::DEFAULT_HEARTBEAT,
+            serve_window: ferry_store::DEFAULT_ROUTER_LEASE * 2 / 3,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "router {router} has not reached the control store for {silent:?} (limit {limit:?}); \
+         refusing to route by phases that may be stale"
+    )]
+    Stale {
+        router: RouterId,
+        silent: Duration,
+        limit: Duration,
+    },
+}
+
+struct Shared {
+    store: Arc<dyn ControlStore>,
+    settings: RouterSettings,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// When the last heartbeat that the store accepted was *sent* (taken before sending, so
+    /// the store's record of it is never earlier than this).
+    last_beat: Mutex<Instant>,
+    refresh_now: Notify,
+    stop: Notify,
+}
+
+/// A running router: cached phases plus the task that keeps them current.
+pub struct Router {
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Router {
+    /// Loads the phases, registers with the store, and starts following changes. Returns
+    /// once the router is registered and caught up, ready to route.
+    pub async fn start(
+        store: Arc<dyn ControlStore>,
+        settings: RouterSettings,
+    ) -> Result<Router, RouterError> {
+        let shared = Arc::new(Shared {
+            store,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            last_beat: Mutex::new(Instant::now()),
+            refresh_now: Notify::new(),
+            stop: Notify::new(),
+            settings,
+        });
+        // Load, register, then load again: a change committed before the registration was
+        // visible to the engine is caught by the second load; every later change waits for
+        // this router's acknowledgement.
+        shared.refresh().await?;
+        shared.beat().await?;
+        shared.refresh().await?;
+        shared.beat().await?;
+        let feed = shared.store.change_feed();
+        let task = tokio::spawn(follow(shared.clone(), feed));
+        Ok(Router {
+            shared,
+            task: Some(task),
+        })
+    }
+
+    pub fn id(&self) -> &RouterId {
+        &self.shared.settings.id
+    }
+
+    /// The current phases. Hold the returned snapshot for the whole operation it routes: the
+    /// router does not acknowledge a newer phase while an older snapshot is in use.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>, RouterError> {
+        let silent = self
+            .shared
+            .last_beat
+            .lock()
+            .expect("the heartbeat clock is only ever replaced, never poisoned mid-update")
+            .elapsed();
+        let limit = self.shared.settings.serve_window;
+        if silent > limit {
+            return Err(RouterError::Stale {
+                router: self.shared.settings.id.clone(),
+                silent,
+                limit,
+            });
+        }
+        Ok(self.shared.current())
+    }
+
+    /// Shorthand for a one-off lookup; operations that then write should hold
+    /// [`Router::snapshot`] instead.
+    pub fn phase(&self, migration: &str, tenant: &str) -> Result<TenantPhase, RouterError> {
+        Ok(self.snapshot()?.phase(migration, tenant))
+    }
+
+    /// Asks the background task to refresh now rather than at the next notification or beat.
+    pub fn nudge(&self) {
+        self.shared.refresh_now.notify_one();
+    }
+
+    /// Stops following changes and removes this router from the store, so it no longer
+    /// counts for the barrier.
+    pub async fn shutdown(mut self) -> Result<(), RouterError> {
+        self.shared.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.shared
+            .store
+            .deregister_router(&self.shared.settings.id)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        // Without shutdown(), the registration lapses with the lease.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .expect("snapshot lock holders only swap an Arc and cannot panic")
+            .clone()
+    }
+
+    /// Applies changes committed since the current snapshot, then waits until no operation
+    /// holds the replaced snapshot. Returns the version now in force.
+    async fn refresh(&self) -> Result<i64, StoreError> {
+        let old = self.current();
+        let counter = self.store.change_version().await?;
+        if counter <= old.version() {
+            return Ok(old.version());
+        }
+        let changes = self.store.changes_since(old.version()).await?;
+        let newest = changes
+            .iter()
+            .map(|c| c.changed_at_version)
+            .max()
+            .unwrap_or(counter)
+            .max(counter);
+        let next = Arc::new(old.apply(changes, newest));
+        *self
+            .snapshot
+            .write()
+            .expect("snapshot lock holders only swap an Arc and cannot panic") = next;
+        self.drain(old).await;
+        Ok(newest)
+    }
+
+    /// Waits until this task holds the only reference to `old`.
+    async fn drain(&self, old: Arc<Snapshot>) {
+        let started = Instant::now();
+        let mut warned = false;
+        while Arc::strong_count(&old) > 1 {
+            if !warned && started.elapsed() > Duration::from_secs(1) {
+                tracing::warn!(
+                    router = %self.settings.id,
+                    version = old.version(),
+                    "an operation has held an old phase snapshot for over 1s; \
+                     phase changes wait for it"
+                );
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn beat(&self) -> Result<(), StoreError> {
+        let sent = Instant::now();
+        let version = self.current().version();
+        self.store
+            .heartbeat(&self.settings.id, &self.settings.description, version)
+            .await?;
+        *self
+            .last_beat
+            .lock()
+            .expect("the heartbeat clock is only ever replaced, never poisoned mid-update") = sent;
+        Ok(())
+    }
+}
+
+async fn follow(shared: Arc<Shared>, mut feed: ferry_store::ChangeFeed) {
+    let mut ticker = tokio::time::interval(shared.settings.heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut feed_alive = true;
+    loop {
+        tokio::select! {
+            _ = shared.stop.notified() => return,
+            _ = ticker.tick() => {}
+            _ = shared.refresh_now.notified() => {}
+            changed = feed.changed(), if feed_alive => {
+                if changed.is_none() {
+                    tracing::warn!(router = %shared.settings.id, "change feed ended; polling only");
+                    feed_alive = false;
+                }
+            }
+        }
+        let before = shared.current().version();
+        match shared.refresh().await {
+            Ok(version) => {
+                if version != before {
+                    tracing::debug!(router = %shared.settings.id, version, "phases refreshed");
+                }
+            }
+            Err(e) => tracing::warn!(router = %shared.settings.id, "failed to refresh phases: {e}"),
+        }
+        if let Err(e) = shared.beat().await {
+            tracing::warn!(router = %shared.settings.id, "failed to heartbeat: {e}");
+        }
+    }
+}
