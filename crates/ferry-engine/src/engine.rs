@@ -49,6 +49,8 @@ pub struct Request {
     pub actor: String,
     pub reason: String,
     pub force: bool,
+    /// Plan and check every change but persist nothing: moved tenants are what *would* move.
+    pub dry_run: bool,
 }
 
 pub struct PhaseEngine {
@@ -135,7 +137,7 @@ impl PhaseEngine {
             done += chunk.len();
             progress(done);
         }
-        for moved in &report.moved {
+        for moved in report.moved.iter().filter(|_| !request.dry_run) {
             tracing::info!(
                 migration = %migration,
                 tenant = %moved.tenant,
@@ -187,6 +189,20 @@ impl PhaseEngine {
                     reason: Refusal::Transition(e),
                 }),
             }
+        }
+        if request.dry_run {
+            for (change, forced) in changes.into_iter().zip(forced) {
+                report.moved.push(Moved {
+                    tenant: change.tenant,
+                    action,
+                    from: change.from,
+                    to_phase: change.to_phase,
+                    to_paused: change.to_paused,
+                    forced,
+                    change_version: 0,
+                });
+            }
+            return Ok(());
         }
         let applied = self.store.apply_changes(migration, &changes, meta).await?;
         let applied_set: HashSet<&TenantId> = applied.applied.iter().collect();

@@ -20,6 +20,7 @@ fn req() -> Request {
         actor: "alice".into(),
         reason: "canary".into(),
         force: false,
+        dry_run: false,
     }
 }
 fn engine(s: &TestStore) -> PhaseEngine {
@@ -71,7 +72,32 @@ both_stores!(
     live_lagging_routers_hold_changes_and_dead_ones_do_not,
     rollback_from_target_only_needs_reverse_sync,
     pause_holds_a_tenant_and_survives_rollback,
+    dry_run_reports_and_writes_nothing,
 );
+
+async fn dry_run_reports_and_writes_nothing(s: &TestStore) {
+    let tenants = setup(s, 20).await;
+    let e = engine(s);
+    e.change(&mig(), &tenants[3], Action::Pause, &req())
+        .await
+        .unwrap();
+    let version = s.store.change_version().await.unwrap();
+    let dry = Request {
+        dry_run: true,
+        ..req()
+    };
+    let report = e
+        .rollout(&mig(), &Cohort::All, Action::Advance, &dry, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((report.moved.len(), report.refused.len()), (19, 1));
+    assert!(report.moved.iter().all(|m| m.to_phase == Phase::DualWrite));
+    assert_eq!(s.store.change_version().await.unwrap(), version);
+    let legacy = s.store.status().await.unwrap();
+    assert_eq!(legacy.len(), 1);
+    assert_eq!((legacy[0].phase, legacy[0].tenants), (Phase::Legacy, 20));
+    assert_eq!(s.store.audit_log(&mig(), 0, 100).await.unwrap().len(), 1);
+}
 
 async fn a_tenant_walks_every_phase_with_guards_met(s: &TestStore) {
     let tenants = setup(s, 1).await;

@@ -20,6 +20,7 @@ pub fn req() -> Request {
         actor: "test".into(),
         reason: "test".into(),
         force: false,
+        dry_run: false,
     }
 }
 
