@@ -80,7 +80,7 @@ impl PhaseEngine {
         self.store.tenant(migration, tenant).await?;
         let cohort = Cohort::Explicit(vec![tenant.clone()]);
         let mut report = self
-            .rollout(migration, &cohort, action, request, |_| {})
+            .rollout(migration, &cohort, action, request, |_, _| {})
             .await?;
         if let Some(moved) = report.moved.pop() {
             return Ok(moved);
@@ -98,15 +98,15 @@ impl PhaseEngine {
     }
 
     /// Applies `action` to every tenant of a cohort, each with its own guards, reporting per
-    /// tenant what moved and what was refused. `progress` is called after each chunk with the
-    /// number of tenants handled so far.
+    /// tenant what moved and what was refused. `progress(done, total)` is called after each
+    /// chunk with the number of tenants handled so far and the cohort's size.
     pub async fn rollout(
         &self,
         migration: &MigrationId,
         cohort: &Cohort,
         action: Action,
         request: &Request,
-        mut progress: impl FnMut(usize),
+        mut progress: impl FnMut(usize, usize),
     ) -> Result<RolloutReport, EngineError> {
         if request.force && request.reason.trim().is_empty() {
             return Err(EngineError::ForceWithoutReason);
@@ -135,7 +135,7 @@ impl PhaseEngine {
             self.apply_chunk(migration, chunk, action, request, &meta, &mut report)
                 .await?;
             done += chunk.len();
-            progress(done);
+            progress(done, tenants.len());
         }
         for moved in report.moved.iter().filter(|_| !request.dry_run) {
             tracing::info!(

@@ -14,6 +14,8 @@
 
 mod engine;
 mod report;
+mod verify;
 
 pub use engine::{DEFAULT_CHUNK, EngineError, EngineSettings, PhaseEngine, Request};
 pub use report::{Acknowledgement, Moved, Refusal, Refused, RolloutReport};
+pub use verify::{AuditVerification, verify_audit};

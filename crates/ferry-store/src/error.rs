@@ -5,12 +5,10 @@ use ferry_domain::{MigrationId, TenantId};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("cannot reach the control store at {url}: {source}")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    // The cause is part of the message (not a `source`), so printing an error chain does not
+    // repeat it.
+    #[error("cannot reach the control store at {url}: {cause}")]
+    Unreachable { url: String, cause: sqlx::Error },
     #[error("invalid control store URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
     #[error(
@@ -36,11 +34,10 @@ pub enum StoreError {
     },
     #[error("the control store holds a value this binary cannot read: {what}")]
     Corrupt { what: String },
-    #[error("control store query failed ({doing}): {source}")]
+    #[error("control store query failed ({doing}): {cause}")]
     Query {
         doing: &'static str,
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
 }
 
@@ -53,7 +50,7 @@ pub(crate) trait QueryContext<T> {
 
 impl<T> QueryContext<T> for std::result::Result<T, sqlx::Error> {
     fn doing(self, doing: &'static str) -> Result<T> {
-        self.map_err(|source| StoreError::Query { doing, source })
+        self.map_err(|cause| StoreError::Query { doing, cause })
     }
 }
 

@@ -73,7 +73,56 @@ both_stores!(
     rollback_from_target_only_needs_reverse_sync,
     pause_holds_a_tenant_and_survives_rollback,
     dry_run_reports_and_writes_nothing,
+    audit_verification_catches_changes_that_bypassed_the_engine,
 );
+
+async fn audit_verification_catches_changes_that_bypassed_the_engine(s: &TestStore) {
+    let tenants = setup(s, 30).await;
+    let e = engine(s);
+    e.rollout(&mig(), &Cohort::All, Action::Advance, &req(), |_, _| {})
+        .await
+        .unwrap();
+    e.change(&mig(), &tenants[1], Action::Pause, &req())
+        .await
+        .unwrap();
+    e.change(&mig(), &tenants[2], Action::Rollback, &req())
+        .await
+        .unwrap();
+    let ok = ferry_engine::verify_audit(s.store.as_ref(), &mig())
+        .await
+        .unwrap();
+    assert!(ok.consistent(), "{:?}", ok.problems);
+    assert_eq!((ok.entries, ok.tenants, ok.forced), (32, 30, 0));
+
+    // Someone edits a phase by hand, behind the engine's back.
+    match s.store.kind() {
+        ferry_store::StoreKind::Postgres => {
+            let pool = sqlx::PgPool::connect(&s.url).await.unwrap();
+            sqlx::query(
+                "UPDATE ferry.ferry_tenant_phases SET phase = 'complete' WHERE tenant_id = 't0005'",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        ferry_store::StoreKind::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&s.url).await.unwrap();
+            sqlx::query(
+                "UPDATE ferry_tenant_phases SET phase = 'complete' WHERE tenant_id = 't0005'",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    let bad = ferry_engine::verify_audit(s.store.as_ref(), &mig())
+        .await
+        .unwrap();
+    assert_eq!(
+        bad.problems,
+        ["t0005: stored complete v1, but its audit log leads to dual_write v1"]
+    );
+}
 
 async fn dry_run_reports_and_writes_nothing(s: &TestStore) {
     let tenants = setup(s, 20).await;
@@ -87,7 +136,7 @@ async fn dry_run_reports_and_writes_nothing(s: &TestStore) {
         ..req()
     };
     let report = e
-        .rollout(&mig(), &Cohort::All, Action::Advance, &dry, |_| {})
+        .rollout(&mig(), &Cohort::All, Action::Advance, &dry, |_, _| {})
         .await
         .unwrap();
     assert_eq!((report.moved.len(), report.refused.len()), (19, 1));
@@ -207,7 +256,7 @@ async fn illegal_and_unknown_requests_are_clear_errors(s: &TestStore) {
         "{err}"
     );
     let err = e
-        .rollout(&other, &Cohort::All, Action::Advance, &req(), |_| {})
+        .rollout(&other, &Cohort::All, Action::Advance, &req(), |_, _| {})
         .await
         .unwrap_err();
     assert!(
@@ -277,7 +326,9 @@ async fn rollout_reports_each_tenant(s: &TestStore) {
     }
     let mut calls = vec![];
     let report = e
-        .rollout(&mig(), &cohort, Action::Advance, &req(), |n| calls.push(n))
+        .rollout(&mig(), &cohort, Action::Advance, &req(), |n, _| {
+            calls.push(n)
+        })
         .await
         .unwrap();
     assert_eq!(report.moved.len() + report.refused.len(), members.len());
@@ -299,7 +350,7 @@ async fn rollout_reports_each_tenant(s: &TestStore) {
     );
     // A second advance of the same cohort: everyone lacks a backfill, listed once each.
     let report = e
-        .rollout(&mig(), &cohort, Action::Advance, &req(), |_| {})
+        .rollout(&mig(), &cohort, Action::Advance, &req(), |_, _| {})
         .await
         .unwrap();
     assert!(report.moved.is_empty());
@@ -317,7 +368,7 @@ async fn rollout_reports_each_tenant(s: &TestStore) {
             &Cohort::Explicit(vec![tenants[0].clone(), tenant("ghost")]),
             Action::Pause,
             &req(),
-            |_| {},
+            |_, _| {},
         )
         .await
         .unwrap();

@@ -13,7 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, SqlIdent, TenantId, hash_bucket};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
 use tokio::sync::watch;
 
@@ -46,15 +47,23 @@ impl PgStore {
             })?
             .application_name("ferry")
             .options([("search_path", schema.as_str())]);
+        let unreachable = |cause| StoreError::Unreachable {
+            url: redacted.clone(),
+            cause,
+        };
+        // One direct connection first: a pool reports only "timed out", while the connection
+        // itself says why (refused, unknown host, authentication failed).
+        let probe = tokio::time::timeout(timeout, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| unreachable(sqlx::Error::PoolTimedOut))?
+            .map_err(unreachable)?;
+        probe.close().await.map_err(unreachable)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(timeout)
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Unreachable {
-                url: redacted.clone(),
-                source,
-            })?;
+            .map_err(unreachable)?;
         let store = PgStore {
             pool,
             channel: format!("ferry_changes_{}", schema.as_str()),

@@ -67,9 +67,9 @@ impl SqliteStore {
             .acquire_timeout(timeout)
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Unreachable {
+            .map_err(|cause| StoreError::Unreachable {
                 url: format!("sqlite://{}", path.display()),
-                source,
+                cause,
             })?;
         let store = SqliteStore {
             pool,

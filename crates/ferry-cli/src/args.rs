@@ -1,0 +1,302 @@
+//! Command-line flags, as parsed: validation only, no I/O. `context.rs` turns them into
+//! open stores. The doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ferry_domain::{MigrationId, Phase, TenantId};
+
+/// Ferry moves a live multi-tenant backend's data, one tenant at a time, through explicit
+/// phases: legacy -> dual_write -> shadow -> target_primary -> target_only -> complete.
+///
+/// Every phase change is guarded (backfill complete, no unresolved mismatches, update buffer
+/// drained, every live router caught up), recorded in an audit log, and reversible until the
+/// source is retired.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, max_term_width = 100, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Start with `ferry demo` to watch a thousand tenants move on a throwaway store. Then:
+
+  ferry migration create orders_move --kind tenant-move
+  ferry tenant add orders_move acme=120000 globex=800
+  ferry rollout orders_move --percent 5 --reason canary --dry-run
+  ferry rollout orders_move --percent 5 --reason canary
+  ferry tenant show orders_move acme
+  ferry status
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 refused by guards, 4 not yet acknowledged by routers.";
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The control store: postgres://USER@HOST/DB for production, or sqlite://PATH (or a
+    /// plain path) for the embedded store.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_DATABASE_URL",
+        default_value = ferry_store::DEFAULT_STORE_URL,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// PostgreSQL schema holding Ferry's tables (ignored for SQLite).
+    #[arg(long, global = true, env = "FERRY_STORE_SCHEMA", default_value = ferry_store::DEFAULT_PG_SCHEMA)]
+    pub store_schema: String,
+
+    /// Who is acting, for the audit log. Defaults to $USER@$HOSTNAME.
+    #[arg(long, global = true, env = "FERRY_ACTOR")]
+    pub actor: Option<String>,
+
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Logs as JSON lines on stderr.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list and inspect migrations.
+    #[command(subcommand)]
+    Migration(MigrationCmd),
+    /// Register tenants and move one tenant at a time.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Move a whole cohort one step, each tenant with its own guards.
+    ///
+    /// Pick the cohort with exactly one of --tenants, --percent, --smallest or --all.
+    /// Percent cohorts are stable: the same tenants every time for a migration, and a 10%
+    /// cohort is always inside the 20% one. Tenants whose guards fail are listed with the
+    /// reason and left where they are; the exit code is 3 if any were refused.
+    Rollout(RolloutArgs),
+    /// Tenants per phase for every migration, and the routers following them.
+    Status(StatusArgs),
+    /// Routers registered for the acknowledgement barrier, and what they have seen.
+    Routers(JsonFlag),
+    /// Run the end-to-end demo on a fresh embedded store (no server needed).
+    ///
+    /// Creates a migration with ~1,000 tenants of skewed sizes, starts two in-process routers,
+    /// moves a canary cohort and then everyone through every phase with pauses and rollbacks,
+    /// prints the status, and verifies the audit log against the phases. Exits non-zero on any
+    /// inconsistency.
+    Demo(DemoArgs),
+    /// Benchmarks; each prints figures and ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrationCmd {
+    /// Create a migration.
+    Create {
+        /// Lowercase letters, digits and '_', starting with a letter (at most 48).
+        id: MigrationId,
+        /// What the migration moves.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Kind-specific plan as JSON, or @FILE to read it from a file.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// List migrations.
+    List(JsonFlag),
+    /// Show a migration and its tenants per phase.
+    Show {
+        id: MigrationId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    /// Old rows of a table to Parquet on object storage.
+    Tiering,
+    /// Expand–contract change of a table's shape.
+    SchemaChange,
+    /// One tenant's rows to another schema or database.
+    TenantMove,
+    /// A customer's export, validated and loaded.
+    Import,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Register tenants (in legacy) or update their row counts.
+    ///
+    /// Tenants are given as TENANT or TENANT=ROWS, and/or read from a file with one
+    /// TENANT[,ROWS] per line ('#' starts a comment). Row counts drive smallest-first cohorts.
+    Add {
+        migration: MigrationId,
+        /// TENANT or TENANT=ROWS.
+        tenants: Vec<String>,
+        /// A file of TENANT[,ROWS] lines; '-' reads standard input.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+    },
+    /// List tenants, optionally by phase.
+    List {
+        migration: MigrationId,
+        #[arg(long, value_parser = parse_phase)]
+        phase: Option<Phase>,
+        /// Only paused tenants.
+        #[arg(long)]
+        paused: bool,
+        /// Start after this tenant id (for paging).
+        #[arg(long)]
+        after: Option<TenantId>,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a tenant's phase and what its next advance is waiting for.
+    Show {
+        migration: MigrationId,
+        tenant: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a tenant one phase forward.
+    Advance(ChangeArgs),
+    /// Move a tenant back to legacy (from target_only only after a reverse sync).
+    Rollback(ChangeArgs),
+    /// Stop workers moving this tenant's data; routing is unchanged.
+    Pause(ChangeArgs),
+    /// Let workers move this tenant's data again.
+    Resume(ChangeArgs),
+    /// The tenant's audit log: every change, who made it, why, and which guards were forced.
+    History {
+        migration: MigrationId,
+        tenant: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    pub migration: MigrationId,
+    pub tenant: TenantId,
+    #[command(flatten)]
+    pub change: ChangeFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeFlags {
+    /// Why, for the audit log. Required with --force.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Override failed guards. Each overridden guard is recorded in the audit log.
+    #[arg(long)]
+    pub force: bool,
+    /// Check guards and report what would happen, without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for every live router to acknowledge the change (exit code 4 if they
+    /// have not by then; the change itself stands).
+    #[arg(long, default_value_t = 30)]
+    pub wait: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    pub migration: MigrationId,
+    #[command(flatten)]
+    pub cohort: CohortArgs,
+    /// What to do to each tenant of the cohort.
+    #[arg(long, value_enum, default_value_t = ActionArg::Advance)]
+    pub action: ActionArg,
+    #[command(flatten)]
+    pub change: ChangeFlags,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct CohortArgs {
+    /// Exactly these tenants, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub tenants: Vec<TenantId>,
+    /// A stable-hash percentage of the tenants, e.g. 5 or 0.5.
+    #[arg(long)]
+    pub percent: Option<String>,
+    /// The N tenants with the fewest rows.
+    #[arg(long)]
+    pub smallest: Option<u64>,
+    /// Every tenant of the migration.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ActionArg {
+    Advance,
+    Rollback,
+    Pause,
+    Resume,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this migration.
+    #[arg(long)]
+    pub migration: Option<MigrationId>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many tenants to move.
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: usize,
+    /// Keep the demo's store at this path (default: a temp directory, removed afterwards).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Seed for the tenant sizes, for a repeatable run.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Cached phase lookups, a 10% rollout and `status` over many tenants, on SQLite and
+    /// (with --postgres-url or DATABASE_URL) PostgreSQL.
+    ControlStore(ControlStoreBench),
+}
+
+#[derive(Debug, Args)]
+pub struct ControlStoreBench {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub tenants: usize,
+    /// PostgreSQL to measure on; the bench works in a schema of its own and drops it.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// Print one JSON object: {"bench": ..., "figures": {...}, "ratios": {...}}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_phase(s: &str) -> Result<Phase, String> {
+    s.parse()
+        .map_err(|e: ferry_domain::ParsePhaseError| e.to_string())
+}

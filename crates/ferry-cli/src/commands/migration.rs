@@ -1,0 +1,128 @@
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ferry_api::{MigrationView, Status};
+use ferry_store::{MigrationKind, NewMigration};
+
+use crate::args::{KindArg, MigrationCmd};
+use crate::context::Context;
+use crate::output;
+
+pub async fn run(ctx: &Context, cmd: MigrationCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        MigrationCmd::Create {
+            id,
+            kind,
+            description,
+            config,
+        } => {
+            let config = read_config(&config)?;
+            let created = ctx
+                .store
+                .create_migration(&NewMigration {
+                    id,
+                    kind: kind_of(kind),
+                    description,
+                    config,
+                    created_by: ctx.actor.clone(),
+                })
+                .await
+                .context("create migration")?;
+            println!(
+                "created migration {} ({}); register tenants with `ferry tenant add {} TENANT[=ROWS]...`",
+                created.id,
+                created.kind.as_str(),
+                created.id
+            );
+        }
+        MigrationCmd::List(flag) => {
+            let migrations = ctx.store.migrations().await.context("list migrations")?;
+            if flag.json {
+                let views: Vec<MigrationView> =
+                    migrations.iter().map(MigrationView::from).collect();
+                output::json(&views)?;
+            } else if migrations.is_empty() {
+                println!(
+                    "no migrations yet; create one with `ferry migration create ID --kind KIND`"
+                );
+            } else {
+                let rows: Vec<Vec<String>> = migrations
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.id.to_string(),
+                            m.kind.as_str().to_owned(),
+                            m.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                            m.created_by.clone(),
+                            m.description.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["migration", "kind", "created", "by", "description"],
+                    &rows,
+                );
+            }
+        }
+        MigrationCmd::Show { id, json } => {
+            let migration = ctx.store.migration(&id).await.context("read migration")?;
+            let counts = ctx.store.status().await.context("count tenants")?;
+            let status = Status::build(
+                ctx.store.describe(),
+                0,
+                std::slice::from_ref(&migration),
+                &counts,
+                &[],
+            );
+            if json {
+                #[derive(serde::Serialize)]
+                struct Show<'a> {
+                    migration: MigrationView,
+                    status: &'a ferry_api::MigrationStatus,
+                }
+                output::json(&Show {
+                    migration: MigrationView::from(&migration),
+                    status: &status.migrations[0],
+                })?;
+            } else {
+                println!("migration   {}", migration.id);
+                println!("kind        {}", migration.kind.as_str());
+                println!("description {}", migration.description);
+                println!(
+                    "created     {} by {}",
+                    migration.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    migration.created_by
+                );
+                println!("config      {}", migration.config);
+                println!();
+                crate::commands::status::print_migration(&status.migrations[0]);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kind_of(kind: KindArg) -> MigrationKind {
+    match kind {
+        KindArg::Tiering => MigrationKind::Tiering,
+        KindArg::SchemaChange => MigrationKind::SchemaChange,
+        KindArg::TenantMove => MigrationKind::TenantMove,
+        KindArg::Import => MigrationKind::Import,
+    }
+}
+
+/// `--config` is inline JSON or `@FILE`; it must be a JSON object.
+fn read_config(arg: &str) -> anyhow::Result<serde_json::Value> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("read --config file {path}"))?
+        }
+        None => arg.to_owned(),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).context("parse --config as JSON")?;
+    anyhow::ensure!(
+        value.is_object(),
+        "--config must be a JSON object, like {{\"table\": \"orders\"}}"
+    );
+    Ok(value)
+}

@@ -1,0 +1,285 @@
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ferry_api::{AuditView, TenantView};
+use ferry_domain::{Action, TenantId, Transition};
+use ferry_store::{TenantQuery, TenantSize};
+
+use crate::args::TenantCmd;
+use crate::context::Context;
+use crate::output;
+
+pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TenantCmd::Add {
+            migration,
+            tenants,
+            from_file,
+        } => {
+            let mut sizes = Vec::new();
+            for (i, arg) in tenants.iter().enumerate() {
+                sizes.push(
+                    parse_tenant(arg, '=')
+                        .with_context(|| format!("read tenant argument {} ({arg:?})", i + 1))?,
+                );
+            }
+            if let Some(path) = from_file {
+                let text = if path.as_os_str() == "-" {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("read tenants from standard input")?;
+                    s
+                } else {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("read {}", path.display()))?
+                };
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    sizes.push(
+                        parse_tenant(line, ',')
+                            .with_context(|| format!("{}:{}", path.display(), n + 1))?,
+                    );
+                }
+            }
+            anyhow::ensure!(
+                !sizes.is_empty(),
+                "no tenants given; pass TENANT[=ROWS] arguments or --from-file"
+            );
+            let added = ctx
+                .store
+                .register_tenants(&migration, &sizes)
+                .await
+                .context("register tenants")?;
+            println!(
+                "registered {} tenant(s) in {migration}: {added} new, {} updated",
+                sizes.len(),
+                sizes.len() as u64 - added
+            );
+        }
+        TenantCmd::List {
+            migration,
+            phase,
+            paused,
+            after,
+            limit,
+            json,
+        } => {
+            let tenants = ctx
+                .store
+                .tenants(
+                    &migration,
+                    &TenantQuery {
+                        phase,
+                        paused: paused.then_some(true),
+                        after,
+                        limit: Some(limit),
+                    },
+                )
+                .await
+                .context("list tenants")?;
+            if tenants.is_empty() {
+                // Distinguish "no such migration" from "no tenants match".
+                ctx.store
+                    .migration(&migration)
+                    .await
+                    .context("read migration")?;
+            }
+            if json {
+                let views: Vec<TenantView> = tenants.iter().map(TenantView::from).collect();
+                output::json(&views)?;
+            } else {
+                let rows: Vec<Vec<String>> = tenants
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.tenant.to_string(),
+                            t.state.phase.to_string(),
+                            if t.state.paused { "paused" } else { "" }.to_owned(),
+                            output::count(t.rows),
+                            t.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["tenant", "phase", "", "rows", "updated"], &rows);
+                if tenants.len() as u64 == limit {
+                    if let Some(last) = tenants.last() {
+                        println!("… more: --after {}", last.tenant);
+                    }
+                }
+            }
+        }
+        TenantCmd::Show {
+            migration,
+            tenant,
+            json,
+        } => {
+            let record = ctx
+                .store
+                .tenant(&migration, &tenant)
+                .await
+                .context("read tenant")?;
+            let facts = ctx
+                .store
+                .guard_facts(
+                    &migration,
+                    std::slice::from_ref(&record),
+                    ferry_store::DEFAULT_ROUTER_LEASE,
+                )
+                .await
+                .context("read guard facts")?
+                .pop()
+                .expect("one fact set per tenant asked for");
+            let next = Transition::plan(record.state, Action::Advance)
+                .and_then(|t| t.check(&facts, false));
+            let next_text = match &next {
+                Ok(c) => format!("-> {} (all guards pass)", c.transition.to_phase),
+                Err(e) => format!("blocked: {e}"),
+            };
+            if json {
+                #[derive(serde::Serialize)]
+                struct Show {
+                    tenant: TenantView,
+                    backfill_rows_done: u64,
+                    backfill_rows_total: u64,
+                    backfill_complete: bool,
+                    unresolved_mismatches: u64,
+                    buffer_depth: u64,
+                    lagging_routers: Vec<String>,
+                    next_advance: String,
+                }
+                output::json(&Show {
+                    tenant: TenantView::from(&record),
+                    backfill_rows_done: facts.backfill_rows_done,
+                    backfill_rows_total: facts.backfill_rows_total,
+                    backfill_complete: facts.backfill_complete,
+                    unresolved_mismatches: facts.unresolved_mismatches,
+                    buffer_depth: facts.buffer_depth,
+                    lagging_routers: facts.lagging_routers.clone(),
+                    next_advance: next_text,
+                })?;
+            } else {
+                println!("tenant        {} (migration {migration})", record.tenant);
+                println!(
+                    "phase         {}{}",
+                    record.state.phase,
+                    if record.state.paused { " (paused)" } else { "" }
+                );
+                println!("version       {}", record.state.version);
+                println!("rows          {}", output::count(record.rows));
+                println!(
+                    "backfill      {} of ~{} rows{}",
+                    output::count(facts.backfill_rows_done),
+                    output::count(facts.backfill_rows_total),
+                    if facts.backfill_complete {
+                        ", complete"
+                    } else {
+                        ""
+                    }
+                );
+                println!("mismatches    {} unresolved", facts.unresolved_mismatches);
+                println!("buffer        {} pending", facts.buffer_depth);
+                if !facts.lagging_routers.is_empty() {
+                    println!("lagging       {}", facts.lagging_routers.join(", "));
+                }
+                println!("next advance  {next_text}");
+            }
+        }
+        TenantCmd::Advance(args) => return super::change::one(ctx, args, Action::Advance).await,
+        TenantCmd::Rollback(args) => return super::change::one(ctx, args, Action::Rollback).await,
+        TenantCmd::Pause(args) => return super::change::one(ctx, args, Action::Pause).await,
+        TenantCmd::Resume(args) => return super::change::one(ctx, args, Action::Resume).await,
+        TenantCmd::History {
+            migration,
+            tenant,
+            json,
+        } => {
+            let history = ctx
+                .store
+                .history(&migration, &tenant)
+                .await
+                .context("read tenant history")?;
+            if json {
+                let views: Vec<AuditView> = history.iter().map(AuditView::from).collect();
+                output::json(&views)?;
+            } else if history.is_empty() {
+                println!("{tenant} has not changed phase since it was registered (legacy)");
+            } else {
+                let rows: Vec<Vec<String>> = history
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                            e.action.to_string(),
+                            format!(
+                                "{}{} -> {}{}",
+                                e.from_phase,
+                                if e.from_paused { " (paused)" } else { "" },
+                                e.to_phase,
+                                if e.to_paused { " (paused)" } else { "" }
+                            ),
+                            e.actor.clone(),
+                            if e.forced() {
+                                format!(
+                                    "FORCED {}",
+                                    e.forced_guards
+                                        .iter()
+                                        .map(|g| g.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                )
+                            } else {
+                                String::new()
+                            },
+                            e.reason.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["at (UTC)", "action", "change", "actor", "", "reason"],
+                    &rows,
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `TENANT` or `TENANT<sep>ROWS`.
+fn parse_tenant(s: &str, sep: char) -> anyhow::Result<TenantSize> {
+    let (id, rows) = match s.split_once(sep) {
+        Some((id, rows)) => {
+            let rows = rows
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("row count {:?} is not a whole number", rows.trim()))?;
+            (id.trim(), rows)
+        }
+        None => (s.trim(), 0),
+    };
+    Ok(TenantSize {
+        tenant: TenantId::new(id)?,
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tenant;
+
+    #[test]
+    fn tenant_arguments_parse() {
+        let t = parse_tenant("acme=120", '=').unwrap();
+        assert_eq!((t.tenant.as_str(), t.rows), ("acme", 120));
+        let t = parse_tenant(" globex , 7 ", ',').unwrap();
+        assert_eq!((t.tenant.as_str(), t.rows), ("globex", 7));
+        assert_eq!(parse_tenant("solo", '=').unwrap().rows, 0);
+        let err = parse_tenant("acme=lots", '=').unwrap_err();
+        assert_eq!(err.to_string(), "row count \"lots\" is not a whole number");
+        assert!(parse_tenant("a/b=1", '=').is_err());
+    }
+}

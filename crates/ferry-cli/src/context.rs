@@ -1,0 +1,53 @@
+//! Resolved settings: flags turned into an open store, an engine and an actor.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ferry_domain::SqlIdent;
+use ferry_engine::{EngineSettings, PhaseEngine};
+use ferry_store::{ControlStore, StoreOptions};
+
+use crate::args::Global;
+
+pub struct Context {
+    pub store: Arc<dyn ControlStore>,
+    pub engine: PhaseEngine,
+    pub actor: String,
+}
+
+impl Context {
+    pub async fn open(global: &Global) -> anyhow::Result<Context> {
+        let schema = SqlIdent::new(global.store_schema.clone()).context("read --store-schema")?;
+        let options = StoreOptions {
+            pg_schema: schema,
+            ..StoreOptions::default()
+        };
+        let store = ferry_store::open(&global.database_url, &options)
+            .await
+            .context("open the control store")?;
+        Ok(Context {
+            engine: PhaseEngine::new(store.clone(), EngineSettings::default()),
+            store,
+            actor: actor(global.actor.as_deref()),
+        })
+    }
+}
+
+/// `--actor`, or `$USER@$HOSTNAME` (falling back to /etc/hostname), or "unknown".
+pub fn actor(flag: Option<&str>) -> String {
+    if let Some(actor) = flag.filter(|a| !a.trim().is_empty()) {
+        return actor.trim().to_owned();
+    }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(host) => format!("{user}@{host}"),
+        None => user,
+    }
+}

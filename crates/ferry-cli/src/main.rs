@@ -1,0 +1,75 @@
+//! `ferry`: the operator CLI, the demo and the benchmarks.
+//!
+//! Errors are printed as one line (`error: what failed: why`) with a non-zero exit code:
+//! 1 for failures, 2 for usage errors, 3 when a phase change was refused by its guards, 4 when
+//! a change was made but live routers had not acknowledged it within `--wait`.
+
+mod args;
+mod bench;
+mod commands;
+mod context;
+mod demo;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+/// Exit codes other than 0 (success), 1 (error) and 2 (usage, from clap).
+pub mod exit {
+    pub const REFUSED: u8 = 3;
+    pub const NOT_EFFECTIVE: u8 = 4;
+}
+
+fn init_logs(verbose: u8, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,ferry=debug",
+        _ => "debug,ferry=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.global.verbose, cli.global.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo(args) => demo::run(&cli.global, &args).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
+        command => {
+            let ctx = context::Context::open(&cli.global).await?;
+            commands::run(&ctx, command).await
+        }
+    }
+}
