@@ -10,6 +10,12 @@ use std::process::ExitCode;
 use crate::args::Command;
 use crate::context::Context;
 
+/// Prints the full status, as `ferry status` does; shared with the demo.
+pub async fn status_report(ctx: &Context) -> anyhow::Result<()> {
+    status::print_status(&status::build(ctx, None).await?);
+    Ok(())
+}
+
 pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migration(cmd) => migration::run(ctx, cmd).await,

@@ -377,40 +377,31 @@ impl ControlStore for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .doing("bump change counter")?;
-        let batch = serde_json::Value::from(
-            changes
-                .iter()
-                .map(|c| {
-                    json!([
-                        c.tenant.as_str(),
-                        c.expected_version,
-                        c.to_phase.as_str(),
-                        c.to_paused
-                    ])
-                })
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
-        let updated: Vec<String> = sqlx::query_scalar(
-            "UPDATE ferry_tenant_phases AS p
-             SET phase = i.to_phase, paused = i.to_paused, version = p.version + 1,
-                 changed_at_version = ?2, updated_at = ?3
-             FROM (SELECT json_extract(value, '$[0]') AS tenant_id,
-                          json_extract(value, '$[1]') AS expected_version,
-                          json_extract(value, '$[2]') AS to_phase,
-                          json_extract(value, '$[3]') AS to_paused
-                   FROM json_each(?4)) AS i
-             WHERE p.migration_id = ?1 AND p.tenant_id = i.tenant_id
-               AND p.version = i.expected_version
-             RETURNING tenant_id",
-        )
-        .bind(migration.as_str())
-        .bind(version)
-        .bind(now)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await
-        .doing("apply phase changes")?;
+        // One prepared statement per tenant inside the one transaction: SQLite runs in-process,
+        // so there is no round trip to save, and an UPDATE joined to `json_each` makes its
+        // planner scan the whole table once per batch row.
+        let mut updated = Vec::new();
+        for c in changes {
+            let done = sqlx::query(
+                "UPDATE ferry_tenant_phases
+                 SET phase = ?1, paused = ?2, version = version + 1, changed_at_version = ?3,
+                     updated_at = ?4
+                 WHERE migration_id = ?5 AND tenant_id = ?6 AND version = ?7",
+            )
+            .bind(c.to_phase.as_str())
+            .bind(c.to_paused)
+            .bind(version)
+            .bind(now)
+            .bind(migration.as_str())
+            .bind(c.tenant.as_str())
+            .bind(c.expected_version)
+            .execute(&mut *tx)
+            .await
+            .doing("apply phase change")?;
+            if done.rows_affected() == 1 {
+                updated.push(c.tenant.as_str().to_owned());
+            }
+        }
         let updated: std::collections::HashSet<String> = updated.into_iter().collect();
         let (applied, conflicts): (Vec<&PhaseChange>, Vec<&PhaseChange>) = changes
             .iter()
