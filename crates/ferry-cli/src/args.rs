@@ -117,6 +117,8 @@ pub enum MigrationCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replay the audit log and check it explains every tenant's phase (exit 1 if not).
+    Verify { id: MigrationId },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

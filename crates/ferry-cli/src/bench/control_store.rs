@@ -73,7 +73,14 @@ pub async fn run(args: ControlStoreBench) -> anyhow::Result<ExitCode> {
                 .await
                 .context("open the PostgreSQL store")?;
             let pool = pg.pool().clone();
-            let result = measure("postgres", Arc::new(pg), Raw::Pg(pool.clone()), &args, &mut report).await;
+            let result = measure(
+                "postgres",
+                Arc::new(pg),
+                Raw::Pg(pool.clone()),
+                &args,
+                &mut report,
+            )
+            .await;
             let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted());
             let _ = sqlx::query(AssertSqlSafe(drop)).execute(&pool).await;
             result?;
@@ -127,7 +134,10 @@ async fn measure(
     }
     bar.finish_and_clear();
     let register = started.elapsed().as_secs_f64();
-    report.figure(format!("{kind}.register_tenants_per_s"), ids.len() as f64 / register);
+    report.figure(
+        format!("{kind}.register_tenants_per_s"),
+        ids.len() as f64 / register,
+    );
 
     // 10% rollout through the engine, against the bare UPDATE of the same rows.
     let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
@@ -144,7 +154,10 @@ async fn measure(
         .await?;
     let rollout = started.elapsed().as_secs_f64();
     anyhow::ensure!(rolled.refused.is_empty(), "bench rollout refused tenants");
-    report.figure(format!("{kind}.rollout_10pct_tenants"), rolled.moved.len() as f64);
+    report.figure(
+        format!("{kind}.rollout_10pct_tenants"),
+        rolled.moved.len() as f64,
+    );
     report.figure(format!("{kind}.rollout_10pct_s"), rollout);
 
     // Status over every tenant, against a bare count of the same table.
@@ -188,7 +201,10 @@ async fn measure(
     router.shutdown().await?;
     report.figure(format!("{kind}.lookup_ns"), lookup);
     report.figure(format!("{kind}.baseline_hashmap_lookup_ns"), baseline);
-    report.ratio(format!("{kind}.lookup_vs_hashmap"), lookup / baseline.max(1e-9));
+    report.ratio(
+        format!("{kind}.lookup_vs_hashmap"),
+        lookup / baseline.max(1e-9),
+    );
 
     // The bare UPDATE of the same rows (moving them back, so it writes as many rows).
     let sql = match raw {
@@ -203,7 +219,10 @@ async fn measure(
     raw.execute(sql, m.as_str()).await?;
     let bare = started.elapsed().as_secs_f64();
     report.figure(format!("{kind}.baseline_bare_update_10pct_s"), bare);
-    report.ratio(format!("{kind}.rollout_vs_bare_update"), rollout / bare.max(1e-9));
+    report.ratio(
+        format!("{kind}.rollout_vs_bare_update"),
+        rollout / bare.max(1e-9),
+    );
     Ok(())
 }
 

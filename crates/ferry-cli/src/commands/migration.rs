@@ -98,6 +98,26 @@ pub async fn run(ctx: &Context, cmd: MigrationCmd) -> anyhow::Result<ExitCode> {
                 crate::commands::status::print_migration(&status.migrations[0]);
             }
         }
+        MigrationCmd::Verify { id } => {
+            let v = ferry_engine::verify_audit(ctx.store.as_ref(), &id)
+                .await
+                .context("verify the audit log")?;
+            println!(
+                "{id}: {} audit entries replayed for {} tenants ({} forced)",
+                output::count(v.entries),
+                output::count(v.tenants),
+                v.forced
+            );
+            for p in v.problems.iter().take(20) {
+                println!("  inconsistent: {p}");
+            }
+            anyhow::ensure!(
+                v.consistent(),
+                "the audit log does not explain {} tenant phase(s)",
+                v.problems.len()
+            );
+            println!("consistent: every phase is explained by the audit log");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -106,10 +106,8 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 output::table(&["tenant", "phase", "", "rows", "updated"], &rows);
-                if tenants.len() as u64 == limit {
-                    if let Some(last) = tenants.last() {
-                        println!("… more: --after {}", last.tenant);
-                    }
+                if let Some(last) = tenants.last().filter(|_| tenants.len() as u64 == limit) {
+                    println!("… more: --after {}", last.tenant);
                 }
             }
         }

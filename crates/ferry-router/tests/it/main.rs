@@ -2,6 +2,11 @@
 //!
 //! - `follow.rs`: loading, following and acknowledging phase changes; staleness.
 //! - `barrier.rs`: writers racing phase changes (race 3 of DESIGN.md).
+//! - `example.rs`: the embedding example under `examples/` runs as documented.
+
+// Test helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod barrier;
+mod example;
 mod follow;

@@ -13,9 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, SqlIdent, TenantId, hash_bucket};
-use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
+use sqlx::{ConnectOptions as _, Connection};
 use tokio::sync::watch;
 
 use crate::error::{QueryContext, Result, StoreError, redact_url};
@@ -24,6 +24,9 @@ use crate::feed::ChangeFeed;
 use crate::model::*;
 use crate::rows::{self, audit_columns, tenant_columns};
 use crate::{ControlStore, SCHEMA_VERSION, StoreKind};
+
+/// Statements slower than this are logged at info level (`ferry -v` shows them).
+pub const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 pub struct PgStore {
     pool: PgPool,
@@ -46,7 +49,9 @@ impl PgStore {
                 why: e.to_string(),
             })?
             .application_name("ferry")
-            .options([("search_path", schema.as_str())]);
+            .options([("search_path", schema.as_str())])
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Info, SLOW_STATEMENT);
         let unreachable = |cause| StoreError::Unreachable {
             url: redacted.clone(),
             cause,
@@ -680,15 +685,28 @@ impl ControlStore for PgStore {
     }
 
     async fn changes_since(&self, version: i64) -> Result<Vec<TenantRecord>> {
-        let rows: Vec<PgTenantRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM ferry_tenant_phases WHERE changed_at_version > $1
-              AND ($1 > 0 OR phase <> 'legacy' OR paused)"
-        ))
-        .bind(version)
-        .fetch_all(&self.pool)
-        .await
+        // A fresh router needs every tenant that is not in plain legacy: one scan. Later it
+        // needs only what changed since its version, which the audit log's index answers
+        // without an index on the phases table (see schema.rs).
+        let rows: Vec<PgTenantRow> = if version == 0 {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases WHERE phase <> 'legacy' OR paused"
+            ))
+            .fetch_all(&self.pool)
+            .await
+        } else {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases WHERE (migration_id, tenant_id) IN
+                  (SELECT migration_id, tenant_id FROM ferry_audit_log WHERE change_version > $1)"
+            ))
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await
+        }
         .doing("read changed phases")?;
         decode_tenants(rows)
     }

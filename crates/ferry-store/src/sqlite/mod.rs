@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, TenantId, hash_bucket};
 use serde_json::json;
+use sqlx::ConnectOptions as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -61,7 +62,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Info, crate::pg::SLOW_STATEMENT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(timeout)
@@ -697,15 +700,28 @@ impl ControlStore for SqliteStore {
     }
 
     async fn changes_since(&self, version: i64) -> Result<Vec<TenantRecord>> {
-        let rows: Vec<SqliteTenantRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM ferry_tenant_phases WHERE changed_at_version > ?1
-              AND (?1 > 0 OR phase <> 'legacy' OR paused)"
-        ))
-        .bind(version)
-        .fetch_all(&self.pool)
-        .await
+        // A fresh router needs every tenant that is not in plain legacy: one scan. Later it
+        // needs only what changed since its version, which the audit log's index answers
+        // without an index on the phases table (see schema.rs).
+        let rows: Vec<SqliteTenantRow> = if version == 0 {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases WHERE phase <> 'legacy' OR paused"
+            ))
+            .fetch_all(&self.pool)
+            .await
+        } else {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                tenant_columns!(),
+                " FROM ferry_tenant_phases WHERE (migration_id, tenant_id) IN
+                  (SELECT migration_id, tenant_id FROM ferry_audit_log WHERE change_version > ?1)"
+            ))
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await
+        }
         .doing("read changed phases")?;
         decode_tenants(rows)
     }

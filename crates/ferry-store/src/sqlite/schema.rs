@@ -31,10 +31,8 @@ CREATE TABLE ferry_tenant_phases (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (migration_id, tenant_id)
 ) WITHOUT ROWID;
-CREATE INDEX ferry_tenant_phases_changed ON ferry_tenant_phases (changed_at_version);
 CREATE INDEX ferry_tenant_phases_bucket ON ferry_tenant_phases (migration_id, cohort_bucket);
 CREATE INDEX ferry_tenant_phases_size ON ferry_tenant_phases (migration_id, row_count, tenant_id);
-CREATE INDEX ferry_tenant_phases_phase ON ferry_tenant_phases (migration_id, phase, tenant_id);
 
 CREATE TABLE ferry_audit_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,6 +50,7 @@ CREATE TABLE ferry_audit_log (
     at INTEGER NOT NULL
 );
 CREATE INDEX ferry_audit_log_tenant ON ferry_audit_log (migration_id, tenant_id, seq);
+CREATE INDEX ferry_audit_log_change ON ferry_audit_log (change_version);
 CREATE TRIGGER ferry_audit_log_no_update BEFORE UPDATE ON ferry_audit_log
 BEGIN SELECT RAISE(ABORT, 'ferry_audit_log is append-only'); END;
 CREATE TRIGGER ferry_audit_log_no_delete BEFORE DELETE ON ferry_audit_log

@@ -4,5 +4,8 @@
 //!   PostgreSQL through `both_stores!`. New store behaviour gets its test there.
 //! - `open.rs`: opening stores from URLs and refusing bad ones.
 
+// Test helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod conformance;
 mod open;

@@ -1,0 +1,30 @@
+use crate::{ferry, ok};
+
+/// `--json` prints exactly one object of the promised shape, with every figure and ratio
+/// positive (a zero or negative time would mean the measurement did not happen).
+#[test]
+fn control_store_bench_json_has_the_promised_shape() {
+    let out = ok(ferry("unused")
+        .args(["bench", "control-store", "--tenants", "2000", "--json"])
+        .env_remove("DATABASE_URL"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object: {out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["bench"], "control-store");
+    for key in [
+        "sqlite.lookup_ns",
+        "sqlite.rollout_10pct_s",
+        "sqlite.status_s",
+        "sqlite.baseline_hashmap_lookup_ns",
+    ] {
+        assert!(v["figures"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
+    }
+    assert_eq!(v["figures"]["tenants"], 2000.0);
+    for key in [
+        "sqlite.lookup_vs_hashmap",
+        "sqlite.rollout_vs_bare_update",
+        "sqlite.status_vs_count",
+    ] {
+        assert!(v["ratios"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
+    }
+}

@@ -1,0 +1,258 @@
+use ferry_testkit::{TempDir, TestDb};
+
+use crate::{ferry, ok, run, stderr, stdout};
+
+fn sqlite_url(dir: &TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("ferry.db").display())
+}
+
+/// The operator workflow of the foundation, identical on both stores.
+fn workflow(url: &str) {
+    ok(ferry(url).args([
+        "migration",
+        "create",
+        "orders_move",
+        "--kind",
+        "tenant-move",
+    ]));
+    let out = ok(ferry(url).args([
+        "tenant",
+        "add",
+        "orders_move",
+        "acme=120000",
+        "globex=800",
+        "initech",
+    ]));
+    assert_eq!(
+        out.trim(),
+        "registered 3 tenant(s) in orders_move: 3 new, 0 updated"
+    );
+
+    let out = ok(ferry(url).args([
+        "tenant",
+        "advance",
+        "orders_move",
+        "acme",
+        "--reason",
+        "canary",
+    ]));
+    assert!(out.contains("moved acme: legacy -> dual_write"), "{out}");
+    assert!(out.contains("effective"), "{out}");
+
+    // The next step needs a backfill: refused, exit code 3, nothing changed.
+    let refused = run(ferry(url).args(["tenant", "advance", "orders_move", "acme"]));
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("guards failed: backfill not complete"),
+        "{}",
+        stderr(&refused)
+    );
+    // --force without a reason is an error; with one it is audited.
+    let no_reason = run(ferry(url).args(["tenant", "advance", "orders_move", "acme", "--force"]));
+    assert_eq!(no_reason.status.code(), Some(1));
+    assert!(
+        stderr(&no_reason).contains("needs a --reason"),
+        "{}",
+        stderr(&no_reason)
+    );
+    ok(ferry(url).args([
+        "tenant",
+        "advance",
+        "orders_move",
+        "acme",
+        "--force",
+        "--reason",
+        "verified by hand",
+    ]));
+    let history = ok(ferry(url).args(["tenant", "history", "orders_move", "acme", "--json"]));
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    assert_eq!(
+        history[1]["forced_guards"],
+        serde_json::json!(["backfill_complete"])
+    );
+    assert_eq!(history[1]["actor"], "tester");
+    assert_eq!(history[1]["reason"], "verified by hand");
+
+    // A rollout over everyone: acme moves on (shadow -> target_primary needs a backfill, so
+    // it is refused), the two others enter dual_write. Exit code 3 for the refusal.
+    let rollout = run(ferry(url).args(["rollout", "orders_move", "--all", "--json"]));
+    assert_eq!(rollout.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&rollout)).unwrap();
+    assert_eq!(report["moved"].as_array().unwrap().len(), 2);
+    assert_eq!(report["refused"][0]["tenant"], "acme");
+
+    // status --json agrees with the table and with what happened.
+    let status = ok(ferry(url).args(["status", "--json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let m = &status["migrations"][0];
+    assert_eq!(m["migration"], "orders_move");
+    assert_eq!(m["tenants"], 3);
+    let phases: Vec<(String, u64)> = m["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["phase"].as_str().unwrap().to_owned(),
+                p["tenants"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("legacy".to_owned(), 0),
+            ("dual_write".to_owned(), 2),
+            ("shadow".to_owned(), 1),
+            ("target_primary".to_owned(), 0),
+            ("target_only".to_owned(), 0),
+            ("complete".to_owned(), 0),
+        ]
+    );
+    let table = ok(ferry(url).arg("status"));
+    assert!(
+        table.contains("orders_move (tenant_move): 3 tenants, 0 paused"),
+        "{table}"
+    );
+
+    let verify = ok(ferry(url).args(["migration", "verify", "orders_move"]));
+    assert!(verify.contains("consistent"), "{verify}");
+}
+
+#[test]
+fn operator_workflow_on_sqlite() {
+    let dir = TempDir::new("cli");
+    workflow(&sqlite_url(&dir));
+}
+
+#[tokio::test]
+async fn operator_workflow_on_postgres() {
+    let db = TestDb::new().await;
+    let url = db.url().to_owned();
+    tokio::task::spawn_blocking(move || workflow(&url))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_changes_nothing() {
+    let dir = TempDir::new("cli-bad");
+    let url = sqlite_url(&dir);
+    ok(ferry(&url).args(["migration", "create", "m", "--kind", "import"]));
+    ok(ferry(&url).args(["tenant", "add", "m", "a"]));
+
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["tenant", "advance", "m", "ghost"],
+            1,
+            "error: advance tenant ghost: tenant ghost is not registered in migration m (see `ferry tenant add`)",
+        ),
+        (
+            &["tenant", "advance", "nope", "a"],
+            1,
+            "error: advance tenant a: migration nope does not exist (see `ferry migration list`)",
+        ),
+        (
+            &["tenant", "rollback", "m", "a"],
+            3,
+            "error: cannot rollback tenant a of migration m: cannot roll back from legacy: the tenant is already on the source",
+        ),
+        (
+            &["tenant", "advance", "m", "a/../b"],
+            2,
+            "tenant id \"a/../b\" has '/' at byte 1",
+        ),
+        (
+            &["migration", "create", "Bad-Name", "--kind", "import"],
+            2,
+            "migration id \"Bad-Name\" has 'B' at byte 0",
+        ),
+        (
+            &["migration", "create", "m", "--kind", "import"],
+            1,
+            "error: create migration: migration m already exists",
+        ),
+        (
+            &[
+                "migration",
+                "create",
+                "x",
+                "--kind",
+                "import",
+                "--config",
+                "[1",
+            ],
+            1,
+            "error: parse --config as JSON",
+        ),
+        (
+            &["rollout", "m", "--percent", "101"],
+            1,
+            "percentage \"101\" is not a number between 0 and 100",
+        ),
+        (
+            &["tenant", "add", "m", "b=lots"],
+            1,
+            "row count \"lots\" is not a whole number",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let out = run(ferry(&url).args(*args));
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        if *code != 2 {
+            assert_eq!(
+                stderr(&out)
+                    .lines()
+                    .filter(|l| l.starts_with("error"))
+                    .count(),
+                1,
+                "{args:?}: one error line: {}",
+                stderr(&out)
+            );
+        }
+    }
+    // Nothing was written by any of the refusals.
+    let history = ok(ferry(&url).args(["tenant", "history", "m", "a", "--json"]));
+    assert_eq!(history.trim(), "[]");
+    let list = ok(ferry(&url).args(["migration", "list", "--json"]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&list)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn unreachable_and_too_new_stores_are_refused() {
+    let out = run(ferry("postgres://ferry:hunter2@127.0.0.1:1/ferry").arg("status"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: open the control store: cannot reach the control store at postgres://ferry:***@127.0.0.1:1/ferry"), "{err}");
+    assert!(!err.contains("hunter2"));
+
+    let dir = TempDir::new("cli-newer");
+    let url = sqlite_url(&dir);
+    ok(ferry(&url).arg("status"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE ferry_meta SET value = 99 WHERE key = 'schema_version'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let out = run(ferry(&url).args(["migration", "create", "m", "--kind", "import"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("schema version 99, newer than this binary supports (1); upgrade ferry"),
+        "{}",
+        stderr(&out)
+    );
+}

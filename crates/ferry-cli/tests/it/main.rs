@@ -1,0 +1,52 @@
+//! End-to-end tests of the `ferry` binary: real processes, real stores.
+//!
+//! - `cli.rs`: operator workflows and bad input, on SQLite and PostgreSQL.
+//! - `demo.rs`: `ferry demo` runs and verifies itself.
+//! - `examples.rs`: the scripts under `examples/` run as documented.
+//! - `bench.rs`: each bench's `--json` output has the promised shape.
+//! - `tidy.rs`: the docs stay true to the code.
+
+// Test helpers outside #[test] functions may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod bench;
+mod cli;
+mod demo;
+mod examples;
+mod tidy;
+
+use std::process::{Command, Output};
+
+/// A `ferry` command on the given store, as an operator named `tester`.
+pub fn ferry(store_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.env("FERRY_DATABASE_URL", store_url)
+        .env("FERRY_ACTOR", "tester")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run the ferry binary")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs and asserts success, returning stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}

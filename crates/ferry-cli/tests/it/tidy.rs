@@ -1,0 +1,87 @@
+//! Tidy checks: the docs stay true to the code.
+
+use std::path::{Path, PathBuf};
+
+use ferry_domain::{Guard, Phase};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+#[test]
+fn architecture_maps_every_crate_and_phase() {
+    let arch = read("ARCHITECTURE.md");
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            arch.contains(&format!("### `crates/{name}`")),
+            "ARCHITECTURE.md has no section for crates/{name}"
+        );
+    }
+    for phase in Phase::ALL {
+        assert!(
+            arch.contains(&format!("`{phase}`")),
+            "ARCHITECTURE.md does not name {phase}"
+        );
+    }
+}
+
+#[test]
+fn phase_docs_cover_every_phase_and_guard() {
+    let doc = read("docs/phases.md");
+    for phase in Phase::ALL {
+        assert!(
+            doc.contains(&format!("`{phase}`")),
+            "docs/phases.md does not name {phase}"
+        );
+    }
+    for guard in Guard::ALL {
+        let words = guard.as_str().replace('_', " ");
+        assert!(
+            doc.contains(&words),
+            "docs/phases.md does not explain {words:?}"
+        );
+    }
+}
+
+#[test]
+fn readme_holds_the_two_commands_ci_runs() {
+    let readme = read("README.md");
+    assert!(readme.contains("cargo run --bin ferry -- demo"));
+    assert!(readme.contains("cargo test --workspace"));
+    let ci = read(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == "cargo test --workspace"),
+        ".ci/run must run the README's test command"
+    );
+}
+
+#[test]
+fn every_doc_link_resolves() {
+    for doc in ["README.md", "ARCHITECTURE.md"]
+        .into_iter()
+        .map(String::from)
+        .chain(
+            std::fs::read_dir(root().join("docs"))
+                .unwrap()
+                .map(|e| format!("docs/{}", e.unwrap().file_name().into_string().unwrap())),
+        )
+    {
+        let text = read(&doc);
+        let base = root().join(&doc);
+        let dir = base.parent().unwrap();
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let target = &rest[..rest.find(')').unwrap()];
+            if target.starts_with("http") || target.starts_with('#') {
+                continue;
+            }
+            let path = target.split('#').next().unwrap();
+            assert!(dir.join(path).exists(), "{doc}: broken link to {target}");
+        }
+    }
+}
