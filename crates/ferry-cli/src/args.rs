@@ -206,6 +206,10 @@ pub struct ChangeFlags {
     /// Check guards and report what would happen, without changing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Act only on tenants currently in this phase; others are refused. Makes a repeated
+    /// command safe: a second `advance --from-phase shadow` does not move a tenant twice.
+    #[arg(long, value_parser = parse_phase)]
+    pub from_phase: Option<Phase>,
     /// Seconds to wait for every live router to acknowledge the change (exit code 4 if they
     /// have not by then; the change itself stands).
     #[arg(long, default_value_t = 30)]

@@ -79,6 +79,7 @@ impl Demo {
             reason: reason.to_owned(),
             force: false,
             dry_run: false,
+            expect_phase: None,
         }
     }
 

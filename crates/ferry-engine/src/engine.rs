@@ -2,7 +2,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_domain::{Action, Cohort, MigrationId, TenantId, Transition};
+use ferry_domain::{Action, Cohort, MigrationId, Phase, TenantId, Transition};
 use ferry_store::{AuditMeta, ControlStore, PhaseChange, StoreError, TenantRecord};
 
 use crate::report::{Acknowledgement, Moved, Refusal, Refused, RolloutReport};
@@ -51,6 +51,9 @@ pub struct Request {
     pub force: bool,
     /// Plan and check every change but persist nothing: moved tenants are what *would* move.
     pub dry_run: bool,
+    /// Act only on tenants currently in this phase; others are refused. Makes a repeated or
+    /// concurrent "advance" idempotent: the second one finds the tenant already moved.
+    pub expect_phase: Option<Phase>,
 }
 
 pub struct PhaseEngine {
@@ -169,6 +172,16 @@ impl PhaseEngine {
         let mut changes = Vec::new();
         let mut forced = Vec::new();
         for (record, facts) in chunk.iter().zip(&facts) {
+            if let Some(expected) = request.expect_phase.filter(|p| *p != record.state.phase) {
+                report.refused.push(Refused {
+                    tenant: record.tenant.clone(),
+                    reason: Refusal::UnexpectedPhase {
+                        expected,
+                        actual: record.state.phase,
+                    },
+                });
+                continue;
+            }
             let checked =
                 Transition::plan(record.state, action).and_then(|t| t.check(facts, request.force));
             match checked {

@@ -25,6 +25,8 @@ pub enum Refusal {
     Transition(#[from] TransitionError),
     #[error("changed concurrently by someone else; re-run to act on its new phase")]
     Conflict,
+    #[error("is in {actual}, not {expected} as the request expected")]
+    UnexpectedPhase { expected: Phase, actual: Phase },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

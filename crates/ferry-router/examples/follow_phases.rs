@@ -61,6 +61,7 @@ pub async fn run(store_url: &str) -> Result<Vec<String>, Box<dyn std::error::Err
         reason: "start dual writes".into(),
         force: false,
         dry_run: false,
+        expect_phase: None,
     };
     let moved = engine
         .change(&migration, &acme, Action::Advance, &request)

@@ -40,6 +40,20 @@ pub const SCHEMA_VERSION: i64 = 1;
 pub const DEFAULT_ROUTER_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(3);
 
+/// The tenants of a registration with duplicates removed, the last occurrence winning, as if
+/// each line of a tenant file were applied in turn. (A single PostgreSQL upsert cannot touch a
+/// row twice, so duplicates must not reach it.)
+pub(crate) fn last_occurrences(tenants: &[TenantSize]) -> Vec<&TenantSize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<&TenantSize> = tenants
+        .iter()
+        .rev()
+        .filter(|t| seen.insert(&t.tenant))
+        .collect();
+    out.reverse();
+    out
+}
+
 /// Which implementation a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {

@@ -92,7 +92,9 @@ fn free_port() -> Result<u16, String> {
 pub fn start() -> Result<Cluster, String> {
     let bin_dir = find_bin_dir()?;
     let root = is_root();
-    let data_dir = std::env::temp_dir().join(format!("ferry-pg-{}", std::process::id()));
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data_dir = std::env::temp_dir().join(format!("ferry-pg-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("create {}: {e}", data_dir.display()))?;

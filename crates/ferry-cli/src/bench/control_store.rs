@@ -146,6 +146,7 @@ async fn measure(
         reason: "bench".into(),
         force: false,
         dry_run: false,
+        expect_phase: None,
     };
     let cohort = Cohort::Percent(Percent::parse("10").expect("a valid percentage"));
     let started = Instant::now();

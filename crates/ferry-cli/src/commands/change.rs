@@ -18,6 +18,7 @@ fn request(ctx: &Context, flags: &ChangeFlags) -> Request {
         reason: flags.reason.clone(),
         force: flags.force,
         dry_run: flags.dry_run,
+        expect_phase: flags.from_phase,
     }
 }
 

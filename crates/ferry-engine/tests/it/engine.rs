@@ -21,6 +21,7 @@ fn req() -> Request {
         reason: "canary".into(),
         force: false,
         dry_run: false,
+        expect_phase: None,
     }
 }
 fn engine(s: &TestStore) -> PhaseEngine {
@@ -74,7 +75,48 @@ both_stores!(
     pause_holds_a_tenant_and_survives_rollback,
     dry_run_reports_and_writes_nothing,
     audit_verification_catches_changes_that_bypassed_the_engine,
+    expected_phase_makes_a_repeated_advance_idempotent,
 );
+
+async fn expected_phase_makes_a_repeated_advance_idempotent(s: &TestStore) {
+    let tenants = setup(s, 1).await;
+    let t = &tenants[0];
+    let e = engine(s);
+    let from_legacy = Request {
+        expect_phase: Some(Phase::Legacy),
+        ..req()
+    };
+    e.change(&mig(), t, Action::Advance, &from_legacy)
+        .await
+        .unwrap();
+    backfill_done(s, t, CopyDirection::Forward).await;
+    // The same command again (a retry, or a second operator): refused, nothing moves.
+    let err = e
+        .change(&mig(), t, Action::Advance, &from_legacy)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::Refused {
+                reason: Refusal::UnexpectedPhase {
+                    expected: Phase::Legacy,
+                    actual: Phase::DualWrite
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot advance tenant t0000 of migration orders_move: is in dual_write, not legacy as the request expected"
+    );
+    assert_eq!(
+        s.store.tenant(&mig(), t).await.unwrap().state.phase,
+        Phase::DualWrite
+    );
+}
 
 async fn audit_verification_catches_changes_that_bypassed_the_engine(s: &TestStore) {
     let tenants = setup(s, 30).await;

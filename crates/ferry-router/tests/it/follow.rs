@@ -21,6 +21,7 @@ pub fn req() -> Request {
         reason: "test".into(),
         force: false,
         dry_run: false,
+        expect_phase: None,
     }
 }
 

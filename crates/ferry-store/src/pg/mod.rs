@@ -218,6 +218,7 @@ impl ControlStore for PgStore {
         tenants: &[TenantSize],
     ) -> Result<u64> {
         self.migration(migration).await?;
+        let tenants = crate::last_occurrences(tenants);
         let ids: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
         let sizes: Vec<i64> = tenants
             .iter()

@@ -222,8 +222,8 @@ impl ControlStore for SqliteStore {
     ) -> Result<u64> {
         self.migration(migration).await?;
         let batch = serde_json::Value::from(
-            tenants
-                .iter()
+            crate::last_occurrences(tenants)
+                .into_iter()
                 .map(|t| {
                     json!([
                         t.tenant.as_str(),

@@ -146,6 +146,18 @@ async fn tenants_register_in_legacy_and_update_sizes(s: &TestStore) {
         .await
         .unwrap();
     assert_eq!(added, 1, "only c is new");
+    // Duplicates within one registration: the last one wins, on both stores.
+    let dup = |rows| TenantSize {
+        tenant: tenant("d"),
+        rows,
+    };
+    let added = s
+        .store
+        .register_tenants(&m, &[dup(1), dup(2), dup(3)])
+        .await
+        .unwrap();
+    assert_eq!(added, 1);
+    assert_eq!(s.store.tenant(&m, &tenant("d")).await.unwrap().rows, 3);
     assert_eq!(s.store.tenant(&m, &tenant("a")).await.unwrap().rows, 11);
     assert_eq!(s.store.tenant(&m, &tenant("c")).await.unwrap().rows, 5);
 }
