@@ -163,6 +163,11 @@ impl Demo {
                     rows_done: record.rows,
                     rows_total: record.rows,
                     complete: true,
+                    last_key: None,
+                    batch_size: 0,
+                    rows_per_s: 0.0,
+                    throttled: None,
+                    updated_at: None,
                 })
                 .await?;
             done += 1;

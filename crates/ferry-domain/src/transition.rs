@@ -63,8 +63,8 @@ pub enum Guard {
     /// Every live router has acknowledged the tenant's current phase, so no process is more
     /// than one phase behind once this change lands.
     RoutersAcknowledged,
-    /// A reverse copy has brought the source back in line with the target since the tenant
-    /// stopped writing to the source.
+    /// The source is current: the tenant has not entered `target_only` since it last left
+    /// `legacy`, or a reverse copy has caught the source up since it did.
     ReverseSyncComplete,
 }
 
@@ -113,9 +113,12 @@ use Phase::*;
 
 /// Every legal phase change. A change not listed here is refused.
 ///
-/// Advancing is one step at a time. Rollback goes straight to `legacy` and is cheap while the
-/// source is still written (up to `target_primary`); from `target_only` the source is stale,
-/// so a reverse sync must have run. From `complete` the source is retired: no rollback.
+/// Advancing is one step at a time. Rollback goes straight to `legacy` while the source is
+/// still written (up to `target_primary`). From `target_only` the source is stale, so rollback
+/// is two steps: back to `target_primary`, where writes reach the source again while the
+/// reverse copy catches it up, then to `legacy` once [`Guard::ReverseSyncComplete`] holds.
+/// (Going straight to `legacy` would lose every write made during the reverse copy.) From
+/// `complete` the source is retired: no rollback.
 /// Every change waits for [`Guard::RoutersAcknowledged`], which keeps all live routers within
 /// one phase of each other; the phase table in [`crate::route`] is safe for adjacent phases.
 pub const RULES: &[Rule] = &[
@@ -170,13 +173,13 @@ pub const RULES: &[Rule] = &[
         action: Action::Rollback,
         from: TargetPrimary,
         to: Legacy,
-        guards: &[BufferDrained, RoutersAcknowledged],
+        guards: &[ReverseSyncComplete, BufferDrained, RoutersAcknowledged],
     },
     Rule {
         action: Action::Rollback,
         from: TargetOnly,
-        to: Legacy,
-        guards: &[ReverseSyncComplete, BufferDrained, RoutersAcknowledged],
+        to: TargetPrimary,
+        guards: &[RoutersAcknowledged],
     },
 ];
 
@@ -203,7 +206,8 @@ pub struct GuardFacts {
     pub backfill_complete: bool,
     pub backfill_rows_done: u64,
     pub backfill_rows_total: u64,
-    pub reverse_sync_complete: bool,
+    /// The source holds every acknowledged write (see [`Guard::ReverseSyncComplete`]).
+    pub source_current: bool,
     pub unresolved_mismatches: u64,
     pub buffer_depth: u64,
     /// Live routers that have not yet seen the tenant's current phase.
@@ -222,7 +226,9 @@ pub enum GuardFailure {
     BufferNotDrained { depth: u64 },
     #[error("{} live router(s) have not acknowledged the current phase: {}", routers.len(), routers.join(", "))]
     RoutersNotAcknowledged { routers: Vec<String> },
-    #[error("reverse sync has not completed since the tenant left the source")]
+    #[error(
+        "the source is stale since the tenant entered target_only; the reverse copy must complete first"
+    )]
     ReverseSyncIncomplete,
 }
 
@@ -259,7 +265,7 @@ impl Guard {
                     routers: facts.lagging_routers.clone(),
                 })
             }
-            ReverseSyncComplete if !facts.reverse_sync_complete => {
+            ReverseSyncComplete if !facts.source_current => {
                 Err(GuardFailure::ReverseSyncIncomplete)
             }
             _ => Ok(()),

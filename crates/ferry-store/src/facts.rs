@@ -31,7 +31,10 @@ pub(crate) fn assemble(
                 backfill_complete,
                 backfill_rows_done: rows_done,
                 backfill_rows_total: rows_total,
-                reverse_sync_complete: reverse.is_some_and(|r| r.2),
+                // A reverse row exists from the moment the tenant enters target_only until the
+                // tenant is back in legacy; the source is current when there is none, or when
+                // the reverse copy has completed.
+                source_current: reverse.is_none_or(|r| r.2),
                 unresolved_mismatches: rows.mismatches.get(&id).copied().unwrap_or(0),
                 buffer_depth: rows.buffer.get(&id).copied().unwrap_or(0),
                 lagging_routers: routers
@@ -58,8 +61,8 @@ pub(crate) struct Resets {
     /// Rolled back to `legacy`: the target will be refilled from scratch, so both the forward
     /// backfill and any reverse sync are forgotten.
     pub all_progress: Vec<String>,
-    /// Entered `target_only`: the source stops being written, so an earlier reverse sync no
-    /// longer proves the source is current.
+    /// Entered `target_only`: the source stops being written and is stale from now on, until
+    /// a reverse copy completes.
     pub reverse_sync: Vec<String>,
 }
 
@@ -77,4 +80,77 @@ pub(crate) fn resets(applied: &[&crate::model::PhaseChange]) -> Resets {
         }
     }
     out
+}
+
+/// The control row that applies to a whole migration; tenant ids cannot contain `*`.
+pub(crate) const MIGRATION_SCOPE: &str = "*";
+
+/// Merges the migration-wide and tenant control rows (`(scope, paused, cancelled, rate)`).
+pub(crate) fn controls(
+    rows: Vec<(String, bool, bool, Option<i64>)>,
+    tenant: Option<&ferry_domain::TenantId>,
+) -> crate::model::CopyControl {
+    rows.into_iter()
+        .filter(|(scope, ..)| {
+            scope == MIGRATION_SCOPE || Some(scope.as_str()) == tenant.map(|t| t.as_str())
+        })
+        .map(|(_, paused, cancelled, rate)| crate::model::CopyControl {
+            paused,
+            cancelled,
+            rate_limit: rate.and_then(|r| u64::try_from(r).ok()),
+        })
+        .fold(
+            crate::model::CopyControl::default(),
+            crate::model::CopyControl::merge,
+        )
+}
+
+/// A copy checkpoint's key, stored as a JSON array of text values.
+pub(crate) fn key_to_text(key: Option<&[String]>) -> Option<String> {
+    key.map(|k| serde_json::Value::from(k.to_vec()).to_string())
+}
+
+/// `(tenant_id, direction, last_key, rows_done, rows_total, complete, batch_size, rows_per_s,
+/// throttled, updated_at)`.
+pub(crate) type ProgressRow<T> = (
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    bool,
+    i64,
+    f64,
+    Option<String>,
+    T,
+);
+
+pub(crate) fn progress<T>(
+    migration: &ferry_domain::MigrationId,
+    row: ProgressRow<T>,
+    at: impl FnOnce(T) -> crate::Result<chrono::DateTime<chrono::Utc>>,
+) -> crate::Result<crate::model::BackfillProgress> {
+    use crate::StoreError;
+    let (tenant, dir, last_key, done, total, complete, batch, rate, throttled, updated) = row;
+    let corrupt = |what: String| StoreError::Corrupt { what };
+    let last_key = match last_key {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<Vec<String>>(&text)
+                .map_err(|e| corrupt(format!("checkpoint key {text:?}: {e}")))?,
+        ),
+    };
+    Ok(crate::model::BackfillProgress {
+        migration: migration.clone(),
+        tenant: crate::rows::tenant_id(tenant)?,
+        direction: direction(&dir).ok_or_else(|| corrupt(format!("backfill direction {dir:?}")))?,
+        last_key,
+        rows_done: crate::rows::count(done)?,
+        rows_total: crate::rows::count(total)?,
+        complete,
+        batch_size: crate::rows::count(batch)?,
+        rows_per_s: rate,
+        throttled,
+        updated_at: Some(at(updated)?),
+    })
 }

@@ -124,7 +124,28 @@ pub trait ControlStore: Send + Sync + 'static {
         tenants: &[TenantRecord],
         router_lease: Duration,
     ) -> Result<Vec<GuardFacts>>;
+    /// Records a copy's progress; it is also the copy's checkpoint.
     async fn record_backfill(&self, progress: &BackfillProgress) -> Result<()>;
+    /// Copy progress of a migration's tenants (or of one tenant), both directions.
+    async fn progress(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<BackfillProgress>>;
+    /// Sets the copier controls for a whole migration (`tenant: None`) or one tenant.
+    async fn set_control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+        control: CopyControl,
+    ) -> Result<()>;
+    /// The control in force: the migration's merged with the tenant's (`tenant: None` for the
+    /// migration's own).
+    async fn control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+    ) -> Result<CopyControl>;
     /// Records a validation mismatch; returns its id.
     async fn record_mismatch(
         &self,

@@ -182,13 +182,67 @@ impl CopyDirection {
     }
 }
 
-/// Backfill progress of one tenant, as the copier reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Copy progress of one tenant in one direction, as the copier reports it after each batch.
+/// It is also the copy's checkpoint: a restarted copier continues after `last_key`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackfillProgress {
     pub migration: MigrationId,
     pub tenant: TenantId,
     pub direction: CopyDirection,
+    /// The key of the last row copied (one text value per key column), or `None` before the
+    /// first batch.
+    pub last_key: Option<Vec<String>>,
     pub rows_done: u64,
+    /// An estimate: the source's row count when the copy started.
     pub rows_total: u64,
     pub complete: bool,
+    pub batch_size: u64,
+    pub rows_per_s: f64,
+    /// Why the copier is slowed or holding, if it is (e.g. `replication lag 12.0s > 5.0s`).
+    pub throttled: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl BackfillProgress {
+    /// Progress of a copy that has not started.
+    pub fn new(migration: MigrationId, tenant: TenantId, direction: CopyDirection) -> Self {
+        BackfillProgress {
+            migration,
+            tenant,
+            direction,
+            last_key: None,
+            rows_done: 0,
+            rows_total: 0,
+            complete: false,
+            batch_size: 0,
+            rows_per_s: 0.0,
+            throttled: None,
+            updated_at: None,
+        }
+    }
+}
+
+/// Operator controls over the copier: per migration (`tenant: None`) or per tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CopyControl {
+    /// Stop after the current batch; the checkpoint is kept.
+    pub paused: bool,
+    /// Stop and forget the checkpoint; the next run starts over.
+    pub cancelled: bool,
+    /// Rows per second, at most.
+    pub rate_limit: Option<u64>,
+}
+
+impl CopyControl {
+    /// The effective control when both a migration-wide and a tenant control apply.
+    pub fn merge(self, other: CopyControl) -> CopyControl {
+        CopyControl {
+            paused: self.paused || other.paused,
+            cancelled: self.cancelled || other.cancelled,
+            rate_limit: match (self.rate_limit, other.rate_limit) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
 }

@@ -50,11 +50,11 @@ fn transition_matrix() {
         shadow                 pause    -> shadow (paused) []
         shadow                 resume   refused: tenant is not paused
         target_primary         advance  -> target_only [no_unresolved_mismatches, buffer_drained, routers_acknowledged]
-        target_primary         rollback -> legacy [buffer_drained, routers_acknowledged]
+        target_primary         rollback -> legacy [reverse_sync_complete, buffer_drained, routers_acknowledged]
         target_primary         pause    -> target_primary (paused) []
         target_primary         resume   refused: tenant is not paused
         target_only            advance  -> complete [buffer_drained, routers_acknowledged]
-        target_only            rollback -> legacy [reverse_sync_complete, buffer_drained, routers_acknowledged]
+        target_only            rollback -> target_primary [routers_acknowledged]
         target_only            pause    -> target_only (paused) []
         target_only            resume   refused: tenant is not paused
         complete               advance  refused: cannot advance from complete: it is the last phase
@@ -74,11 +74,11 @@ fn transition_matrix() {
         shadow+paused          pause    refused: tenant is already paused
         shadow+paused          resume   -> shadow []
         target_primary+paused  advance  refused: tenant is paused; resume it before advancing
-        target_primary+paused  rollback -> legacy (paused) [buffer_drained, routers_acknowledged]
+        target_primary+paused  rollback -> legacy (paused) [reverse_sync_complete, buffer_drained, routers_acknowledged]
         target_primary+paused  pause    refused: tenant is already paused
         target_primary+paused  resume   -> target_primary []
         target_only+paused     advance  refused: tenant is paused; resume it before advancing
-        target_only+paused     rollback -> legacy (paused) [reverse_sync_complete, buffer_drained, routers_acknowledged]
+        target_only+paused     rollback -> target_primary (paused) [routers_acknowledged]
         target_only+paused     pause    refused: tenant is already paused
         target_only+paused     resume   -> target_only []
         complete+paused        advance  refused: tenant is paused; resume it before advancing
@@ -90,10 +90,15 @@ fn transition_matrix() {
 }
 
 #[test]
-fn advance_is_one_step_and_rollback_always_lands_on_legacy() {
+fn advance_is_one_step_and_rollback_lands_where_the_source_is_written() {
     for rule in RULES {
         match rule.action {
             Action::Advance => assert_eq!(rule.from.next(), Some(rule.to)),
+            // From target_only, a rollback steps back to target_primary so the source is
+            // written again while the reverse copy runs.
+            Action::Rollback if rule.from == Phase::TargetOnly => {
+                assert_eq!(rule.to, Phase::TargetPrimary)
+            }
             Action::Rollback => assert_eq!(rule.to, Phase::Legacy),
             other => panic!("{other} is not a phase change and has no rule"),
         }
@@ -115,7 +120,7 @@ fn all_good() -> GuardFacts {
         backfill_complete: true,
         backfill_rows_done: 10,
         backfill_rows_total: 10,
-        reverse_sync_complete: true,
+        source_current: true,
         unresolved_mismatches: 0,
         buffer_depth: 0,
         lagging_routers: vec![],
@@ -178,14 +183,14 @@ fn force_lets_failures_through_and_returns_them_for_the_audit_log() {
 }
 
 #[test]
-fn rollback_from_target_only_needs_a_reverse_sync() {
+fn rollback_to_legacy_needs_a_current_source() {
     let current = TenantPhase {
-        phase: Phase::TargetOnly,
+        phase: Phase::TargetPrimary,
         paused: false,
         version: 3,
     };
     let facts = GuardFacts {
-        reverse_sync_complete: false,
+        source_current: false,
         ..all_good()
     };
     let err = Transition::plan(current, Action::Rollback)

@@ -58,6 +58,11 @@ async fn backfill_done(s: &TestStore, t: &TenantId, direction: CopyDirection) {
             rows_done: 10,
             rows_total: 10,
             complete: true,
+            last_key: None,
+            batch_size: 0,
+            rows_per_s: 0.0,
+            throttled: None,
+            updated_at: None,
         })
         .await
         .unwrap();
@@ -490,7 +495,7 @@ async fn rollback_from_target_only_needs_reverse_sync(s: &TestStore) {
     let e = engine(s);
     e.change(&mig(), t, Action::Advance, &req()).await.unwrap();
     backfill_done(s, t, CopyDirection::Forward).await;
-    // A reverse sync recorded before target_only does not count: the source kept being
+    // A reverse copy recorded before target_only does not count: the source kept being
     // written until then, and stops only now.
     backfill_done(s, t, CopyDirection::Reverse).await;
     for _ in 0..3 {
@@ -500,13 +505,17 @@ async fn rollback_from_target_only_needs_reverse_sync(s: &TestStore) {
         s.store.tenant(&mig(), t).await.unwrap().state.phase,
         Phase::TargetOnly
     );
+    // Step one: back to target_primary, where writes reach the source again.
+    let back = e.change(&mig(), t, Action::Rollback, &req()).await.unwrap();
+    assert_eq!(back.to_phase, Phase::TargetPrimary);
+    // Step two is refused until the reverse copy has caught the source up.
     let err = e
         .change(&mig(), t, Action::Rollback, &req())
         .await
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("reverse sync has not completed since the tenant left the source"),
+            .contains("the source is stale since the tenant entered target_only"),
         "{err}"
     );
     backfill_done(s, t, CopyDirection::Reverse).await;

@@ -167,6 +167,11 @@ async fn backfill(pool: &PgPool, s: &TestStore, m: &MigrationId, tenant: &Tenant
             rows_done: copied,
             rows_total: copied,
             complete: true,
+            last_key: None,
+            batch_size: 0,
+            rows_per_s: 0.0,
+            throttled: None,
+            updated_at: None,
         })
         .await
         .unwrap();

@@ -456,14 +456,18 @@ impl ControlStore for PgStore {
         }
         if !resets.reverse_sync.is_empty() {
             sqlx::query(
-                "DELETE FROM ferry_backfill
-                 WHERE migration_id = $1 AND direction = 'reverse' AND tenant_id = ANY($2)",
+                "INSERT INTO ferry_backfill
+                     (migration_id, tenant_id, direction, rows_done, rows_total, complete)
+                 SELECT $1, t, 'reverse', 0, 0, false FROM unnest($2::text[]) AS t
+                 ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
+                 SET rows_done = 0, rows_total = 0, complete = false, last_key = NULL,
+                     throttled = NULL, updated_at = now()",
             )
             .bind(migration.as_str())
             .bind(&resets.reverse_sync)
             .execute(&mut *tx)
             .await
-            .doing("reset reverse sync")?;
+            .doing("mark the source stale")?;
         }
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&self.channel)
@@ -598,11 +602,14 @@ impl ControlStore for PgStore {
     async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
         self.tenant(&p.migration, &p.tenant).await?;
         sqlx::query(
-            "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total, complete)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total,
+                 complete, last_key, batch_size, rows_per_s, throttled)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
              SET rows_done = excluded.rows_done, rows_total = excluded.rows_total,
-                 complete = excluded.complete, updated_at = now()",
+                 complete = excluded.complete, last_key = excluded.last_key,
+                 batch_size = excluded.batch_size, rows_per_s = excluded.rows_per_s,
+                 throttled = excluded.throttled, updated_at = now()",
         )
         .bind(p.migration.as_str())
         .bind(p.tenant.as_str())
@@ -610,10 +617,84 @@ impl ControlStore for PgStore {
         .bind(i64::try_from(p.rows_done).unwrap_or(i64::MAX))
         .bind(i64::try_from(p.rows_total).unwrap_or(i64::MAX))
         .bind(p.complete)
+        .bind(facts::key_to_text(p.last_key.as_deref()))
+        .bind(i64::try_from(p.batch_size).unwrap_or(i64::MAX))
+        .bind(p.rows_per_s)
+        .bind(p.throttled.as_deref())
         .execute(&self.pool)
         .await
         .doing("record backfill progress")?;
         Ok(())
+    }
+
+    async fn progress(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<BackfillProgress>> {
+        let rows: Vec<facts::ProgressRow<DateTime<Utc>>> = sqlx::query_as(
+            "SELECT tenant_id, direction, last_key, rows_done, rows_total, complete, batch_size,
+                    rows_per_s, throttled, updated_at
+             FROM ferry_backfill WHERE migration_id = $1 AND ($2::text IS NULL OR tenant_id = $2)
+             ORDER BY tenant_id, direction",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .doing("read copy progress")?;
+        rows.into_iter()
+            .map(|r| facts::progress(migration, r, ok))
+            .collect()
+    }
+
+    async fn set_control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+        control: CopyControl,
+    ) -> Result<()> {
+        self.migration(migration).await?;
+        if let Some(t) = tenant {
+            self.tenant(migration, t).await?;
+        }
+        sqlx::query(
+            "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (migration_id, scope) DO UPDATE
+             SET paused = excluded.paused, cancelled = excluded.cancelled,
+                 rate_limit = excluded.rate_limit, updated_at = now()",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
+        .bind(control.paused)
+        .bind(control.cancelled)
+        .bind(
+            control
+                .rate_limit
+                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
+        )
+        .execute(&self.pool)
+        .await
+        .doing("set copy control")?;
+        Ok(())
+    }
+
+    async fn control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+    ) -> Result<CopyControl> {
+        let rows: Vec<(String, bool, bool, Option<i64>)> = sqlx::query_as(
+            "SELECT scope, paused, cancelled, rate_limit FROM ferry_copy_controls
+             WHERE migration_id = $1 AND (scope = '*' OR scope = $2)",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .doing("read copy controls")?;
+        Ok(facts::controls(rows, tenant))
     }
 
     async fn record_mismatch(

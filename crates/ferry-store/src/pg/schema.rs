@@ -81,8 +81,22 @@ CREATE TABLE ferry_backfill (
     rows_done bigint NOT NULL,
     rows_total bigint NOT NULL,
     complete boolean NOT NULL,
+    last_key text,
+    batch_size bigint NOT NULL DEFAULT 0,
+    rows_per_s double precision NOT NULL DEFAULT 0,
+    throttled text,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (migration_id, tenant_id, direction)
+);
+
+CREATE TABLE ferry_copy_controls (
+    migration_id text NOT NULL,
+    scope text NOT NULL,
+    paused boolean NOT NULL DEFAULT false,
+    cancelled boolean NOT NULL DEFAULT false,
+    rate_limit bigint,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, scope)
 );
 
 CREATE TABLE ferry_mismatches (

@@ -466,14 +466,19 @@ impl ControlStore for SqliteStore {
         }
         if !resets.reverse_sync.is_empty() {
             sqlx::query(
-                "DELETE FROM ferry_backfill WHERE migration_id = ?1 AND direction = 'reverse'
-                 AND tenant_id IN (SELECT value FROM json_each(?2))",
+                "INSERT INTO ferry_backfill
+                     (migration_id, tenant_id, direction, rows_done, rows_total, complete, updated_at)
+                 SELECT ?1, value, 'reverse', 0, 0, 0, ?3 FROM json_each(?2) WHERE true
+                 ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
+                 SET rows_done = 0, rows_total = 0, complete = 0, last_key = NULL,
+                     throttled = NULL, updated_at = excluded.updated_at",
             )
             .bind(migration.as_str())
             .bind(json_ids(resets.reverse_sync.iter().map(String::as_str)))
+            .bind(now)
             .execute(&mut *tx)
             .await
-            .doing("reset reverse sync")?;
+            .doing("mark the source stale")?;
         }
         tx.commit().await.doing("commit phase change")?;
         Ok(AppliedChanges {
@@ -608,11 +613,14 @@ impl ControlStore for SqliteStore {
     async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
         self.tenant(&p.migration, &p.tenant).await?;
         sqlx::query(
-            "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total, complete, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total,
+                 complete, last_key, batch_size, rows_per_s, throttled, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
              SET rows_done = excluded.rows_done, rows_total = excluded.rows_total,
-                 complete = excluded.complete, updated_at = excluded.updated_at",
+                 complete = excluded.complete, last_key = excluded.last_key,
+                 batch_size = excluded.batch_size, rows_per_s = excluded.rows_per_s,
+                 throttled = excluded.throttled, updated_at = excluded.updated_at",
         )
         .bind(p.migration.as_str())
         .bind(p.tenant.as_str())
@@ -620,11 +628,82 @@ impl ControlStore for SqliteStore {
         .bind(i64::try_from(p.rows_done).unwrap_or(i64::MAX))
         .bind(i64::try_from(p.rows_total).unwrap_or(i64::MAX))
         .bind(p.complete)
+        .bind(facts::key_to_text(p.last_key.as_deref()))
+        .bind(i64::try_from(p.batch_size).unwrap_or(i64::MAX))
+        .bind(p.rows_per_s)
+        .bind(p.throttled.as_deref())
         .bind(now_ms())
         .execute(&self.pool)
         .await
         .doing("record backfill progress")?;
         Ok(())
+    }
+
+    async fn progress(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<BackfillProgress>> {
+        let rows: Vec<facts::ProgressRow<i64>> = sqlx::query_as(
+            "SELECT tenant_id, direction, last_key, rows_done, rows_total, complete, batch_size,
+                    rows_per_s, throttled, updated_at
+             FROM ferry_backfill WHERE migration_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)
+             ORDER BY tenant_id, direction",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .doing("read copy progress")?;
+        rows.into_iter()
+            .map(|r| facts::progress(migration, r, rows::from_millis))
+            .collect()
+    }
+
+    async fn set_control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+        control: CopyControl,
+    ) -> Result<()> {
+        self.migration(migration).await?;
+        if let Some(t) = tenant {
+            self.tenant(migration, t).await?;
+        }
+        sqlx::query(
+            "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (migration_id, scope) DO UPDATE
+             SET paused = excluded.paused, cancelled = excluded.cancelled,
+                 rate_limit = excluded.rate_limit, updated_at = excluded.updated_at",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
+        .bind(control.paused)
+        .bind(control.cancelled)
+        .bind(control.rate_limit.map(|r| i64::try_from(r).unwrap_or(i64::MAX)))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .doing("set copy control")?;
+        Ok(())
+    }
+
+    async fn control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+    ) -> Result<CopyControl> {
+        let rows: Vec<(String, bool, bool, Option<i64>)> = sqlx::query_as(
+            "SELECT scope, paused, cancelled, rate_limit FROM ferry_copy_controls
+             WHERE migration_id = ?1 AND (scope = '*' OR scope = ?2)",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .doing("read copy controls")?;
+        Ok(facts::controls(rows, tenant))
     }
 
     async fn record_mismatch(

@@ -71,8 +71,22 @@ CREATE TABLE ferry_backfill (
     rows_done INTEGER NOT NULL,
     rows_total INTEGER NOT NULL,
     complete INTEGER NOT NULL,
+    last_key TEXT,
+    batch_size INTEGER NOT NULL DEFAULT 0,
+    rows_per_s REAL NOT NULL DEFAULT 0,
+    throttled TEXT,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (migration_id, tenant_id, direction)
+);
+
+CREATE TABLE ferry_copy_controls (
+    migration_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    rate_limit INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (migration_id, scope)
 );
 
 CREATE TABLE ferry_mismatches (

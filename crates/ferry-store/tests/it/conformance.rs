@@ -74,7 +74,117 @@ both_stores!(
     status_counts_tenants_per_phase,
     audit_log_is_append_only,
     tenants_list_filters_and_paginates,
+    progress_is_a_checkpoint_and_controls_merge,
+    entering_target_only_marks_the_source_stale,
 );
+
+async fn progress_is_a_checkpoint_and_controls_merge(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 100), ("b", 5)]).await;
+    assert!(s.store.progress(&m, None).await.unwrap().is_empty());
+    let mut p = BackfillProgress::new(m.clone(), tenant("a"), CopyDirection::Forward);
+    p.last_key = Some(vec!["a".into(), "42".into()]);
+    p.rows_done = 40;
+    p.rows_total = 100;
+    p.batch_size = 500;
+    p.rows_per_s = 1234.5;
+    p.throttled = Some("replication lag 6.0s > 5.0s".into());
+    s.store.record_backfill(&p).await.unwrap();
+    let got = s.store.progress(&m, Some(&tenant("a"))).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let got = &got[0];
+    assert_eq!(got.last_key, p.last_key);
+    assert_eq!(
+        (got.rows_done, got.rows_total, got.batch_size),
+        (40, 100, 500)
+    );
+    assert!((got.rows_per_s - 1234.5).abs() < 1e-9);
+    assert_eq!(got.throttled, p.throttled);
+    assert!(got.updated_at.is_some());
+    assert!(
+        s.store
+            .progress(&m, Some(&tenant("b")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        s.store.control(&m, Some(&tenant("a"))).await.unwrap(),
+        CopyControl::default()
+    );
+    s.store
+        .set_control(
+            &m,
+            None,
+            CopyControl {
+                rate_limit: Some(1000),
+                ..CopyControl::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.store
+        .set_control(
+            &m,
+            Some(&tenant("a")),
+            CopyControl {
+                paused: true,
+                rate_limit: Some(200),
+                ..CopyControl::default()
+            },
+        )
+        .await
+        .unwrap();
+    let a = s.store.control(&m, Some(&tenant("a"))).await.unwrap();
+    assert_eq!(
+        a,
+        CopyControl {
+            paused: true,
+            cancelled: false,
+            rate_limit: Some(200)
+        }
+    );
+    let b = s.store.control(&m, Some(&tenant("b"))).await.unwrap();
+    assert_eq!(
+        b,
+        CopyControl {
+            paused: false,
+            cancelled: false,
+            rate_limit: Some(1000)
+        }
+    );
+    let err = s
+        .store
+        .set_control(&m, Some(&tenant("ghost")), CopyControl::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TenantNotFound { .. }), "{err}");
+}
+
+async fn entering_target_only_marks_the_source_stale(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 10)]).await;
+    let lease = Duration::from_secs(30);
+    for _ in 0..4 {
+        let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+        s.store
+            .apply_changes(&m, &[advance(&a)], &meta())
+            .await
+            .unwrap();
+    }
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    assert_eq!(a.state.phase, Phase::TargetOnly);
+    let facts = s
+        .store
+        .guard_facts(&m, std::slice::from_ref(&a), lease)
+        .await
+        .unwrap();
+    assert!(!facts[0].source_current);
+    let mut reverse = BackfillProgress::new(m.clone(), tenant("a"), CopyDirection::Reverse);
+    reverse.complete = true;
+    s.store.record_backfill(&reverse).await.unwrap();
+    let facts = s.store.guard_facts(&m, &[a], lease).await.unwrap();
+    assert!(facts[0].source_current);
+}
 
 async fn schema_is_versioned_and_reopening_is_idempotent(s: &TestStore) {
     let m = migration_with_tenants(s, "m1", &[("a", 1)]).await;
@@ -345,6 +455,11 @@ async fn guard_facts_come_from_progress_mismatches_buffer_and_routers(s: &TestSt
             rows_done: 40,
             rows_total: 100,
             complete: false,
+            last_key: None,
+            batch_size: 0,
+            rows_per_s: 0.0,
+            throttled: None,
+            updated_at: None,
         })
         .await
         .unwrap();
@@ -410,6 +525,11 @@ async fn guard_facts_come_from_progress_mismatches_buffer_and_routers(s: &TestSt
             rows_done: 100,
             rows_total: 100,
             complete: true,
+            last_key: None,
+            batch_size: 0,
+            rows_per_s: 0.0,
+            throttled: None,
+            updated_at: None,
         })
         .await
         .unwrap();
@@ -418,7 +538,10 @@ async fn guard_facts_come_from_progress_mismatches_buffer_and_routers(s: &TestSt
     assert!(a.backfill_complete);
     assert_eq!((a.unresolved_mismatches, a.buffer_depth), (0, 0));
     assert!(a.lagging_routers.is_empty());
-    assert!(!a.reverse_sync_complete);
+    assert!(
+        a.source_current,
+        "never in target_only: the source is current"
+    );
 }
 
 async fn rollback_resets_backfill_progress(s: &TestStore) {
@@ -436,6 +559,11 @@ async fn rollback_resets_backfill_progress(s: &TestStore) {
             rows_done: 10,
             rows_total: 10,
             complete: true,
+            last_key: None,
+            batch_size: 0,
+            rows_per_s: 0.0,
+            throttled: None,
+            updated_at: None,
         })
         .await
         .unwrap();
