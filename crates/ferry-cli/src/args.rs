@@ -172,8 +172,14 @@ pub enum TenantCmd {
     },
     /// Move a tenant one phase forward.
     Advance(ChangeArgs),
-    /// Move a tenant back to legacy (from target_only only after a reverse sync).
-    Rollback(ChangeArgs),
+    /// Walk a tenant back towards legacy, one guarded step at a time.
+    ///
+    /// From dual_write and shadow the step is straight to legacy. From target_primary it is to
+    /// shadow (authority returns to the source while writes still reach both sides), then
+    /// legacy. From target_only it is to target_primary first; the step after that waits until
+    /// the reverse copy has caught the source up (`ferry copy run` does it). Each step waits for
+    /// every live router to acknowledge it before the next.
+    Rollback(RollbackArgs),
     /// Stop workers moving this tenant's data; routing is unchanged.
     Pause(ChangeArgs),
     /// Let workers move this tenant's data again.
@@ -193,6 +199,15 @@ pub struct ChangeArgs {
     pub tenant: TenantId,
     #[command(flatten)]
     pub change: ChangeFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub base: ChangeArgs,
+    /// Take one step back only, instead of walking back to legacy.
+    #[arg(long)]
+    pub one_step: bool,
 }
 
 #[derive(Debug, Args)]

@@ -113,12 +113,19 @@ use Phase::*;
 
 /// Every legal phase change. A change not listed here is refused.
 ///
-/// Advancing is one step at a time. Rollback goes straight to `legacy` while the source is
-/// still written (up to `target_primary`). From `target_only` the source is stale, so rollback
-/// is two steps: back to `target_primary`, where writes reach the source again while the
-/// reverse copy catches it up, then to `legacy` once [`Guard::ReverseSyncComplete`] holds.
-/// (Going straight to `legacy` would lose every write made during the reverse copy.) From
-/// `complete` the source is retired: no rollback.
+/// Advancing is one step at a time, and so is rolling back where it matters:
+///
+/// - from `dual_write` and `shadow`, straight to `legacy` (both already read the source, so a
+///   router still on them and one already on `legacy` read and write compatibly);
+/// - from `target_primary`, to `shadow`: authority returns to the source while writes still
+///   reach both sides, so a lagging `target_primary` router, which reads the target, still
+///   sees writes made under the new phase (going straight to `legacy` would not);
+/// - from `target_only`, to `target_primary`: writes reach the source again, and the reverse
+///   copy catches it up; only then ([`Guard::ReverseSyncComplete`]) may authority return.
+///
+/// So any two phases that live routers can be in at once are joined by a rule, and the phase
+/// table in [`crate::route`] is checked to be safe for every such pair. From `complete` the
+/// source is retired: no rollback.
 /// Every change waits for [`Guard::RoutersAcknowledged`], which keeps all live routers within
 /// one phase of each other; the phase table in [`crate::route`] is safe for adjacent phases.
 pub const RULES: &[Rule] = &[
@@ -172,7 +179,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         action: Action::Rollback,
         from: TargetPrimary,
-        to: Legacy,
+        to: Shadow,
         guards: &[ReverseSyncComplete, BufferDrained, RoutersAcknowledged],
     },
     Rule {

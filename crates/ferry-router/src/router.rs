@@ -53,6 +53,10 @@ struct Shared {
     store: Arc<dyn ControlStore>,
     settings: RouterSettings,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Replaced snapshots that operations may still hold. The router acknowledges no version
+    /// newer than the oldest of them, but keeps heartbeating: a slow operation makes it
+    /// lagging (changes wait), never dead (changes would move on without it).
+    draining: Mutex<Vec<Arc<Snapshot>>>,
     /// When the last heartbeat that the store accepted was *sent* (taken before sending, so
     /// the store's record of it is never earlier than this).
     last_beat: Mutex<Instant>,
@@ -76,6 +80,7 @@ impl Router {
         let shared = Arc::new(Shared {
             store,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            draining: Mutex::new(Vec::new()),
             last_beat: Mutex::new(Instant::now()),
             refresh_now: Notify::new(),
             stop: Notify::new(),
@@ -163,8 +168,8 @@ impl Shared {
             .clone()
     }
 
-    /// Applies changes committed since the current snapshot, then waits until no operation
-    /// holds the replaced snapshot. Returns the version now in force.
+    /// Applies changes committed since the current snapshot. The replaced snapshot joins
+    /// `draining` until no operation holds it. Returns the version now routed by.
     async fn refresh(&self) -> Result<i64, StoreError> {
         let old = self.current();
         let counter = self.store.change_version().await?;
@@ -183,31 +188,33 @@ impl Shared {
             .snapshot
             .write()
             .expect("snapshot lock holders only swap an Arc and cannot panic") = next;
-        self.drain(old).await;
+        self.draining
+            .lock()
+            .expect("the draining list is only pushed to and filtered")
+            .push(old);
         Ok(newest)
     }
 
-    /// Waits until this task holds the only reference to `old`.
-    async fn drain(&self, old: Arc<Snapshot>) {
-        let started = Instant::now();
-        let mut warned = false;
-        while Arc::strong_count(&old) > 1 {
-            if !warned && started.elapsed() > Duration::from_secs(1) {
-                tracing::warn!(
-                    router = %self.settings.id,
-                    version = old.version(),
-                    "an operation has held an old phase snapshot for over 1s; \
-                     phase changes wait for it"
-                );
-                warned = true;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    /// The version this router can honestly acknowledge: the current one once no operation
+    /// holds an older snapshot, else the oldest snapshot still in use.
+    fn acknowledgeable(&self) -> (i64, bool) {
+        let current = self.current().version();
+        let mut draining = self
+            .draining
+            .lock()
+            .expect("the draining list is only pushed to and filtered");
+        // Only this list and the operations hold old snapshots; a count of 1 is the list.
+        draining.retain(|s| Arc::strong_count(s) > 1);
+        match draining.iter().map(|s| s.version()).min() {
+            Some(oldest) => (oldest, true),
+            None => (current, false),
         }
     }
 
-    async fn beat(&self) -> Result<(), StoreError> {
+    /// Heartbeats with the acknowledgeable version; returns whether snapshots are draining.
+    async fn beat(&self) -> Result<bool, StoreError> {
         let sent = Instant::now();
-        let version = self.current().version();
+        let (version, draining) = self.acknowledgeable();
         self.store
             .heartbeat(&self.settings.id, &self.settings.description, version)
             .await?;
@@ -215,15 +222,24 @@ impl Shared {
             .last_beat
             .lock()
             .expect("the heartbeat clock is only ever replaced, never poisoned mid-update") = sent;
-        Ok(())
+        Ok(draining)
     }
 }
+
+/// How often to re-check snapshots still held by operations, so an acknowledgement goes out
+/// soon after the last one finishes rather than at the next heartbeat.
+const DRAIN_POLL: Duration = Duration::from_millis(2);
 
 async fn follow(shared: Arc<Shared>, mut feed: ferry_store::ChangeFeed) {
     let mut ticker = tokio::time::interval(shared.settings.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut feed_alive = true;
+    let mut draining = false;
+    let mut acknowledged = shared.acknowledgeable().0;
+    let mut held_since: Option<Instant> = None;
+    let mut warned = false;
     loop {
+        let mut refresh = true;
         tokio::select! {
             _ = shared.stop.notified() => return,
             _ = ticker.tick() => {}
@@ -234,18 +250,45 @@ async fn follow(shared: Arc<Shared>, mut feed: ferry_store::ChangeFeed) {
                     feed_alive = false;
                 }
             }
-        }
-        let before = shared.current().version();
-        match shared.refresh().await {
-            Ok(version) => {
-                if version != before {
-                    tracing::debug!(router = %shared.settings.id, version, "phases refreshed");
+            _ = tokio::time::sleep(DRAIN_POLL), if draining => {
+                refresh = false;
+                // Nothing to send until the oldest held snapshot is released.
+                if shared.acknowledgeable().0 == acknowledged {
+                    let since = *held_since.get_or_insert_with(Instant::now);
+                    if !warned && since.elapsed() > Duration::from_secs(1) {
+                        tracing::warn!(
+                            router = %shared.settings.id,
+                            acknowledged,
+                            "an operation has held an old phase snapshot for over 1s; phase changes wait for it"
+                        );
+                        warned = true;
+                    }
+                    continue;
                 }
             }
-            Err(e) => tracing::warn!(router = %shared.settings.id, "failed to refresh phases: {e}"),
         }
-        if let Err(e) = shared.beat().await {
-            tracing::warn!(router = %shared.settings.id, "failed to heartbeat: {e}");
+        if refresh {
+            let before = shared.current().version();
+            match shared.refresh().await {
+                Ok(version) if version != before => {
+                    tracing::debug!(router = %shared.settings.id, version, "phases refreshed");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(router = %shared.settings.id, "failed to refresh phases: {e}")
+                }
+            }
+        }
+        match shared.beat().await {
+            Ok(still_draining) => {
+                draining = still_draining;
+                acknowledged = shared.acknowledgeable().0;
+                if !draining {
+                    held_since = None;
+                    warned = false;
+                }
+            }
+            Err(e) => tracing::warn!(router = %shared.settings.id, "failed to heartbeat: {e}"),
         }
     }
 }

@@ -32,6 +32,17 @@ pub enum StoreError {
         tenant: TenantId,
         expected: i64,
     },
+    #[error(
+        "tenant {tenant} of migration {migration} is in {phase}; a {direction} copy's progress is not accepted there (a copier from an earlier phase?)"
+    )]
+    ProgressOutOfPhase {
+        migration: MigrationId,
+        tenant: TenantId,
+        phase: ferry_domain::Phase,
+        direction: &'static str,
+    },
+    #[error("invalid request to the control store: {0}")]
+    InvalidRequest(String),
     #[error("the control store holds a value this binary cannot read: {what}")]
     Corrupt { what: String },
     #[error("control store query failed ({doing}): {cause}")]

@@ -61,8 +61,8 @@ pub(crate) struct Resets {
     /// Rolled back to `legacy`: the target will be refilled from scratch, so both the forward
     /// backfill and any reverse sync are forgotten.
     pub all_progress: Vec<String>,
-    /// Entered `target_only`: the source stops being written and is stale from now on, until
-    /// a reverse copy completes.
+    /// Entered `target_only`, or stepped back from it: the source is stale until a reverse
+    /// copy that starts from now completes.
     pub reverse_sync: Vec<String>,
 }
 
@@ -73,9 +73,14 @@ pub(crate) fn resets(applied: &[&crate::model::PhaseChange]) -> Resets {
         if c.to_phase == c.from.phase {
             continue;
         }
-        match c.to_phase {
-            Phase::Legacy => out.all_progress.push(c.tenant.to_string()),
-            Phase::TargetOnly => out.reverse_sync.push(c.tenant.to_string()),
+        match (c.from.phase, c.to_phase) {
+            (_, Phase::Legacy) => out.all_progress.push(c.tenant.to_string()),
+            // Entering target_only stops writes to the source; stepping back from it starts
+            // them again, and only a reverse copy that starts after that can make the source
+            // current, so an earlier one is forgotten too.
+            (_, Phase::TargetOnly) | (Phase::TargetOnly, Phase::TargetPrimary) => {
+                out.reverse_sync.push(c.tenant.to_string())
+            }
             _ => {}
         }
     }
@@ -153,4 +158,15 @@ pub(crate) fn progress<T>(
         throttled,
         updated_at: Some(at(updated)?),
     })
+}
+
+/// Whether a copy in `direction` may record progress while the tenant is in `phase`: the
+/// forward copy runs in dual_write and shadow, the reverse copy in target_primary. Anything
+/// else is a copier from an earlier epoch that must not make a guard pass.
+pub(crate) fn progress_allowed(direction: CopyDirection, phase: ferry_domain::Phase) -> bool {
+    use ferry_domain::Phase;
+    match direction {
+        CopyDirection::Forward => matches!(phase, Phase::DualWrite | Phase::Shadow),
+        CopyDirection::Reverse => phase == Phase::TargetPrimary,
+    }
 }

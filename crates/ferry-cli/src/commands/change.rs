@@ -8,7 +8,7 @@ use ferry_api::RolloutView;
 use ferry_domain::{Action, Cohort, Percent};
 use ferry_engine::{EngineError, Request, RolloutReport};
 
-use crate::args::{ActionArg, ChangeArgs, ChangeFlags, RolloutArgs};
+use crate::args::{ActionArg, ChangeArgs, ChangeFlags, RollbackArgs, RolloutArgs};
 use crate::context::Context;
 use crate::{exit, output};
 
@@ -50,6 +50,60 @@ pub async fn one(ctx: &Context, args: ChangeArgs, action: Action) -> anyhow::Res
         Err(e) => return Err(e).with_context(|| format!("{action} tenant {}", args.tenant)),
     };
     finish(ctx, action, &args.change, report).await
+}
+
+/// Walks a tenant back towards legacy, one guarded step at a time, waiting for every live
+/// router between steps.
+pub async fn rollback(ctx: &Context, args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    if args.one_step || args.base.change.dry_run {
+        return one(ctx, args.base, Action::Rollback).await;
+    }
+    let ChangeArgs {
+        migration,
+        tenant,
+        change,
+    } = &args.base;
+    let mut steps = 0;
+    loop {
+        let moved = match ctx
+            .engine
+            .change(migration, tenant, Action::Rollback, &request(ctx, change))
+            .await
+        {
+            Ok(moved) => moved,
+            Err(e @ EngineError::Refused { .. }) if steps > 0 => {
+                println!("stopped after {steps} step(s): {e}");
+                return Ok(ExitCode::from(exit::REFUSED));
+            }
+            Err(e @ EngineError::Refused { .. }) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(exit::REFUSED));
+            }
+            Err(e) => return Err(e).with_context(|| format!("roll back tenant {tenant}")),
+        };
+        steps += 1;
+        println!(
+            "rolled back {tenant}: {} -> {}",
+            moved.from.phase, moved.to_phase
+        );
+        let ack = ctx
+            .engine
+            .wait_acknowledged(moved.change_version, Duration::from_secs(change.wait))
+            .await
+            .context("wait for routers to acknowledge")?;
+        if !ack.effective() {
+            println!(
+                "NOT YET EFFECTIVE: waiting for {} to acknowledge change {}; not taking the next step",
+                ack.lagging.join(", "),
+                moved.change_version
+            );
+            return Ok(ExitCode::from(exit::NOT_EFFECTIVE));
+        }
+        if moved.to_phase == ferry_domain::Phase::Legacy {
+            println!("effective: {tenant} is back on the source (legacy)");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
 }
 
 pub async fn rollout(ctx: &Context, args: RolloutArgs) -> anyhow::Result<ExitCode> {

@@ -188,7 +188,7 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             }
         }
         TenantCmd::Advance(args) => return super::change::one(ctx, args, Action::Advance).await,
-        TenantCmd::Rollback(args) => return super::change::one(ctx, args, Action::Rollback).await,
+        TenantCmd::Rollback(args) => return super::change::rollback(ctx, args).await,
         TenantCmd::Pause(args) => return super::change::one(ctx, args, Action::Pause).await,
         TenantCmd::Resume(args) => return super::change::one(ctx, args, Action::Resume).await,
         TenantCmd::History {

@@ -1,4 +1,8 @@
 use super::*;
+
+fn ferry_domain_side_target() -> crate::phase::Side {
+    crate::phase::Side::Target
+}
 use expect_test::expect;
 
 fn check(current: TenantPhase, action: Action) -> String {
@@ -50,7 +54,7 @@ fn transition_matrix() {
         shadow                 pause    -> shadow (paused) []
         shadow                 resume   refused: tenant is not paused
         target_primary         advance  -> target_only [no_unresolved_mismatches, buffer_drained, routers_acknowledged]
-        target_primary         rollback -> legacy [reverse_sync_complete, buffer_drained, routers_acknowledged]
+        target_primary         rollback -> shadow [reverse_sync_complete, buffer_drained, routers_acknowledged]
         target_primary         pause    -> target_primary (paused) []
         target_primary         resume   refused: tenant is not paused
         target_only            advance  -> complete [buffer_drained, routers_acknowledged]
@@ -74,7 +78,7 @@ fn transition_matrix() {
         shadow+paused          pause    refused: tenant is already paused
         shadow+paused          resume   -> shadow []
         target_primary+paused  advance  refused: tenant is paused; resume it before advancing
-        target_primary+paused  rollback -> legacy (paused) [reverse_sync_complete, buffer_drained, routers_acknowledged]
+        target_primary+paused  rollback -> shadow (paused) [reverse_sync_complete, buffer_drained, routers_acknowledged]
         target_primary+paused  pause    refused: tenant is already paused
         target_primary+paused  resume   -> target_primary []
         target_only+paused     advance  refused: tenant is paused; resume it before advancing
@@ -90,14 +94,14 @@ fn transition_matrix() {
 }
 
 #[test]
-fn advance_is_one_step_and_rollback_lands_where_the_source_is_written() {
+fn advance_is_one_step_and_rollback_steps_back_where_authority_changes() {
     for rule in RULES {
         match rule.action {
             Action::Advance => assert_eq!(rule.from.next(), Some(rule.to)),
-            // From target_only, a rollback steps back to target_primary so the source is
-            // written again while the reverse copy runs.
-            Action::Rollback if rule.from == Phase::TargetOnly => {
-                assert_eq!(rule.to, Phase::TargetPrimary)
+            // From the target-authoritative phases a rollback is one step back; from the
+            // source-authoritative ones it goes straight to legacy.
+            Action::Rollback if rule.from.authority() == ferry_domain_side_target() => {
+                assert_eq!(rule.from.ordinal(), rule.to.ordinal() + 1)
             }
             Action::Rollback => assert_eq!(rule.to, Phase::Legacy),
             other => panic!("{other} is not a phase change and has no rule"),

@@ -495,9 +495,6 @@ async fn rollback_from_target_only_needs_reverse_sync(s: &TestStore) {
     let e = engine(s);
     e.change(&mig(), t, Action::Advance, &req()).await.unwrap();
     backfill_done(s, t, CopyDirection::Forward).await;
-    // A reverse copy recorded before target_only does not count: the source kept being
-    // written until then, and stops only now.
-    backfill_done(s, t, CopyDirection::Reverse).await;
     for _ in 0..3 {
         e.change(&mig(), t, Action::Advance, &req()).await.unwrap();
     }
@@ -508,7 +505,7 @@ async fn rollback_from_target_only_needs_reverse_sync(s: &TestStore) {
     // Step one: back to target_primary, where writes reach the source again.
     let back = e.change(&mig(), t, Action::Rollback, &req()).await.unwrap();
     assert_eq!(back.to_phase, Phase::TargetPrimary);
-    // Step two is refused until the reverse copy has caught the source up.
+    // Step two (authority back to the source) waits for the reverse copy.
     let err = e
         .change(&mig(), t, Action::Rollback, &req())
         .await
@@ -519,6 +516,9 @@ async fn rollback_from_target_only_needs_reverse_sync(s: &TestStore) {
         "{err}"
     );
     backfill_done(s, t, CopyDirection::Reverse).await;
+    let moved = e.change(&mig(), t, Action::Rollback, &req()).await.unwrap();
+    assert_eq!(moved.to_phase, Phase::Shadow);
+    // Step three: shadow to legacy, as from any source-authoritative phase.
     let moved = e.change(&mig(), t, Action::Rollback, &req()).await.unwrap();
     assert_eq!(moved.to_phase, Phase::Legacy);
 }

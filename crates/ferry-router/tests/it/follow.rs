@@ -86,7 +86,15 @@ async fn routers_load_follow_and_acknowledge(s: &TestStore) {
 
 async fn an_operation_in_flight_holds_the_acknowledgement(s: &TestStore) {
     let m = migration(&s.store, &["a"]).await;
-    let engine = PhaseEngine::new(s.store.clone(), EngineSettings::default());
+    // A short lease: the operation below outlasts it, and the router must stay live anyway.
+    let lease = Duration::from_millis(400);
+    let engine = PhaseEngine::new(
+        s.store.clone(),
+        EngineSettings {
+            router_lease: lease,
+            ..EngineSettings::default()
+        },
+    );
     let router = Router::start(s.reopen().await, settings("app-1"))
         .await
         .unwrap();

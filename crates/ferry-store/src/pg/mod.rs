@@ -600,7 +600,15 @@ impl ControlStore for PgStore {
     }
 
     async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
-        self.tenant(&p.migration, &p.tenant).await?;
+        let record = self.tenant(&p.migration, &p.tenant).await?;
+        if !facts::progress_allowed(p.direction, record.state.phase) {
+            return Err(StoreError::ProgressOutOfPhase {
+                migration: p.migration.clone(),
+                tenant: p.tenant.clone(),
+                phase: record.state.phase,
+                direction: p.direction.as_str(),
+            });
+        }
         sqlx::query(
             "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total,
                  complete, last_key, batch_size, rows_per_s, throttled)

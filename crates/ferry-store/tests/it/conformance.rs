@@ -82,6 +82,17 @@ async fn progress_is_a_checkpoint_and_controls_merge(s: &TestStore) {
     let m = migration_with_tenants(s, "m", &[("a", 100), ("b", 5)]).await;
     assert!(s.store.progress(&m, None).await.unwrap().is_empty());
     let mut p = BackfillProgress::new(m.clone(), tenant("a"), CopyDirection::Forward);
+    // In legacy no copy runs: progress from a stray copier is refused.
+    let err = s.store.record_backfill(&p).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::ProgressOutOfPhase { .. }),
+        "{err}"
+    );
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    s.store
+        .apply_changes(&m, &[advance(&a)], &meta())
+        .await
+        .unwrap();
     p.last_key = Some(vec!["a".into(), "42".into()]);
     p.rows_done = 40;
     p.rows_total = 100;
@@ -447,6 +458,13 @@ async fn cohorts_select_by_list_percent_and_size(s: &TestStore) {
 
 async fn guard_facts_come_from_progress_mismatches_buffer_and_routers(s: &TestStore) {
     let m = migration_with_tenants(s, "m", &[("a", 100), ("b", 100)]).await;
+    // Move a first (the copier reports progress only in dual_write and shadow), so that its
+    // changed_at_version (1) is ahead of app-1's acknowledgement (0).
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    s.store
+        .apply_changes(&m, &[advance(&a)], &meta())
+        .await
+        .unwrap();
     s.store
         .record_backfill(&BackfillProgress {
             migration: m.clone(),

@@ -1,0 +1,164 @@
+//! The plan of a tenant move, as stored in the migration's config (JSON).
+
+use std::time::Duration;
+
+use ferry_domain::SqlIdent;
+use serde::Deserialize;
+
+/// A table, schema-qualified.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRef {
+    #[serde(default = "public")]
+    pub schema: String,
+    pub table: String,
+}
+
+fn public() -> String {
+    "public".into()
+}
+
+/// `{"source": {...}, "target": {...}, "tenant_column": "...", "version_column": "...",
+/// "copy": {...}, "backpressure": {...}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantMoveConfig {
+    pub source: TableRef,
+    pub target: TableRef,
+    pub tenant_column: String,
+    /// A column every write increases (`bigint` version or `timestamptz` updated_at): copies
+    /// never overwrite a row with a newer version.
+    pub version_column: String,
+    #[serde(default)]
+    pub copy: CopySettings,
+    #[serde(default)]
+    pub backpressure: BackpressureSettings,
+}
+
+pub const DEFAULT_TARGET_BATCH: Duration = Duration::from_millis(500);
+pub const DEFAULT_MIN_BATCH: u64 = 500;
+pub const DEFAULT_MAX_BATCH: u64 = 2_000;
+pub const DEFAULT_START_BATCH: u64 = 500;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CopySettings {
+    /// How long one batch should take; the batch size adapts towards it.
+    pub target_batch_ms: u64,
+    pub min_batch: u64,
+    pub max_batch: u64,
+    pub start_batch: u64,
+    /// Rows per second, at most (an operator's `ferry copy throttle` overrides it).
+    pub rate_limit: Option<u64>,
+}
+
+impl Default for CopySettings {
+    fn default() -> Self {
+        CopySettings {
+            target_batch_ms: DEFAULT_TARGET_BATCH.as_millis() as u64,
+            min_batch: DEFAULT_MIN_BATCH,
+            max_batch: DEFAULT_MAX_BATCH,
+            start_batch: DEFAULT_START_BATCH,
+            rate_limit: None,
+        }
+    }
+}
+
+/// Thresholds past which the copier slows down and then holds. Defaults protect a live OLTP
+/// database: a probe query that normally takes well under a millisecond, a few seconds of
+/// replication lag, a pool nearly exhausted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackpressureSettings {
+    /// Hold while a `SELECT 1` probe on either side takes longer than this.
+    pub max_probe_ms: u64,
+    /// Hold while the last batch took longer than this multiple of the target batch time.
+    pub max_batch_overrun: f64,
+    /// Hold while replication lag exceeds this.
+    pub max_replication_lag_ms: u64,
+    /// Hold while more than this fraction of either pool's connections are busy.
+    pub max_pool_busy: f64,
+    /// The query that reads replication lag in seconds (one row, one float8 column).
+    /// The default reads `pg_stat_replication` on a primary and the replay delay on a replica.
+    pub lag_query: Option<String>,
+    /// How long to wait before re-reading the signals while holding.
+    pub hold_poll_ms: u64,
+}
+
+impl Default for BackpressureSettings {
+    fn default() -> Self {
+        BackpressureSettings {
+            max_probe_ms: 50,
+            max_batch_overrun: 4.0,
+            max_replication_lag_ms: 5_000,
+            max_pool_busy: 0.9,
+            lag_query: None,
+            hold_poll_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("tenant move config is not valid: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("tenant move config: {field}: {source}")]
+    Ident {
+        field: &'static str,
+        #[source]
+        source: ferry_domain::IdError,
+    },
+    #[error("tenant move config: {0}")]
+    Invalid(String),
+}
+
+/// The validated identifiers of a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub source_schema: SqlIdent,
+    pub source_table: SqlIdent,
+    pub target_schema: SqlIdent,
+    pub target_table: SqlIdent,
+    pub tenant_column: SqlIdent,
+    pub version_column: SqlIdent,
+}
+
+impl TenantMoveConfig {
+    pub fn from_json(value: &serde_json::Value) -> Result<TenantMoveConfig, ConfigError> {
+        let config: TenantMoveConfig = serde_json::from_value(value.clone())?;
+        config.names()?;
+        let c = &config.copy;
+        if c.min_batch == 0 || c.min_batch > c.max_batch {
+            return Err(ConfigError::Invalid(format!(
+                "copy.min_batch ({}) must be at least 1 and at most copy.max_batch ({})",
+                c.min_batch, c.max_batch
+            )));
+        }
+        if c.target_batch_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "copy.target_batch_ms must be positive".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    pub fn names(&self) -> Result<Names, ConfigError> {
+        let ident = |field: &'static str, v: &str| {
+            SqlIdent::new(v).map_err(|source| ConfigError::Ident { field, source })
+        };
+        let names = Names {
+            source_schema: ident("source.schema", &self.source.schema)?,
+            source_table: ident("source.table", &self.source.table)?,
+            target_schema: ident("target.schema", &self.target.schema)?,
+            target_table: ident("target.table", &self.target.table)?,
+            tenant_column: ident("tenant_column", &self.tenant_column)?,
+            version_column: ident("version_column", &self.version_column)?,
+        };
+        Ok(names)
+    }
+
+    pub fn target_batch(&self) -> Duration {
+        Duration::from_millis(self.copy.target_batch_ms)
+    }
+}

@@ -1,0 +1,400 @@
+//! The copy plan of one table: its columns and keys as read from the catalogue, validated,
+//! and the SQL the copier runs, built once from validated identifiers.
+//!
+//! Every identifier in these statements is a [`SqlIdent`] (validated, then quoted); column
+//! types come from PostgreSQL's own `format_type` and are checked against a conservative
+//! character set before they are spliced into casts. Values are always bound parameters.
+
+use ferry_domain::SqlIdent;
+use ferry_store::CopyDirection;
+use sqlx::PgPool;
+
+use crate::config::Names;
+use crate::error::CopyError;
+
+/// A schema-qualified table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub schema: SqlIdent,
+    pub name: SqlIdent,
+}
+
+impl Table {
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", self.schema.quoted(), self.name.quoted())
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: SqlIdent,
+    /// As `format_type` prints it, e.g. `timestamp with time zone`, `numeric(12,2)`.
+    pub ty: String,
+}
+
+/// What the copier knows about the table pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePlan {
+    pub source: Table,
+    pub target: Table,
+    pub columns: Vec<Column>,
+    pub tenant: SqlIdent,
+    pub version: SqlIdent,
+    /// The primary key (the upsert's conflict target).
+    pub key: Vec<Column>,
+    /// The primary key without the tenant column: the keyset order within a tenant.
+    pub order: Vec<Column>,
+}
+
+/// A key position: one text value per `order` column.
+pub type Key = Vec<String>;
+
+fn type_is_safe(ty: &str) -> bool {
+    !ty.is_empty()
+        && ty.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, ' ' | '_' | '(' | ')' | ',' | '[' | ']')
+        })
+}
+
+async fn columns(pool: &PgPool, table: &Table) -> Result<Vec<Column>, CopyError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+         FROM pg_attribute a
+         JOIN pg_class c ON c.oid = a.attrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum",
+    )
+    .bind(table.schema.as_str())
+    .bind(table.name.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(|e| CopyError::db("read table columns", e))?;
+    rows.into_iter()
+        .map(|(name, ty)| {
+            let name = SqlIdent::new(name.clone()).map_err(|e| {
+                CopyError::Plan(format!("{table}: column {name:?} cannot be copied: {e}"))
+            })?;
+            if !type_is_safe(&ty) {
+                return Err(CopyError::Plan(format!(
+                    "{table}: column {name} has type {ty:?}, which Ferry does not copy"
+                )));
+            }
+            Ok(Column { name, ty })
+        })
+        .collect()
+}
+
+async fn primary_key(pool: &PgPool, table: &Table) -> Result<Vec<String>, CopyError> {
+    sqlx::query_scalar(
+        "SELECT a.attname
+         FROM pg_index i
+         JOIN pg_class c ON c.oid = i.indrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+         WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary
+         ORDER BY k.ord",
+    )
+    .bind(table.schema.as_str())
+    .bind(table.name.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(|e| CopyError::db("read primary key", e))
+}
+
+impl TablePlan {
+    /// Reads both tables from their catalogues and checks they can be copied between.
+    /// With `create_target`, a missing target table is created `LIKE` the source (same
+    /// database only).
+    pub async fn load(
+        names: &Names,
+        source_pool: &PgPool,
+        target_pool: &PgPool,
+        create_target: bool,
+    ) -> Result<TablePlan, CopyError> {
+        let source = Table {
+            schema: names.source_schema.clone(),
+            name: names.source_table.clone(),
+        };
+        let target = Table {
+            schema: names.target_schema.clone(),
+            name: names.target_table.clone(),
+        };
+        let columns = columns(source_pool, &source).await?;
+        if columns.is_empty() {
+            return Err(CopyError::Plan(format!(
+                "source table {source} does not exist"
+            )));
+        }
+        let key_names = primary_key(source_pool, &source).await?;
+        if key_names.is_empty() {
+            return Err(CopyError::Plan(format!(
+                "source table {source} has no primary key; Ferry copies in key order and upserts by key, so it needs one"
+            )));
+        }
+        let find = |name: &str| columns.iter().find(|c| c.name.as_str() == name).cloned();
+        let tenant = find(names.tenant_column.as_str()).ok_or_else(|| {
+            CopyError::Plan(format!(
+                "{source} has no tenant column {}",
+                names.tenant_column
+            ))
+        })?;
+        let version = find(names.version_column.as_str()).ok_or_else(|| {
+            CopyError::Plan(format!(
+                "{source} has no version column {}",
+                names.version_column
+            ))
+        })?;
+        if !matches!(
+            version.ty.as_str(),
+            "bigint"
+                | "integer"
+                | "smallint"
+                | "timestamp with time zone"
+                | "timestamp without time zone"
+        ) {
+            return Err(CopyError::Plan(format!(
+                "version column {} of {source} is {}; it must be an integer or a timestamp that every write increases",
+                version.name, version.ty
+            )));
+        }
+        let key: Vec<Column> = key_names.iter().filter_map(|k| find(k)).collect();
+        let order: Vec<Column> = key
+            .iter()
+            .filter(|c| c.name != tenant.name)
+            .cloned()
+            .collect();
+        if order.is_empty() {
+            return Err(CopyError::Plan(format!(
+                "the primary key of {source} is the tenant column alone; there is nothing to page through"
+            )));
+        }
+        let mut target_columns = columns(target_pool, &target).await?;
+        if target_columns.is_empty() && create_target {
+            let create = format!(
+                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)",
+                target.schema.quoted(),
+                target.quoted(),
+                source.quoted()
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(target_pool)
+                .await
+                .map_err(|e| CopyError::db("create the target table", e))?;
+            target_columns = self::columns(target_pool, &target).await?;
+        }
+        if target_columns.is_empty() {
+            return Err(CopyError::Plan(format!(
+                "target table {target} does not exist; create it with the same columns and primary key as {source}"
+            )));
+        }
+        if target_columns != columns {
+            return Err(CopyError::Plan(format!(
+                "target table {target} does not have the same columns (names, types, order) as {source}"
+            )));
+        }
+        if primary_key(target_pool, &target).await? != key_names {
+            return Err(CopyError::Plan(format!(
+                "target table {target} does not have the same primary key as {source} ({})",
+                key_names.join(", ")
+            )));
+        }
+        Ok(TablePlan {
+            source,
+            target,
+            columns,
+            tenant: tenant.name,
+            version: version.name,
+            key,
+            order,
+        })
+    }
+
+    /// (from, to) tables of a copy direction.
+    pub fn sides(&self, direction: CopyDirection) -> (&Table, &Table) {
+        match direction {
+            CopyDirection::Forward => (&self.source, &self.target),
+            CopyDirection::Reverse => (&self.target, &self.source),
+        }
+    }
+
+    fn order_list(&self, alias: &str) -> String {
+        self.order
+            .iter()
+            .map(|c| format!("{alias}.{}", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `(t.k1, t.k2) <op> (CAST($n AS ty1), CAST($n+1 AS ty2))`.
+    fn key_predicate(&self, op: &str, first_param: usize) -> String {
+        let params = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("CAST(${} AS {})", first_param + i, c.ty))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("({}) {op} ({params})", self.order_list("t"))
+    }
+
+    fn key_text(&self) -> String {
+        self.order
+            .iter()
+            .map(|c| format!("t.{}::text", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn row_text(&self) -> String {
+        let cols = self
+            .columns
+            .iter()
+            .map(|c| format!("t.{}", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("ROW({cols})::text")
+    }
+
+    /// `WHERE tenant = $1 [AND key > lower] [AND key <= upper]`, with the key parameters
+    /// numbered from `$2`.
+    fn range(&self, lower: bool, upper: bool) -> (String, usize) {
+        let mut sql = format!("t.{} = $1", self.tenant.quoted());
+        let mut next = 2;
+        if lower {
+            sql.push_str(&format!(" AND {}", self.key_predicate(">", next)));
+            next += self.order.len();
+        }
+        if upper {
+            sql.push_str(&format!(" AND {}", self.key_predicate("<=", next)));
+            next += self.order.len();
+        }
+        (sql, next)
+    }
+
+    /// The next batch after `lower` (if any), each row as JSON plus its key as text; the
+    /// rows are locked `FOR SHARE` until the caller's transaction ends, so a concurrent
+    /// delete or update of them waits until the batch is in the target.
+    pub fn select_batch(&self, from: &Table, lower: bool) -> String {
+        let (range, limit) = self.range(lower, false);
+        format!(
+            "SELECT to_jsonb(t)::text, {} FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit} FOR SHARE OF t",
+            self.key_text(),
+            from.quoted(),
+            self.order_list("t"),
+        )
+    }
+
+    /// Rows with exactly these keys (for repairs), locked like [`TablePlan::select_batch`].
+    pub fn select_key(&self, from: &Table) -> String {
+        format!(
+            "SELECT to_jsonb(t)::text, {} FROM {} AS t WHERE t.{} = $1 AND {} FOR SHARE OF t",
+            self.key_text(),
+            from.quoted(),
+            self.tenant.quoted(),
+            self.key_predicate("=", 2),
+        )
+    }
+
+    /// Upserts a JSON array of rows; a row already there with the same or a newer version is
+    /// left alone, so an older copy never overwrites a newer write and a repeated batch
+    /// changes nothing.
+    pub fn upsert(&self, to: &Table) -> String {
+        let cols = self
+            .columns
+            .iter()
+            .map(|c| c.name.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let conflict = self
+            .key
+            .iter()
+            .map(|c| c.name.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let set = self
+            .columns
+            .iter()
+            .filter(|c| !self.key.iter().any(|k| k.name == c.name))
+            .map(|c| format!("{0} = EXCLUDED.{0}", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let version = self.version.quoted();
+        let update = if set.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            format!(
+                "DO UPDATE SET {set} WHERE {}.{version} < EXCLUDED.{version}",
+                to.quoted()
+            )
+        };
+        format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{}, $1::jsonb) ON CONFLICT ({conflict}) {update}",
+            to.quoted(),
+            to.quoted(),
+        )
+    }
+
+    /// Row count and a digest of the rows of a key range, in key order; computed in SQL so
+    /// rows do not travel to compare them.
+    pub fn checksum(&self, side: &Table, lower: bool, upper: bool) -> String {
+        let (range, _) = self.range(lower, upper);
+        format!(
+            "SELECT count(*)::bigint, coalesce(md5(string_agg(md5({}), '' ORDER BY {})), '') FROM {} AS t WHERE {range}",
+            self.row_text(),
+            self.order_list("t"),
+            side.quoted(),
+        )
+    }
+
+    /// Per-row digests of a key range: `(key..., md5, xmin)`, to find which rows differ.
+    pub fn digests(&self, side: &Table, lower: bool, upper: bool) -> String {
+        let (range, _) = self.range(lower, upper);
+        format!(
+            "SELECT json_build_array({})::text, md5({}), t.xmin::text FROM {} AS t WHERE {range} ORDER BY {}",
+            self.key_text(),
+            self.row_text(),
+            side.quoted(),
+            self.order_list("t"),
+        )
+    }
+
+    /// Deletes a row only if it is still the version observed (`xmin`), so a row re-inserted
+    /// meanwhile is never deleted.
+    pub fn delete_if_unchanged(&self, side: &Table) -> String {
+        format!(
+            "DELETE FROM {} AS t WHERE t.{} = $1 AND {} AND t.xmin::text = ${}",
+            side.quoted(),
+            self.tenant.quoted(),
+            self.key_predicate("=", 2),
+            2 + self.order.len(),
+        )
+    }
+
+    pub fn count(&self, side: &Table) -> String {
+        format!(
+            "SELECT count(*)::bigint FROM {} AS t WHERE t.{} = $1",
+            side.quoted(),
+            self.tenant.quoted()
+        )
+    }
+
+    /// Deletes up to `$2` of the tenant's rows (retiring the source after `complete`).
+    pub fn delete_batch(&self, side: &Table) -> String {
+        format!(
+            "DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} AS t WHERE t.{1} = $1 LIMIT $2))",
+            side.quoted(),
+            self.tenant.quoted()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
