@@ -62,7 +62,7 @@ fn type_is_safe(ty: &str) -> bool {
         })
 }
 
-async fn columns(pool: &PgPool, table: &Table) -> Result<Vec<Column>, CopyError> {
+async fn read_columns(pool: &PgPool, table: &Table) -> Result<Vec<Column>, CopyError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod)
          FROM pg_attribute a
@@ -127,7 +127,7 @@ impl TablePlan {
             schema: names.target_schema.clone(),
             name: names.target_table.clone(),
         };
-        let columns = columns(source_pool, &source).await?;
+        let columns = read_columns(source_pool, &source).await?;
         if columns.is_empty() {
             return Err(CopyError::Plan(format!(
                 "source table {source} does not exist"
@@ -176,7 +176,7 @@ impl TablePlan {
                 "the primary key of {source} is the tenant column alone; there is nothing to page through"
             )));
         }
-        let mut target_columns = columns(target_pool, &target).await?;
+        let mut target_columns = read_columns(target_pool, &target).await?;
         if target_columns.is_empty() && create_target {
             let create = format!(
                 "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)",
@@ -188,7 +188,7 @@ impl TablePlan {
                 .execute(target_pool)
                 .await
                 .map_err(|e| CopyError::db("create the target table", e))?;
-            target_columns = self::columns(target_pool, &target).await?;
+            target_columns = read_columns(target_pool, &target).await?;
         }
         if target_columns.is_empty() {
             return Err(CopyError::Plan(format!(

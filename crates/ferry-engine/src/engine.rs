@@ -2,7 +2,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_domain::{Action, Cohort, MigrationId, Phase, TenantId, Transition};
+use ferry_domain::{Action, Cohort, Guard, MigrationId, Phase, TenantId, Transition};
 use ferry_store::{AuditMeta, ControlStore, PhaseChange, StoreError, TenantRecord};
 
 use crate::report::{Acknowledgement, Moved, Refusal, Refused, RolloutReport};
@@ -41,6 +41,14 @@ pub enum EngineError {
     },
     #[error("--force overrides safety guards and needs a --reason for the audit log")]
     ForceWithoutReason,
+    /// Earlier chunks of a rollout were committed (and audited) before this one failed.
+    #[error(
+        "the rollout stopped after changing {changed} tenant(s), which stay changed (see the audit log): {cause}; re-run it with --from-phase to continue"
+    )]
+    Interrupted {
+        changed: usize,
+        cause: Box<EngineError>,
+    },
 }
 
 /// Who asks for a change, why, and whether failed guards may be overridden.
@@ -135,23 +143,35 @@ impl PhaseEngine {
         };
         let mut done = 0;
         for chunk in tenants.chunks(self.settings.chunk.max(1)) {
-            self.apply_chunk(migration, chunk, action, request, &meta, &mut report)
-                .await?;
+            let before = report.moved.len();
+            let result = self
+                .apply_chunk(migration, chunk, action, request, &meta, &mut report)
+                .await;
+            // Log what each chunk committed as it commits, so a later failure cannot hide it.
+            for moved in report.moved[before..].iter().filter(|_| !request.dry_run) {
+                tracing::info!(
+                    migration = %migration,
+                    tenant = %moved.tenant,
+                    action = %moved.action,
+                    from = %moved.from.phase,
+                    to = %moved.to_phase,
+                    paused = moved.to_paused,
+                    forced = moved.forced.len(),
+                    actor = %request.actor,
+                    "phase change"
+                );
+            }
+            if let Err(cause) = result {
+                if report.moved.is_empty() || request.dry_run {
+                    return Err(cause);
+                }
+                return Err(EngineError::Interrupted {
+                    changed: report.moved.len(),
+                    cause: Box::new(cause),
+                });
+            }
             done += chunk.len();
             progress(done, tenants.len());
-        }
-        for moved in report.moved.iter().filter(|_| !request.dry_run) {
-            tracing::info!(
-                migration = %migration,
-                tenant = %moved.tenant,
-                action = %moved.action,
-                from = %moved.from.phase,
-                to = %moved.to_phase,
-                paused = moved.to_paused,
-                forced = moved.forced.len(),
-                actor = %request.actor,
-                "phase change"
-            );
         }
         Ok(report)
     }
@@ -194,6 +214,10 @@ impl PhaseEngine {
                         to_phase: checked.transition.to_phase,
                         to_paused: checked.transition.to_paused,
                         forced_guards: checked.forced.iter().map(|f| f.guard()).collect(),
+                        recheck_clean: checked.transition.guards.iter().any(|g| {
+                            matches!(g, Guard::BufferDrained | Guard::NoUnresolvedMismatches)
+                                && !checked.forced.iter().any(|f| f.guard() == *g)
+                        }),
                     });
                     forced.push(checked.forced);
                 }
@@ -263,7 +287,11 @@ impl PhaseEngine {
         change_version: i64,
         timeout: Duration,
     ) -> Result<Acknowledgement, StoreError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // A huge --wait must not overflow the clock; a day is "forever" here.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(86_400));
         loop {
             let ack = self.acknowledgement(change_version).await?;
             if ack.effective() || tokio::time::Instant::now() >= deadline {

@@ -65,18 +65,46 @@ impl<T> QueryContext<T> for std::result::Result<T, sqlx::Error> {
     }
 }
 
-/// Hides the password of a database URL before it reaches a message or a log line.
+/// Hides the password of a database URL (in the authority or as a `password=` parameter)
+/// before it reaches a message or a log line.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            // The password may itself contain '@': the host starts after the last one.
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    if userinfo.contains(':') {
+                        format!("{scheme}://{user}:***@{host}{path}")
+                    } else {
+                        base.to_owned()
+                    }
+                }
+                None => base.to_owned(),
+            }
+        }
+        None => base.to_owned(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -91,5 +119,13 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_url("sqlite://ferry.db"), "sqlite://ferry.db");
+        assert_eq!(
+            redact_url("postgres://app:p@ss@db/x"),
+            "postgres://app:***@db/x"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/x?user=app&password=***&sslmode=require"
+        );
     }
 }

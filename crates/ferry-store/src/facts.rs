@@ -170,3 +170,17 @@ pub(crate) fn progress_allowed(direction: CopyDirection, phase: ferry_domain::Ph
         CopyDirection::Reverse => phase == Phase::TargetPrimary,
     }
 }
+
+/// One change per tenant per call: two would both match the tenant's version in one statement.
+pub(crate) fn reject_duplicates(changes: &[crate::model::PhaseChange]) -> crate::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for c in changes {
+        if !seen.insert(&c.tenant) {
+            return Err(crate::StoreError::InvalidRequest(format!(
+                "tenant {} appears twice in one batch of phase changes",
+                c.tenant
+            )));
+        }
+    }
+    Ok(())
+}

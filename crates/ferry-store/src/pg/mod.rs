@@ -43,6 +43,18 @@ impl PgStore {
     /// Connects, creates the schema if needed and upgrades it to [`SCHEMA_VERSION`].
     pub async fn connect(url: &str, schema: &SqlIdent, timeout: Duration) -> Result<PgStore> {
         let redacted = redact_url(url);
+        // The schema reaches `search_path` unquoted (where PostgreSQL folds case) and names the
+        // NOTIFY channel (63 bytes at most), so it is held to lowercase and 40 bytes.
+        let name = schema.as_str();
+        if name.len() > 40
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(StoreError::InvalidRequest(format!(
+                "store schema {name:?} must be lowercase letters, digits and '_', at most 40 bytes"
+            )));
+        }
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::BadUrl {
                 url: redacted.clone(),
@@ -85,6 +97,29 @@ impl PgStore {
     }
 
     async fn upgrade_schema(&self) -> Result<()> {
+        // The common case, an up-to-date store, needs no DDL and so no CREATE privilege.
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('ferry_meta') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .doing("look for ferry_meta")?;
+        let current: Option<i64> = if exists {
+            sqlx::query_scalar("SELECT max(value) FROM ferry_meta WHERE key = 'schema_version'")
+                .fetch_one(&self.pool)
+                .await
+                .doing("read schema version")?
+        } else {
+            None
+        };
+        match current {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(found) if found == SCHEMA_VERSION => return Ok(()),
+            _ => {}
+        }
         let mut tx = self.pool.begin().await.doing("begin schema upgrade")?;
         // Two processes starting at once must not both run the same step.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('ferry_schema:' || $1))")
@@ -350,6 +385,7 @@ impl ControlStore for PgStore {
         if changes.is_empty() {
             return Ok(AppliedChanges::default());
         }
+        crate::facts::reject_duplicates(changes)?;
         let mut tx = self.pool.begin().await.doing("begin phase change")?;
         // Taking the counter row lock serializes phase changes store-wide, so counter values
         // commit in order and a router reading `changes_since(v)` can never miss one.
@@ -363,14 +399,20 @@ impl ControlStore for PgStore {
         let expected: Vec<i64> = changes.iter().map(|c| c.expected_version).collect();
         let to_phase: Vec<&str> = changes.iter().map(|c| c.to_phase.as_str()).collect();
         let to_paused: Vec<bool> = changes.iter().map(|c| c.to_paused).collect();
+        let recheck: Vec<bool> = changes.iter().map(|c| c.recheck_clean).collect();
         let updated: Vec<String> = sqlx::query_scalar(
             "UPDATE ferry_tenant_phases AS p
              SET phase = i.to_phase, paused = i.to_paused, version = p.version + 1,
                  changed_at_version = $2, updated_at = now()
-             FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bool[])
-                  AS i(tenant_id, expected_version, to_phase, to_paused)
+             FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bool[], $7::bool[])
+                  AS i(tenant_id, expected_version, to_phase, to_paused, recheck)
              WHERE p.migration_id = $1 AND p.tenant_id = i.tenant_id
                AND p.version = i.expected_version
+               AND (NOT i.recheck OR (
+                   NOT EXISTS (SELECT 1 FROM ferry_update_buffer b WHERE b.migration_id = $1
+                               AND b.tenant_id = i.tenant_id AND b.state <> 'applied')
+                   AND NOT EXISTS (SELECT 1 FROM ferry_mismatches x WHERE x.migration_id = $1
+                               AND x.tenant_id = i.tenant_id AND x.resolved_at IS NULL)))
              RETURNING p.tenant_id",
         )
         .bind(migration.as_str())
@@ -379,6 +421,7 @@ impl ControlStore for PgStore {
         .bind(&expected)
         .bind(&to_phase)
         .bind(&to_paused)
+        .bind(&recheck)
         .fetch_all(&mut *tx)
         .await
         .doing("apply phase changes")?;

@@ -368,6 +368,7 @@ impl ControlStore for SqliteStore {
         if changes.is_empty() {
             return Ok(AppliedChanges::default());
         }
+        crate::facts::reject_duplicates(changes)?;
         let now = now_ms();
         let mut tx = self
             .pool
@@ -389,7 +390,12 @@ impl ControlStore for SqliteStore {
                 "UPDATE ferry_tenant_phases
                  SET phase = ?1, paused = ?2, version = version + 1, changed_at_version = ?3,
                      updated_at = ?4
-                 WHERE migration_id = ?5 AND tenant_id = ?6 AND version = ?7",
+                 WHERE migration_id = ?5 AND tenant_id = ?6 AND version = ?7
+                   AND (NOT ?8 OR (
+                       NOT EXISTS (SELECT 1 FROM ferry_update_buffer b WHERE b.migration_id = ?5
+                                   AND b.tenant_id = ?6 AND b.state <> 'applied')
+                       AND NOT EXISTS (SELECT 1 FROM ferry_mismatches x WHERE x.migration_id = ?5
+                                   AND x.tenant_id = ?6 AND x.resolved_at IS NULL)))",
             )
             .bind(c.to_phase.as_str())
             .bind(c.to_paused)
@@ -398,6 +404,7 @@ impl ControlStore for SqliteStore {
             .bind(migration.as_str())
             .bind(c.tenant.as_str())
             .bind(c.expected_version)
+            .bind(c.recheck_clean)
             .execute(&mut *tx)
             .await
             .doing("apply phase change")?;

@@ -56,6 +56,7 @@ fn advance(record: &TenantRecord) -> PhaseChange {
         to_phase: to,
         to_paused: record.state.paused,
         forced_guards: vec![],
+        recheck_clean: false,
     }
 }
 
@@ -76,7 +77,72 @@ both_stores!(
     tenants_list_filters_and_paginates,
     progress_is_a_checkpoint_and_controls_merge,
     entering_target_only_marks_the_source_stale,
+    guards_are_rechecked_inside_the_write,
 );
+
+async fn guards_are_rechecked_inside_the_write(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1), ("b", 1)]).await;
+    let all = s.store.cohort(&m, &Cohort::All).await.unwrap();
+    // Between the engine's reading of the facts and its write, a's target write failed and
+    // went to the buffer.
+    let seq = s
+        .store
+        .enqueue_update(&m, &tenant("a"), "k1", "update", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let changes: Vec<PhaseChange> = all
+        .iter()
+        .map(|r| PhaseChange {
+            recheck_clean: true,
+            ..advance(r)
+        })
+        .collect();
+    let applied = s.store.apply_changes(&m, &changes, &meta()).await.unwrap();
+    assert_eq!(applied.applied, [tenant("b")]);
+    assert_eq!(applied.conflicts, [tenant("a")]);
+    s.store.mark_update_applied(seq).await.unwrap();
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    s.store
+        .record_mismatch(&m, &tenant("a"), "k2", "differs")
+        .await
+        .unwrap();
+    let change = PhaseChange {
+        recheck_clean: true,
+        ..advance(&a)
+    };
+    let applied = s
+        .store
+        .apply_changes(&m, std::slice::from_ref(&change), &meta())
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.conflicts,
+        [tenant("a")],
+        "an open mismatch stops it too"
+    );
+    // Without the recheck (a forced change) it goes through.
+    let applied = s
+        .store
+        .apply_changes(
+            &m,
+            &[PhaseChange {
+                recheck_clean: false,
+                ..change
+            }],
+            &meta(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.applied, [tenant("a")]);
+    // One change per tenant per batch.
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    let err = s
+        .store
+        .apply_changes(&m, &[advance(&a), advance(&a)], &meta())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidRequest(_)), "{err}");
+}
 
 async fn progress_is_a_checkpoint_and_controls_merge(s: &TestStore) {
     let m = migration_with_tenants(s, "m", &[("a", 100), ("b", 5)]).await;
@@ -192,6 +258,32 @@ async fn entering_target_only_marks_the_source_stale(s: &TestStore) {
     assert!(!facts[0].source_current);
     let mut reverse = BackfillProgress::new(m.clone(), tenant("a"), CopyDirection::Reverse);
     reverse.complete = true;
+    // The reverse copy runs only once writes reach the source again (target_primary).
+    assert!(matches!(
+        s.store.record_backfill(&reverse).await.unwrap_err(),
+        StoreError::ProgressOutOfPhase { .. }
+    ));
+    let back = PhaseChange {
+        tenant: a.tenant.clone(),
+        action: Action::Rollback,
+        expected_version: a.state.version,
+        from: a.state,
+        to_phase: Phase::TargetPrimary,
+        to_paused: false,
+        forced_guards: vec![],
+        recheck_clean: false,
+    };
+    s.store.apply_changes(&m, &[back], &meta()).await.unwrap();
+    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
+    let facts = s
+        .store
+        .guard_facts(&m, std::slice::from_ref(&a), lease)
+        .await
+        .unwrap();
+    assert!(
+        !facts[0].source_current,
+        "still stale until the reverse copy completes"
+    );
     s.store.record_backfill(&reverse).await.unwrap();
     let facts = s.store.guard_facts(&m, &[a], lease).await.unwrap();
     assert!(facts[0].source_current);
@@ -502,12 +594,6 @@ async fn guard_facts_come_from_progress_mismatches_buffer_and_routers(s: &TestSt
         .await
         .unwrap();
 
-    // Move a so that its changed_at_version (1) is ahead of app-1's acknowledgement (0).
-    let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
-    s.store
-        .apply_changes(&m, &[advance(&a)], &meta())
-        .await
-        .unwrap();
     let records = vec![
         s.store.tenant(&m, &tenant("a")).await.unwrap(),
         s.store.tenant(&m, &tenant("b")).await.unwrap(),
@@ -594,6 +680,7 @@ async fn rollback_resets_backfill_progress(s: &TestStore) {
         to_phase: Phase::Legacy,
         to_paused: false,
         forced_guards: vec![],
+        recheck_clean: false,
     };
     s.store
         .apply_changes(&m, &[rollback], &meta())
@@ -696,6 +783,7 @@ async fn routers_heartbeat_and_follow_changes(s: &TestStore) {
         to_phase: Phase::Legacy,
         to_paused: false,
         forced_guards: vec![],
+        recheck_clean: false,
     };
     s.store.apply_changes(&m, &[back], &meta()).await.unwrap();
     let changed = s.store.changes_since(applied.change_version).await.unwrap();
