@@ -1,10 +1,25 @@
 //! The copier: moves one tenant's rows from one PostgreSQL table to another (another schema or
-//! another database), while the application keeps writing.
+//! another database) while the application keeps writing.
+//!
+//! - [`config`]: the tenant-move plan stored in the migration (tables, tenant and version
+//!   columns, batch and backpressure settings).
+//! - [`plan`]: both tables read from their catalogues and checked; every statement built from
+//!   validated identifiers.
+//! - [`copier`]: the loop: checkpoint, controls, backpressure, a batch locked in the source and
+//!   upserted into the target, validation, checkpoint again.
+//! - [`validate`]: per-range checksums in SQL, diff, repair, mismatches; whole-tenant verify.
+//! - [`backpressure`], [`batch`]: the signals that hold the copier back, and batch sizing.
 
+pub mod backpressure;
+pub mod batch;
 pub mod config;
+pub mod copier;
 mod error;
 pub mod plan;
+mod sql;
+pub mod validate;
 
 pub use config::TenantMoveConfig;
+pub use copier::{Copier, Outcome, connect};
 pub use error::CopyError;
 pub use plan::TablePlan;

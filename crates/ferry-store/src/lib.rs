@@ -146,6 +146,12 @@ pub trait ControlStore: Send + Sync + 'static {
         migration: &MigrationId,
         tenant: Option<&TenantId>,
     ) -> Result<CopyControl>;
+    /// One scope's own setting (the migration's, or a tenant's), not merged.
+    async fn scope_control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+    ) -> Result<CopyControl>;
     /// Records a validation mismatch; returns its id.
     async fn record_mismatch(
         &self,
@@ -156,6 +162,12 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> Result<i64>;
     /// Marks a mismatch resolved (a re-check found both sides equal).
     async fn resolve_mismatch(&self, id: i64) -> Result<()>;
+    /// Unresolved mismatches of a tenant: `(id, key, detail)`, oldest first.
+    async fn open_mismatches(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Vec<(i64, String, String)>>;
     /// Parks a change for the update buffer; returns its sequence number.
     async fn enqueue_update(
         &self,

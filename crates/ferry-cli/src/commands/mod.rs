@@ -1,6 +1,7 @@
 //! The operator commands, one module per noun.
 
 mod change;
+mod copy;
 mod migration;
 mod status;
 mod tenant;
@@ -23,6 +24,8 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rollout(args) => change::rollout(ctx, args).await,
         Command::Status(args) => status::status(ctx, args).await,
         Command::Routers(args) => status::routers(ctx, args.json).await,
+        Command::Copy(cmd) => copy::run(ctx, cmd).await,
+        Command::Verify(args) => copy::verify(ctx, args).await,
         Command::Demo(_) | Command::Bench(_) => {
             unreachable!("demo and bench open their own stores and are dispatched in main")
         }

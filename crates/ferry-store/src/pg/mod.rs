@@ -779,6 +779,39 @@ impl ControlStore for PgStore {
         Ok(())
     }
 
+    async fn scope_control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+    ) -> Result<CopyControl> {
+        let rows: Vec<(String, bool, bool, Option<i64>)> = sqlx::query_as(
+            "SELECT scope, paused, cancelled, rate_limit FROM ferry_copy_controls
+             WHERE migration_id = $1 AND scope = $2",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .doing("read copy controls")?;
+        Ok(facts::controls(rows, tenant))
+    }
+
+    async fn open_mismatches(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Vec<(i64, String, String)>> {
+        sqlx::query_as(
+            "SELECT id, entity_key, detail FROM ferry_mismatches
+             WHERE migration_id = $1 AND tenant_id = $2 AND resolved_at IS NULL ORDER BY id",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .doing("list open mismatches")
+    }
+
     async fn enqueue_update(
         &self,
         migration: &MigrationId,

@@ -1,0 +1,313 @@
+//! `ferry copy …` and `ferry verify`: running and steering the copier.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ferry_copier::{Copier, Outcome};
+use ferry_domain::{Phase, TenantId};
+use ferry_engine::{EngineSettings, PhaseEngine};
+use ferry_store::{CopyControl, CopyDirection, TenantQuery};
+
+use crate::args::{CopyCmd, CopyScope, DataUrls, VerifyArgs};
+use crate::context::Context;
+use crate::{exit, output};
+
+async fn open_copier(
+    ctx: &Context,
+    migration: &ferry_domain::MigrationId,
+    urls: &DataUrls,
+    create_target: bool,
+) -> anyhow::Result<Copier> {
+    let source = ferry_copier::connect(&urls.source_url, "connect to the source database")
+        .await
+        .context("open the source database")?;
+    let target = match &urls.target_url {
+        Some(url) => ferry_copier::connect(url, "connect to the target database")
+            .await
+            .context("open the target database")?,
+        None => source.clone(),
+    };
+    let engine = PhaseEngine::new(ctx.store.clone(), EngineSettings::default());
+    Copier::open(ctx.store.clone(), engine, migration, source, target, create_target)
+        .await
+        .with_context(|| format!("plan the copy of {migration}"))
+}
+
+pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CopyCmd::Run {
+            migration,
+            tenants,
+            urls,
+            create_target,
+            overwrite,
+        } => {
+            let copier = open_copier(ctx, &migration, &urls, create_target)
+                .await?
+                .overwrite(overwrite);
+            let tenants = if tenants.is_empty() {
+                all_tenants(ctx, &migration).await?
+            } else {
+                tenants
+            };
+            let mut unfinished = 0;
+            for tenant in &tenants {
+                let done = work_on(ctx, &copier, &migration, tenant).await?;
+                if !done {
+                    unfinished += 1;
+                }
+            }
+            Ok(if unfinished > 0 {
+                ExitCode::from(exit::REFUSED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        CopyCmd::Status { migration, json } => status(ctx, &migration, json).await,
+        CopyCmd::Pause(scope) => control(ctx, scope, |c| c.paused = true, "paused").await,
+        CopyCmd::Resume(scope) => {
+            control(
+                ctx,
+                scope,
+                |c| {
+                    c.paused = false;
+                    c.cancelled = false;
+                },
+                "resumed",
+            )
+            .await
+        }
+        CopyCmd::Cancel(scope) => control(ctx, scope, |c| c.cancelled = true, "cancelled").await,
+        CopyCmd::Throttle { scope, rows_per_s } => {
+            let what = if rows_per_s == 0 {
+                "unthrottled".to_owned()
+            } else {
+                format!("throttled to {rows_per_s} rows/s")
+            };
+            control(ctx, scope, |c| c.rate_limit = (rows_per_s > 0).then_some(rows_per_s), &what).await
+        }
+    }
+}
+
+async fn all_tenants(ctx: &Context, migration: &ferry_domain::MigrationId) -> anyhow::Result<Vec<TenantId>> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ctx
+            .store
+            .tenants(
+                migration,
+                &TenantQuery {
+                    after: after.clone(),
+                    limit: Some(10_000),
+                    ..TenantQuery::default()
+                },
+            )
+            .await
+            .context("list tenants")?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.tenant.clone());
+        out.extend(page.into_iter().map(|t| t.tenant));
+    }
+    Ok(out)
+}
+
+/// Does whatever the tenant's phase calls for; returns whether the tenant needs nothing more.
+async fn work_on(
+    ctx: &Context,
+    copier: &Copier,
+    migration: &ferry_domain::MigrationId,
+    tenant: &TenantId,
+) -> anyhow::Result<bool> {
+    let record = ctx.store.tenant(migration, tenant).await.context("read tenant")?;
+    let facts = ctx
+        .store
+        .guard_facts(migration, std::slice::from_ref(&record), ferry_store::DEFAULT_ROUTER_LEASE)
+        .await
+        .context("read guard facts")?;
+    let direction = match record.state.phase {
+        Phase::DualWrite | Phase::Shadow => CopyDirection::Forward,
+        Phase::TargetPrimary if !facts[0].source_current => CopyDirection::Reverse,
+        Phase::Complete => {
+            let bar = output::progress(0, "retire");
+            let deleted = copier
+                .retire_source(tenant, |n| bar.set_position(n))
+                .await
+                .with_context(|| format!("delete {tenant}'s rows from the source"))?;
+            bar.finish_and_clear();
+            println!("{tenant}: complete; deleted {} row(s) from the source", output::count(deleted));
+            return Ok(true);
+        }
+        phase => {
+            println!("{tenant}: {phase}: nothing to copy");
+            return Ok(true);
+        }
+    };
+    let bar = output::progress(0, direction.as_str());
+    let outcome = copier
+        .copy(tenant, direction, |p| {
+            bar.set_length(p.rows_total);
+            bar.set_position(p.rows_done);
+        })
+        .await
+        .with_context(|| format!("{} copy of tenant {tenant}", direction.as_str()))?;
+    bar.finish_and_clear();
+    let (line, done) = match outcome {
+        Outcome::Complete { rows, repaired, mismatches } => (
+            format!(
+                "{} copy complete: {} rows, {repaired} repaired, {mismatches} mismatch(es){}",
+                direction.as_str(),
+                output::count(rows),
+                if mismatches > 0 { " (see `ferry verify`)" } else { "" }
+            ),
+            true,
+        ),
+        Outcome::AlreadyComplete => (format!("{} copy already complete", direction.as_str()), true),
+        Outcome::Paused => ("paused by an operator; checkpoint kept".into(), false),
+        Outcome::Cancelled => ("cancelled by an operator; checkpoint discarded".into(), false),
+        Outcome::NotInPhase(p) => (format!("now in {p}; stopped"), false),
+        Outcome::WaitingForRouters(r) => (
+            format!("waiting for routers {} to acknowledge the phase; run again", r.join(", ")),
+            false,
+        ),
+    };
+    println!("{tenant}: {line}");
+    Ok(done)
+}
+
+async fn status(ctx: &Context, migration: &ferry_domain::MigrationId, json: bool) -> anyhow::Result<ExitCode> {
+    ctx.store.migration(migration).await.context("read migration")?;
+    let progress = ctx.store.progress(migration, None).await.context("read copy progress")?;
+    if json {
+        #[derive(serde::Serialize)]
+        struct Row {
+            tenant: String,
+            direction: &'static str,
+            rows_done: u64,
+            rows_total: u64,
+            complete: bool,
+            rows_per_s: f64,
+            eta_s: Option<f64>,
+            batch_size: u64,
+            throttled: Option<String>,
+        }
+        let rows: Vec<Row> = progress
+            .iter()
+            .map(|p| Row {
+                tenant: p.tenant.to_string(),
+                direction: p.direction.as_str(),
+                rows_done: p.rows_done,
+                rows_total: p.rows_total,
+                complete: p.complete,
+                rows_per_s: p.rows_per_s,
+                eta_s: eta(p),
+                batch_size: p.batch_size,
+                throttled: p.throttled.clone(),
+            })
+            .collect();
+        output::json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if progress.is_empty() {
+        println!("no copy has started for {migration}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = progress
+        .iter()
+        .map(|p| {
+            vec![
+                p.tenant.to_string(),
+                p.direction.as_str().to_owned(),
+                format!("{} / {}", output::count(p.rows_done), output::count(p.rows_total)),
+                if p.complete {
+                    "complete".to_owned()
+                } else {
+                    format!("{:.0} rows/s", p.rows_per_s)
+                },
+                eta(p).map_or_else(String::new, |s| format!("{s:.0}s")),
+                p.throttled.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::table(&["tenant", "copy", "rows", "rate", "eta", "held by"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eta(p: &ferry_store::BackfillProgress) -> Option<f64> {
+    (!p.complete && p.rows_per_s > 0.0)
+        .then(|| p.rows_total.saturating_sub(p.rows_done) as f64 / p.rows_per_s)
+}
+
+async fn control(
+    ctx: &Context,
+    scope: CopyScope,
+    change: impl FnOnce(&mut CopyControl),
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    // This scope's own row, not the merged one: a tenant's setting must not copy the
+    // migration's into the tenant's row.
+    let mut current = ctx
+        .store
+        .scope_control(&scope.migration, scope.tenant.as_ref())
+        .await
+        .context("read copy controls")?;
+    change(&mut current);
+    ctx.store
+        .set_control(&scope.migration, scope.tenant.as_ref(), current)
+        .await
+        .context("set copy controls")?;
+    match &scope.tenant {
+        Some(t) => println!("copy of {t} in {}: {what}", scope.migration),
+        None => println!("copy of every tenant in {}: {what}", scope.migration),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let copier = open_copier(ctx, &args.migration, &args.urls, false).await?;
+    let record = ctx.store.tenant(&args.migration, &args.tenant).await.context("read tenant")?;
+    // Compare from the side that is authoritative now.
+    let direction = match record.state.phase.authority() {
+        ferry_domain::Side::Source => CopyDirection::Forward,
+        ferry_domain::Side::Target => CopyDirection::Reverse,
+    };
+    let diff = copier
+        .verify(&args.tenant, direction)
+        .await
+        .with_context(|| format!("verify tenant {}", args.tenant))?;
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            tenant: &'a str,
+            matches: bool,
+            missing: &'a [String],
+            differing: &'a [String],
+            extra: Vec<&'a str>,
+        }
+        output::json(&Report {
+            tenant: args.tenant.as_str(),
+            matches: diff.is_empty(),
+            missing: &diff.missing,
+            differing: &diff.differing,
+            extra: diff.extra.iter().map(|(k, _)| k.as_str()).collect(),
+        })?;
+    } else if diff.is_empty() {
+        println!("{}: source and target match; open mismatches resolved", args.tenant);
+    } else {
+        println!(
+            "{}: {} missing, {} differing, {} extra (recorded as mismatches)",
+            args.tenant,
+            diff.missing.len(),
+            diff.differing.len(),
+            diff.extra.len()
+        );
+        for key in diff.missing.iter().chain(&diff.differing).chain(diff.extra.iter().map(|(k, _)| k)).take(20) {
+            println!("  {key}");
+        }
+    }
+    Ok(if diff.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::REFUSED)
+    })
+}

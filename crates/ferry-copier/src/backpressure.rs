@@ -1,0 +1,185 @@
+//! Backpressure: before each batch, read the signals that say the databases are under strain
+//! and decide whether to go on or hold.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::config::BackpressureSettings;
+
+/// What the copier saw before a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Signals {
+    pub source_probe: Duration,
+    pub target_probe: Duration,
+    pub last_batch: Option<Duration>,
+    pub replication_lag: Option<Duration>,
+    /// Busy connections / pool size, on each side.
+    pub source_pool_busy: f64,
+    pub target_pool_busy: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Go,
+    /// Hold, and why (shown to operators as the throttle state).
+    Hold(String),
+}
+
+/// Decides from the signals alone; the reasons name the signal and its threshold.
+pub fn judge(s: &Signals, settings: &BackpressureSettings, target_batch: Duration) -> Verdict {
+    let max_probe = Duration::from_millis(settings.max_probe_ms);
+    let mut reasons = Vec::new();
+    if s.source_probe > max_probe {
+        reasons.push(format!(
+            "source latency {}ms > {}ms",
+            s.source_probe.as_millis(),
+            max_probe.as_millis()
+        ));
+    }
+    if s.target_probe > max_probe {
+        reasons.push(format!(
+            "target latency {}ms > {}ms",
+            s.target_probe.as_millis(),
+            max_probe.as_millis()
+        ));
+    }
+    if let Some(batch) = s.last_batch {
+        let limit = target_batch.mul_f64(settings.max_batch_overrun);
+        if batch > limit {
+            reasons.push(format!(
+                "last batch took {}ms > {}ms",
+                batch.as_millis(),
+                limit.as_millis()
+            ));
+        }
+    }
+    if let Some(lag) = s.replication_lag {
+        let limit = Duration::from_millis(settings.max_replication_lag_ms);
+        if lag > limit {
+            reasons.push(format!(
+                "replication lag {:.1}s > {:.1}s",
+                lag.as_secs_f64(),
+                limit.as_secs_f64()
+            ));
+        }
+    }
+    for (side, busy) in [("source", s.source_pool_busy), ("target", s.target_pool_busy)] {
+        if busy > settings.max_pool_busy {
+            reasons.push(format!(
+                "{side} pool {:.0}% busy > {:.0}%",
+                busy * 100.0,
+                settings.max_pool_busy * 100.0
+            ));
+        }
+    }
+    if reasons.is_empty() {
+        Verdict::Go
+    } else {
+        Verdict::Hold(reasons.join("; "))
+    }
+}
+
+/// Replication lag on a primary (its slowest standby's replay lag), or on a replica (time
+/// since the last replayed transaction); zero when there is no replication.
+const DEFAULT_LAG_QUERY: &str = "SELECT CASE WHEN pg_is_in_recovery() \
+     THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) \
+     ELSE coalesce((SELECT max(extract(epoch FROM replay_lag)) FROM pg_stat_replication), 0) END::float8";
+
+async fn probe(pool: &PgPool) -> Result<Duration, sqlx::Error> {
+    let started = Instant::now();
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(started.elapsed())
+}
+
+fn busy(pool: &PgPool) -> f64 {
+    let max = pool.options().get_max_connections().max(1);
+    let busy = pool.size().saturating_sub(pool.num_idle() as u32);
+    f64::from(busy) / f64::from(max)
+}
+
+/// Reads every signal. A probe that fails counts as infinitely slow: the copier holds rather
+/// than pushes into a database it cannot reach.
+pub async fn read(
+    source: &PgPool,
+    target: &PgPool,
+    settings: &BackpressureSettings,
+    last_batch: Option<Duration>,
+) -> Signals {
+    let unreachable = Duration::from_secs(3600);
+    let lag_query = settings.lag_query.as_deref().unwrap_or(DEFAULT_LAG_QUERY);
+    let lag: Option<f64> = sqlx::query_scalar(sqlx::AssertSqlSafe(lag_query.to_owned()))
+        .fetch_optional(source)
+        .await
+        .ok()
+        .flatten();
+    Signals {
+        source_probe: probe(source).await.unwrap_or(unreachable),
+        target_probe: probe(target).await.unwrap_or(unreachable),
+        last_batch,
+        replication_lag: lag.map(|s| Duration::from_secs_f64(s.max(0.0))),
+        source_pool_busy: busy(source),
+        target_pool_busy: busy(target),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calm() -> Signals {
+        Signals {
+            source_probe: Duration::from_millis(1),
+            target_probe: Duration::from_millis(1),
+            last_batch: Some(Duration::from_millis(400)),
+            replication_lag: Some(Duration::ZERO),
+            source_pool_busy: 0.2,
+            target_pool_busy: 0.1,
+        }
+    }
+
+    #[test]
+    fn calm_databases_go() {
+        let v = judge(&calm(), &BackpressureSettings::default(), Duration::from_millis(500));
+        assert_eq!(v, Verdict::Go);
+    }
+
+    #[test]
+    fn each_signal_holds_and_says_why() {
+        let settings = BackpressureSettings::default();
+        let target = Duration::from_millis(500);
+        let cases = [
+            (
+                Signals {
+                    replication_lag: Some(Duration::from_secs(12)),
+                    ..calm()
+                },
+                "replication lag 12.0s > 5.0s",
+            ),
+            (
+                Signals {
+                    source_probe: Duration::from_millis(80),
+                    ..calm()
+                },
+                "source latency 80ms > 50ms",
+            ),
+            (
+                Signals {
+                    last_batch: Some(Duration::from_secs(3)),
+                    ..calm()
+                },
+                "last batch took 3000ms > 2000ms",
+            ),
+            (
+                Signals {
+                    target_pool_busy: 0.95,
+                    ..calm()
+                },
+                "target pool 95% busy > 90%",
+            ),
+        ];
+        for (signals, why) in cases {
+            assert_eq!(judge(&signals, &settings, target), Verdict::Hold(why.into()));
+        }
+    }
+}

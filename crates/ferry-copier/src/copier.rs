@@ -1,0 +1,476 @@
+//! The copy loop of one tenant in one direction.
+//!
+//! ```text
+//! checkpoint ─> [controls, phase, backpressure] ─> batch (rows locked FOR SHARE in `from`,
+//!     upserted with a version guard into `to`) ─> validate the batch's key range ─> checkpoint
+//! ```
+//!
+//! Every step is idempotent: a batch repeated after a crash (between the target's commit and
+//! the checkpoint) upserts rows that are already there, which changes nothing. Ranges are
+//! contiguous from the first key to the last and then to the end, so validation sees every
+//! key the target could hold for the tenant.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_domain::{MigrationId, Phase, TenantId};
+use ferry_engine::PhaseEngine;
+use ferry_store::{BackfillProgress, ControlStore, CopyDirection, MigrationKind};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::backpressure::{self, Verdict};
+use crate::batch::BatchSizer;
+use crate::config::TenantMoveConfig;
+use crate::error::CopyError;
+use crate::plan::{Key, TablePlan};
+use crate::sql::{Statements, bind_key};
+use crate::validate::RangeCheck;
+
+/// How a copy run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every row is in the target and every range validated.
+    Complete {
+        rows: u64,
+        repaired: u64,
+        mismatches: u64,
+    },
+    /// The copy had already completed for this phase.
+    AlreadyComplete,
+    /// An operator paused the tenant or the migration; the checkpoint is kept.
+    Paused,
+    /// An operator cancelled the copy; the checkpoint is discarded.
+    Cancelled,
+    /// The tenant is not in a phase where this copy runs (it moved on, or rolled back).
+    NotInPhase(Phase),
+    /// Some live routers have not acknowledged the phase that makes the copy safe yet.
+    WaitingForRouters(Vec<String>),
+}
+
+/// Transient failures are retried this many times, with exponential backoff and jitter.
+const RETRIES: u32 = 8;
+
+pub struct Copier {
+    pub(crate) store: Arc<dyn ControlStore>,
+    engine: PhaseEngine,
+    pub(crate) migration: MigrationId,
+    pub(crate) config: TenantMoveConfig,
+    pub(crate) plan: TablePlan,
+    pub(crate) source: PgPool,
+    pub(crate) target: PgPool,
+    forward: Statements,
+    reverse: Statements,
+    overwrite: bool,
+}
+
+/// Connections with the session settings that make row text identical on both sides, so a
+/// checksum compares values, not formatting.
+pub async fn connect(url: &str, what: &'static str) -> Result<PgPool, CopyError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| CopyError::Plan(format!("{what} URL {}: {e}", ferry_store::redact_url(url))))?
+        .application_name("ferry-copier")
+        .options([
+            ("timezone", "UTC"),
+            ("datestyle", "ISO, YMD"),
+            ("intervalstyle", "iso_8601"),
+            ("extra_float_digits", "3"),
+            ("bytea_output", "hex"),
+        ]);
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|e| CopyError::db(what, e))
+}
+
+impl Copier {
+    /// Plans the copy of a tenant-move migration between two databases (which may be the
+    /// same): reads its config, both catalogues, and refuses tables it cannot copy.
+    pub async fn open(
+        store: Arc<dyn ControlStore>,
+        engine: PhaseEngine,
+        migration: &MigrationId,
+        source: PgPool,
+        target: PgPool,
+        create_target: bool,
+    ) -> Result<Copier, CopyError> {
+        let record = store.migration(migration).await?;
+        if record.kind != MigrationKind::TenantMove {
+            return Err(CopyError::Plan(format!(
+                "migration {migration} is a {} migration; the copier runs tenant_move migrations",
+                record.kind.as_str()
+            )));
+        }
+        let config = TenantMoveConfig::from_json(&record.config)?;
+        let plan = TablePlan::load(&config.names()?, &source, &target, create_target).await?;
+        Ok(Copier {
+            forward: Statements::new(&plan, CopyDirection::Forward),
+            reverse: Statements::new(&plan, CopyDirection::Reverse),
+            store,
+            engine,
+            migration: migration.clone(),
+            config,
+            plan,
+            source,
+            target,
+            overwrite: false,
+        })
+    }
+
+    /// Let the copy replace rows that were in the target, differing from the source, before
+    /// it started (otherwise it refuses: see [`CopyError::TargetConflict`]).
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+
+    pub(crate) fn overwrite_allowed(&self) -> bool {
+        self.overwrite
+    }
+
+    pub fn plan(&self) -> &TablePlan {
+        &self.plan
+    }
+
+    pub(crate) fn statements(&self, direction: CopyDirection) -> &Statements {
+        match direction {
+            CopyDirection::Forward => &self.forward,
+            CopyDirection::Reverse => &self.reverse,
+        }
+    }
+
+    pub(crate) fn pools(&self, direction: CopyDirection) -> (&PgPool, &PgPool) {
+        match direction {
+            CopyDirection::Forward => (&self.source, &self.target),
+            CopyDirection::Reverse => (&self.target, &self.source),
+        }
+    }
+
+    /// The phases in which a copy in `direction` runs.
+    fn runs_in(direction: CopyDirection, phase: Phase) -> bool {
+        match direction {
+            CopyDirection::Forward => matches!(phase, Phase::DualWrite | Phase::Shadow),
+            CopyDirection::Reverse => phase == Phase::TargetPrimary,
+        }
+    }
+
+    /// Checks controls and phase; `Some(outcome)` means stop with it.
+    async fn should_stop(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+    ) -> Result<Option<Outcome>, CopyError> {
+        let record = self.store.tenant(&self.migration, tenant).await?;
+        if !Self::runs_in(direction, record.state.phase) {
+            return Ok(Some(Outcome::NotInPhase(record.state.phase)));
+        }
+        let control = self.store.control(&self.migration, Some(tenant)).await?;
+        if control.cancelled {
+            return Ok(Some(Outcome::Cancelled));
+        }
+        if control.paused || record.state.paused {
+            return Ok(Some(Outcome::Paused));
+        }
+        Ok(None)
+    }
+
+    /// Copies the tenant in `direction` from its checkpoint to the end, validating as it goes.
+    /// `on_batch` sees the progress after every batch (for progress bars).
+    pub async fn copy(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        mut on_batch: impl FnMut(&BackfillProgress),
+    ) -> Result<Outcome, CopyError> {
+        let record = self.store.tenant(&self.migration, tenant).await?;
+        if !Self::runs_in(direction, record.state.phase) {
+            return Ok(Outcome::NotInPhase(record.state.phase));
+        }
+        // Copying is safe only once every router writes both sides: a router still on the
+        // previous phase could write one side after the copier passed that key.
+        let ack = self.engine.acknowledgement(record.changed_at_version).await?;
+        if !ack.effective() {
+            return Ok(Outcome::WaitingForRouters(ack.lagging));
+        }
+        let existing = self
+            .store
+            .progress(&self.migration, Some(tenant))
+            .await?
+            .into_iter()
+            .find(|p| p.direction == direction);
+        let control = self.store.control(&self.migration, Some(tenant)).await?;
+        if control.cancelled {
+            let fresh = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
+            self.store.record_backfill(&fresh).await?;
+            return Ok(Outcome::Cancelled);
+        }
+        let mut progress = match existing {
+            Some(p) if p.complete => return Ok(Outcome::AlreadyComplete),
+            Some(p) => p,
+            None => BackfillProgress::new(self.migration.clone(), tenant.clone(), direction),
+        };
+        let sql = self.statements(direction);
+        let (from, to) = self.pools(direction);
+        if progress.last_key.is_none() && progress.rows_done == 0 {
+            self.check_target_conflicts(tenant, direction).await?;
+            progress.rows_total = self.count(from, &sql.count_from, tenant).await?;
+        }
+        let settings = &self.config.copy;
+        let target_batch = self.config.target_batch();
+        let mut sizer = BatchSizer::new(
+            if progress.batch_size > 0 {
+                progress.batch_size
+            } else {
+                settings.start_batch
+            },
+            settings.min_batch,
+            settings.max_batch,
+            target_batch,
+        );
+        let (mut repaired, mut mismatches) = (0u64, 0u64);
+        let mut last_batch: Option<Duration> = None;
+        let started = Instant::now();
+        let rows_at_start = progress.rows_done;
+        loop {
+            if let Some(outcome) = self.should_stop(tenant, direction).await? {
+                progress.throttled = match &outcome {
+                    Outcome::Paused => Some("paused by an operator".into()),
+                    _ => None,
+                };
+                self.store.record_backfill(&progress).await?;
+                if outcome == Outcome::Cancelled {
+                    let fresh = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
+                    self.store.record_backfill(&fresh).await?;
+                }
+                return Ok(outcome);
+            }
+            // Backpressure: hold (re-reading the signals) until they clear.
+            let signals = backpressure::read(from, to, &self.config.backpressure, last_batch).await;
+            if let Verdict::Hold(why) = backpressure::judge(&signals, &self.config.backpressure, target_batch) {
+                if progress.throttled.as_deref() != Some(why.as_str()) {
+                    tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "copier holding");
+                    progress.throttled = Some(why);
+                    self.store.record_backfill(&progress).await?;
+                }
+                last_batch = None;
+                tokio::time::sleep(Duration::from_millis(self.config.backpressure.hold_poll_ms)).await;
+                continue;
+            }
+            progress.throttled = None;
+
+            let batch_started = Instant::now();
+            let limit = sizer.size();
+            let lower = progress.last_key.clone();
+            let copied = self
+                .retrying("copy a batch", || self.copy_batch(tenant, direction, lower.as_ref(), limit))
+                .await?;
+            let Some((rows, last_key)) = copied else {
+                // The end: validate the tail, where only extras can be.
+                let check = self
+                    .retrying("validate the tail", || {
+                        self.validate_range(tenant, direction, lower.as_ref(), None)
+                    })
+                    .await?;
+                repaired += check.repaired;
+                mismatches += check.mismatches;
+                progress.complete = true;
+                progress.rows_total = progress.rows_total.max(progress.rows_done);
+                progress.throttled = None;
+                self.store.record_backfill(&progress).await?;
+                on_batch(&progress);
+                return Ok(Outcome::Complete {
+                    rows: progress.rows_done,
+                    repaired,
+                    mismatches,
+                });
+            };
+            let check: RangeCheck = self
+                .retrying("validate a batch", || {
+                    self.validate_range(tenant, direction, lower.as_ref(), Some(&last_key))
+                })
+                .await?;
+            repaired += check.repaired;
+            mismatches += check.mismatches;
+            let took = batch_started.elapsed();
+            last_batch = Some(took);
+            sizer.observe(rows, took);
+            self.rate_limit(tenant, rows, took).await?;
+            progress.rows_done += rows;
+            progress.rows_total = progress.rows_total.max(progress.rows_done);
+            progress.last_key = Some(last_key);
+            progress.batch_size = sizer.size();
+            let elapsed = started.elapsed().as_secs_f64();
+            progress.rows_per_s = if elapsed > 0.0 {
+                (progress.rows_done - rows_at_start) as f64 / elapsed
+            } else {
+                0.0
+            };
+            self.store.record_backfill(&progress).await?;
+            on_batch(&progress);
+        }
+    }
+
+    /// Sleeps as needed so the copy stays under the operator's (or config's) row rate.
+    async fn rate_limit(&self, tenant: &TenantId, rows: u64, took: Duration) -> Result<(), CopyError> {
+        let control = self.store.control(&self.migration, Some(tenant)).await?;
+        let limit = match (control.rate_limit, self.config.copy.rate_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(limit) = limit.filter(|l| *l > 0) {
+            let minimum = Duration::from_secs_f64(rows as f64 / limit as f64);
+            if minimum > took {
+                tokio::time::sleep(minimum - took).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch: lock the next rows in `from`, upsert them into `to`, then release.
+    async fn copy_batch(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        after: Option<&Key>,
+        limit: u64,
+    ) -> Result<Option<(u64, Key)>, CopyError> {
+        let sql = self.statements(direction);
+        let (from, to) = self.pools(direction);
+        let mut locked = from.begin().await.map_err(|e| CopyError::db("begin the batch", e))?;
+        let query = match after {
+            None => sqlx::query(AssertSqlSafe(sql.select_first.clone())).bind(tenant.as_str()),
+            Some(key) => bind_key(
+                sqlx::query(AssertSqlSafe(sql.select_after.clone())).bind(tenant.as_str()),
+                key,
+            ),
+        };
+        let rows = query
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *locked)
+            .await
+            .map_err(|e| CopyError::db("read a batch", e))?;
+        if rows.is_empty() {
+            locked.commit().await.map_err(|e| CopyError::db("end the batch", e))?;
+            return Ok(None);
+        }
+        let keys = self.plan.order.len();
+        let mut json = String::with_capacity(rows.len() * 256);
+        json.push('[');
+        let mut last = Vec::with_capacity(keys);
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            let text: String = row.try_get(0).map_err(|e| CopyError::db("decode a row", e))?;
+            json.push_str(&text);
+            if i + 1 == rows.len() {
+                for k in 0..keys {
+                    last.push(row.try_get::<String, _>(k + 1).map_err(|e| CopyError::db("decode a key", e))?);
+                }
+            }
+        }
+        json.push(']');
+        sqlx::query(AssertSqlSafe(sql.upsert.clone()))
+            .bind(json)
+            .execute(to)
+            .await
+            .map_err(|e| CopyError::db("write a batch", e))?;
+        // Only now may concurrent writers touch these rows in `from`.
+        locked.commit().await.map_err(|e| CopyError::db("end the batch", e))?;
+        Ok(Some((rows.len() as u64, last)))
+    }
+
+    pub(crate) async fn count(&self, pool: &PgPool, sql: &Arc<str>, tenant: &TenantId) -> Result<u64, CopyError> {
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+            .bind(tenant.as_str())
+            .fetch_one(pool)
+            .await
+            .map_err(|e| CopyError::db("count rows", e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Runs `op`, retrying transient database failures with exponential backoff and jitter.
+    pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, CopyError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CopyError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && attempt < RETRIES => {
+                    attempt += 1;
+                    let base = Duration::from_millis(100 * 2u64.pow(attempt.min(6)));
+                    let jitter = Duration::from_millis(u64::from(std::process::id() ^ attempt) % 100);
+                    tracing::warn!(migration = %self.migration, attempt, "failed to {what}, retrying: {e}");
+                    tokio::time::sleep(base + jitter).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// After `complete`: deletes the tenant's rows from the source in throttled batches.
+    /// Returns how many were deleted.
+    pub async fn retire_source(&self, tenant: &TenantId, mut on_batch: impl FnMut(u64)) -> Result<u64, CopyError> {
+        let record = self.store.tenant(&self.migration, tenant).await?;
+        if record.state.phase != Phase::Complete {
+            return Err(CopyError::Plan(format!(
+                "tenant {tenant} is in {}; its source rows are deleted only once it is complete",
+                record.state.phase
+            )));
+        }
+        let ack = self.engine.acknowledgement(record.changed_at_version).await?;
+        if !ack.effective() {
+            return Err(CopyError::Plan(format!(
+                "routers {} have not yet acknowledged that {tenant} is complete; retry once they have",
+                ack.lagging.join(", ")
+            )));
+        }
+        let sql = &self.forward.delete_batch_source;
+        let mut deleted = 0;
+        let mut sizer = BatchSizer::new(
+            self.config.copy.start_batch,
+            self.config.copy.min_batch,
+            self.config.copy.max_batch,
+            self.config.target_batch(),
+        );
+        loop {
+            let control = self.store.control(&self.migration, Some(tenant)).await?;
+            if control.paused || control.cancelled {
+                return Ok(deleted);
+            }
+            let signals = backpressure::read(&self.source, &self.target, &self.config.backpressure, None).await;
+            if let Verdict::Hold(why) = backpressure::judge(&signals, &self.config.backpressure, self.config.target_batch()) {
+                tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "source retirement holding");
+                tokio::time::sleep(Duration::from_millis(self.config.backpressure.hold_poll_ms)).await;
+                continue;
+            }
+            let started = Instant::now();
+            let limit = sizer.size();
+            let n = self
+                .retrying("delete source rows", || async {
+                    sqlx::query(AssertSqlSafe(sql.clone()))
+                        .bind(tenant.as_str())
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                        .execute(&self.source)
+                        .await
+                        .map(|r| r.rows_affected())
+                        .map_err(|e| CopyError::db("delete source rows", e))
+                })
+                .await?;
+            if n == 0 {
+                return Ok(deleted);
+            }
+            deleted += n;
+            on_batch(deleted);
+            let took = started.elapsed();
+            sizer.observe(n, took);
+            self.rate_limit(tenant, n, took).await?;
+        }
+    }
+}

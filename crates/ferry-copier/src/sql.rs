@@ -1,0 +1,68 @@
+//! The plan's statements for one copy direction, built once.
+
+use std::sync::Arc;
+
+use ferry_store::CopyDirection;
+
+use crate::plan::{Key, TablePlan};
+
+/// Statements as shared strings, so each execution does not rebuild or copy them.
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    pub select_first: Arc<str>,
+    pub select_after: Arc<str>,
+    pub select_key: Arc<str>,
+    pub upsert: Arc<str>,
+    /// Indexed by (lower bound?, upper bound?).
+    pub checksum_from: [Arc<str>; 4],
+    pub checksum_to: [Arc<str>; 4],
+    pub digests_from: [Arc<str>; 4],
+    pub digests_to: [Arc<str>; 4],
+    pub delete_if_unchanged_to: Arc<str>,
+    pub count_from: Arc<str>,
+    pub count_to: Arc<str>,
+    pub delete_batch_source: Arc<str>,
+}
+
+pub(crate) fn bounds_index(lower: bool, upper: bool) -> usize {
+    usize::from(lower) * 2 + usize::from(upper)
+}
+
+impl Statements {
+    pub fn new(plan: &TablePlan, direction: CopyDirection) -> Statements {
+        let (from, to) = plan.sides(direction);
+        let each = |f: &dyn Fn(bool, bool) -> String| -> [Arc<str>; 4] {
+            [
+                f(false, false).into(),
+                f(false, true).into(),
+                f(true, false).into(),
+                f(true, true).into(),
+            ]
+        };
+        Statements {
+            select_first: plan.select_batch(from, false).into(),
+            select_after: plan.select_batch(from, true).into(),
+            select_key: plan.select_key(from).into(),
+            upsert: plan.upsert(to).into(),
+            checksum_from: each(&|l, u| plan.checksum(from, l, u)),
+            checksum_to: each(&|l, u| plan.checksum(to, l, u)),
+            digests_from: each(&|l, u| plan.digests(from, l, u)),
+            digests_to: each(&|l, u| plan.digests(to, l, u)),
+            delete_if_unchanged_to: plan.delete_if_unchanged(to).into(),
+            count_from: plan.count(from).into(),
+            count_to: plan.count(to).into(),
+            delete_batch_source: plan.delete_batch(&plan.source).into(),
+        }
+    }
+}
+
+/// Binds a key's text values, in order.
+pub(crate) fn bind_key<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    key: &'q Key,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for value in key {
+        query = query.bind(value.as_str());
+    }
+    query
+}

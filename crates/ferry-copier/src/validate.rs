@@ -1,0 +1,300 @@
+//! Validation as the copy goes: compare a key range on both sides by checksum, computed in
+//! SQL; on a difference, look again (a concurrent write can explain it), then find the rows
+//! that differ, repair what the copy can repair, and record the rest as mismatches.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferry_domain::TenantId;
+use ferry_store::CopyDirection;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::copier::Copier;
+use crate::error::CopyError;
+use crate::plan::Key;
+use crate::sql::{bind_key, bounds_index};
+
+/// A concurrent write lands on both sides within one request; waiting this long before a
+/// second look lets it finish.
+const RECHECK_AFTER: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeCheck {
+    /// Rows the copier fixed: re-copied, or deleted from the destination as extras.
+    pub repaired: u64,
+    /// Rows that still differ after repair, recorded in the control store.
+    pub mismatches: u64,
+}
+
+/// The difference between two sides of a key range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    /// In `from` only.
+    pub missing: Vec<String>,
+    /// In `to` only, with the `xmin` observed (so deleting it is safe against a re-insert).
+    pub extra: Vec<(String, String)>,
+    /// In both, different.
+    pub differing: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.differing.is_empty()
+    }
+}
+
+/// Per-row digests: key (JSON array text) -> (md5, xmin).
+type Digests = BTreeMap<String, (String, String)>;
+
+fn diff(from: &Digests, to: &Digests) -> Diff {
+    let mut d = Diff::default();
+    for (key, (digest, _)) in from {
+        match to.get(key) {
+            None => d.missing.push(key.clone()),
+            Some((other, _)) if other != digest => d.differing.push(key.clone()),
+            Some(_) => {}
+        }
+    }
+    for (key, (_, xmin)) in to {
+        if !from.contains_key(key) {
+            d.extra.push((key.clone(), xmin.clone()));
+        }
+    }
+    d
+}
+
+fn key_of(json: &str) -> Result<Key, CopyError> {
+    serde_json::from_str(json).map_err(|e| CopyError::Plan(format!("decode key {json}: {e}")))
+}
+
+impl Copier {
+    async fn checksum(
+        &self,
+        pool: &PgPool,
+        sql: &std::sync::Arc<str>,
+        tenant: &TenantId,
+        lower: Option<&Key>,
+        upper: Option<&Key>,
+    ) -> Result<(i64, String), CopyError> {
+        let mut q = sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql.clone())).bind(tenant.as_str());
+        for key in lower.into_iter().chain(upper) {
+            for v in key {
+                q = q.bind(v.as_str());
+            }
+        }
+        q.fetch_one(pool).await.map_err(|e| CopyError::db("checksum a range", e))
+    }
+
+    async fn digests(
+        &self,
+        pool: &PgPool,
+        sql: &std::sync::Arc<str>,
+        tenant: &TenantId,
+        lower: Option<&Key>,
+        upper: Option<&Key>,
+    ) -> Result<Digests, CopyError> {
+        let mut q = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql.clone()))
+            .bind(tenant.as_str());
+        for key in lower.into_iter().chain(upper) {
+            for v in key {
+                q = q.bind(v.as_str());
+            }
+        }
+        let rows = q.fetch_all(pool).await.map_err(|e| CopyError::db("digest a range", e))?;
+        Ok(rows.into_iter().map(|(k, d, x)| (k, (d, x))).collect())
+    }
+
+    /// Compares `(lower, upper]` of the tenant on both sides of a copy direction.
+    pub async fn compare_range(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        lower: Option<&Key>,
+        upper: Option<&Key>,
+    ) -> Result<Diff, CopyError> {
+        let sql = self.statements(direction);
+        let (from, to) = self.pools(direction);
+        let i = bounds_index(lower.is_some(), upper.is_some());
+        let a = self.checksum(from, &sql.checksum_from[i], tenant, lower, upper).await?;
+        let b = self.checksum(to, &sql.checksum_to[i], tenant, lower, upper).await?;
+        if a == b {
+            return Ok(Diff::default());
+        }
+        let a = self.digests(from, &sql.digests_from[i], tenant, lower, upper).await?;
+        let b = self.digests(to, &sql.digests_to[i], tenant, lower, upper).await?;
+        Ok(diff(&a, &b))
+    }
+
+    /// Validates a range just copied: equal, or equal on a second look, or repaired, or the
+    /// remaining differences recorded as mismatches.
+    pub(crate) async fn validate_range(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        lower: Option<&Key>,
+        upper: Option<&Key>,
+    ) -> Result<RangeCheck, CopyError> {
+        let first = self.compare_range(tenant, direction, lower, upper).await?;
+        if first.is_empty() {
+            return Ok(RangeCheck::default());
+        }
+        tokio::time::sleep(RECHECK_AFTER).await;
+        let second = self.compare_range(tenant, direction, lower, upper).await?;
+        if second.is_empty() {
+            return Ok(RangeCheck::default());
+        }
+        let repaired = self.repair(tenant, direction, &second).await?;
+        let left = self.compare_range(tenant, direction, lower, upper).await?;
+        let mut mismatches = 0;
+        let kinds = [
+            (&left.missing, "missing in the destination"),
+            (&left.differing, "differs between the sides"),
+        ];
+        for (keys, detail) in kinds {
+            for key in keys {
+                self.record(tenant, direction, key, detail).await?;
+                mismatches += 1;
+            }
+        }
+        for (key, _) in &left.extra {
+            self.record(tenant, direction, key, "only in the destination").await?;
+            mismatches += 1;
+        }
+        Ok(RangeCheck {
+            repaired,
+            mismatches,
+        })
+    }
+
+    async fn record(&self, tenant: &TenantId, direction: CopyDirection, key: &str, detail: &str) -> Result<(), CopyError> {
+        tracing::warn!(migration = %self.migration, tenant = %tenant, key, detail, "validation mismatch");
+        self.store
+            .record_mismatch(&self.migration, tenant, key, &format!("{} copy: {detail}", direction.as_str()))
+            .await?;
+        Ok(())
+    }
+
+    /// Re-copies missing and differing rows (with the version guard: a newer destination row
+    /// stays, and is a mismatch), and deletes extras that are still the version observed.
+    async fn repair(&self, tenant: &TenantId, direction: CopyDirection, d: &Diff) -> Result<u64, CopyError> {
+        let sql = self.statements(direction);
+        let (from, to) = self.pools(direction);
+        let mut repaired = 0;
+        for key in d.missing.iter().chain(&d.differing) {
+            let key = key_of(key)?;
+            let mut locked = from.begin().await.map_err(|e| CopyError::db("begin a repair", e))?;
+            let rows: Vec<String> = bind_key(
+                sqlx::query(AssertSqlSafe(sql.select_key.clone())).bind(tenant.as_str()),
+                &key,
+            )
+            .fetch_all(&mut *locked)
+            .await
+            .map_err(|e| CopyError::db("read a row to repair", e))?
+            .iter()
+            .map(|r| sqlx::Row::try_get::<String, _>(r, 0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| CopyError::db("decode a row to repair", e))?;
+            if let Some(row) = rows.first() {
+                let done = sqlx::query(AssertSqlSafe(sql.upsert.clone()))
+                    .bind(format!("[{row}]"))
+                    .execute(to)
+                    .await
+                    .map_err(|e| CopyError::db("repair a row", e))?;
+                repaired += done.rows_affected();
+            }
+            locked.commit().await.map_err(|e| CopyError::db("end a repair", e))?;
+        }
+        for (key, xmin) in &d.extra {
+            let key = key_of(key)?;
+            let done = bind_key(
+                sqlx::query(AssertSqlSafe(sql.delete_if_unchanged_to.clone())).bind(tenant.as_str()),
+                &key,
+            )
+            .bind(xmin.as_str())
+            .execute(to)
+            .await
+            .map_err(|e| CopyError::db("delete an extra row", e))?;
+            repaired += done.rows_affected();
+        }
+        Ok(repaired)
+    }
+
+    /// Before a copy starts: rows already in the destination that differ from the source, and
+    /// were not put there by dual writes (which write identical rows), are someone else's data.
+    pub(crate) async fn check_target_conflicts(&self, tenant: &TenantId, direction: CopyDirection) -> Result<(), CopyError> {
+        if self.overwrite_allowed() {
+            return Ok(());
+        }
+        let (_, to) = self.pools(direction);
+        let sql = self.statements(direction);
+        if self.count(to, &sql.count_to, tenant).await? == 0 {
+            return Ok(());
+        }
+        let d = self.compare_range(tenant, direction, None, None).await?;
+        // Rows missing from the destination are what the copy is for; the rest conflict.
+        let conflicts = (d.differing.len() + d.extra.len()) as u64;
+        if conflicts > 0 {
+            return Err(CopyError::TargetConflict {
+                tenant: tenant.clone(),
+                count: conflicts,
+            });
+        }
+        Ok(())
+    }
+
+    /// Re-checks a whole tenant, read-only: records what differs, and resolves the tenant's
+    /// open mismatches if nothing does.
+    pub async fn verify(&self, tenant: &TenantId, direction: CopyDirection) -> Result<Diff, CopyError> {
+        self.store.tenant(&self.migration, tenant).await?;
+        let d = self.compare_range(tenant, direction, None, None).await?;
+        if d.is_empty() {
+            for (id, _, _) in self.store.open_mismatches(&self.migration, tenant).await? {
+                self.store.resolve_mismatch(id).await?;
+            }
+            return Ok(d);
+        }
+        tokio::time::sleep(RECHECK_AFTER).await;
+        let d = self.compare_range(tenant, direction, None, None).await?;
+        let open: std::collections::HashSet<String> = self
+            .store
+            .open_mismatches(&self.migration, tenant)
+            .await?
+            .into_iter()
+            .map(|(_, key, _)| key)
+            .collect();
+        let all = d
+            .missing
+            .iter()
+            .map(|k| (k, "missing in the destination"))
+            .chain(d.differing.iter().map(|k| (k, "differs between the sides")))
+            .chain(d.extra.iter().map(|(k, _)| (k, "only in the destination")));
+        for (key, detail) in all {
+            if !open.contains(key) {
+                self.record(tenant, direction, key, detail).await?;
+            }
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digests(rows: &[(&str, &str)]) -> Digests {
+        rows.iter()
+            .map(|(k, d)| ((*k).to_owned(), ((*d).to_owned(), "7".to_owned())))
+            .collect()
+    }
+
+    #[test]
+    fn diff_sorts_rows_into_missing_extra_and_differing() {
+        let from = digests(&[("[\"1\"]", "a"), ("[\"2\"]", "b"), ("[\"3\"]", "c")]);
+        let to = digests(&[("[\"2\"]", "b"), ("[\"3\"]", "x"), ("[\"4\"]", "d")]);
+        let d = diff(&from, &to);
+        assert_eq!(d.missing, ["[\"1\"]"]);
+        assert_eq!(d.differing, ["[\"3\"]"]);
+        assert_eq!(d.extra, [("[\"4\"]".to_owned(), "7".to_owned())]);
+        assert!(diff(&from, &from).is_empty());
+    }
+}
