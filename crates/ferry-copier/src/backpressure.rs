@@ -64,7 +64,10 @@ pub fn judge(s: &Signals, settings: &BackpressureSettings, target_batch: Duratio
             ));
         }
     }
-    for (side, busy) in [("source", s.source_pool_busy), ("target", s.target_pool_busy)] {
+    for (side, busy) in [
+        ("source", s.source_pool_busy),
+        ("target", s.target_pool_busy),
+    ] {
         if busy > settings.max_pool_busy {
             reasons.push(format!(
                 "{side} pool {:.0}% busy > {:.0}%",
@@ -140,7 +143,11 @@ mod tests {
 
     #[test]
     fn calm_databases_go() {
-        let v = judge(&calm(), &BackpressureSettings::default(), Duration::from_millis(500));
+        let v = judge(
+            &calm(),
+            &BackpressureSettings::default(),
+            Duration::from_millis(500),
+        );
         assert_eq!(v, Verdict::Go);
     }
 
@@ -179,7 +186,10 @@ mod tests {
             ),
         ];
         for (signals, why) in cases {
-            assert_eq!(judge(&signals, &settings, target), Verdict::Hold(why.into()));
+            assert_eq!(
+                judge(&signals, &settings, target),
+                Verdict::Hold(why.into())
+            );
         }
     }
 }

@@ -191,7 +191,10 @@ impl Copier {
         }
         // Copying is safe only once every router writes both sides: a router still on the
         // previous phase could write one side after the copier passed that key.
-        let ack = self.engine.acknowledgement(record.changed_at_version).await?;
+        let ack = self
+            .engine
+            .acknowledgement(record.changed_at_version)
+            .await?;
         if !ack.effective() {
             return Ok(Outcome::WaitingForRouters(ack.lagging));
         }
@@ -242,21 +245,25 @@ impl Copier {
                 };
                 self.store.record_backfill(&progress).await?;
                 if outcome == Outcome::Cancelled {
-                    let fresh = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
+                    let fresh =
+                        BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
                     self.store.record_backfill(&fresh).await?;
                 }
                 return Ok(outcome);
             }
             // Backpressure: hold (re-reading the signals) until they clear.
             let signals = backpressure::read(from, to, &self.config.backpressure, last_batch).await;
-            if let Verdict::Hold(why) = backpressure::judge(&signals, &self.config.backpressure, target_batch) {
+            if let Verdict::Hold(why) =
+                backpressure::judge(&signals, &self.config.backpressure, target_batch)
+            {
                 if progress.throttled.as_deref() != Some(why.as_str()) {
                     tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "copier holding");
                     progress.throttled = Some(why);
                     self.store.record_backfill(&progress).await?;
                 }
                 last_batch = None;
-                tokio::time::sleep(Duration::from_millis(self.config.backpressure.hold_poll_ms)).await;
+                tokio::time::sleep(Duration::from_millis(self.config.backpressure.hold_poll_ms))
+                    .await;
                 continue;
             }
             progress.throttled = None;
@@ -265,7 +272,9 @@ impl Copier {
             let limit = sizer.size();
             let lower = progress.last_key.clone();
             let copied = self
-                .retrying("copy a batch", || self.copy_batch(tenant, direction, lower.as_ref(), limit))
+                .retrying("copy a batch", || {
+                    self.copy_batch(tenant, direction, lower.as_ref(), limit)
+                })
                 .await?;
             let Some((rows, last_key)) = copied else {
                 // The end: validate the tail, where only extras can be.
@@ -314,7 +323,12 @@ impl Copier {
     }
 
     /// Sleeps as needed so the copy stays under the operator's (or config's) row rate.
-    async fn rate_limit(&self, tenant: &TenantId, rows: u64, took: Duration) -> Result<(), CopyError> {
+    async fn rate_limit(
+        &self,
+        tenant: &TenantId,
+        rows: u64,
+        took: Duration,
+    ) -> Result<(), CopyError> {
         let control = self.store.control(&self.migration, Some(tenant)).await?;
         let limit = match (control.rate_limit, self.config.copy.rate_limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -339,7 +353,10 @@ impl Copier {
     ) -> Result<Option<(u64, Key)>, CopyError> {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
-        let mut locked = from.begin().await.map_err(|e| CopyError::db("begin the batch", e))?;
+        let mut locked = from
+            .begin()
+            .await
+            .map_err(|e| CopyError::db("begin the batch", e))?;
         let query = match after {
             None => sqlx::query(AssertSqlSafe(sql.select_first.clone())).bind(tenant.as_str()),
             Some(key) => bind_key(
@@ -353,7 +370,10 @@ impl Copier {
             .await
             .map_err(|e| CopyError::db("read a batch", e))?;
         if rows.is_empty() {
-            locked.commit().await.map_err(|e| CopyError::db("end the batch", e))?;
+            locked
+                .commit()
+                .await
+                .map_err(|e| CopyError::db("end the batch", e))?;
             return Ok(None);
         }
         let keys = self.plan.order.len();
@@ -364,11 +384,16 @@ impl Copier {
             if i > 0 {
                 json.push(',');
             }
-            let text: String = row.try_get(0).map_err(|e| CopyError::db("decode a row", e))?;
+            let text: String = row
+                .try_get(0)
+                .map_err(|e| CopyError::db("decode a row", e))?;
             json.push_str(&text);
             if i + 1 == rows.len() {
                 for k in 0..keys {
-                    last.push(row.try_get::<String, _>(k + 1).map_err(|e| CopyError::db("decode a key", e))?);
+                    last.push(
+                        row.try_get::<String, _>(k + 1)
+                            .map_err(|e| CopyError::db("decode a key", e))?,
+                    );
                 }
             }
         }
@@ -379,11 +404,19 @@ impl Copier {
             .await
             .map_err(|e| CopyError::db("write a batch", e))?;
         // Only now may concurrent writers touch these rows in `from`.
-        locked.commit().await.map_err(|e| CopyError::db("end the batch", e))?;
+        locked
+            .commit()
+            .await
+            .map_err(|e| CopyError::db("end the batch", e))?;
         Ok(Some((rows.len() as u64, last)))
     }
 
-    pub(crate) async fn count(&self, pool: &PgPool, sql: &Arc<str>, tenant: &TenantId) -> Result<u64, CopyError> {
+    pub(crate) async fn count(
+        &self,
+        pool: &PgPool,
+        sql: &Arc<str>,
+        tenant: &TenantId,
+    ) -> Result<u64, CopyError> {
         let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
             .bind(tenant.as_str())
             .fetch_one(pool)
@@ -405,7 +438,8 @@ impl Copier {
                 Err(e) if e.is_transient() && attempt < RETRIES => {
                     attempt += 1;
                     let base = Duration::from_millis(100 * 2u64.pow(attempt.min(6)));
-                    let jitter = Duration::from_millis(u64::from(std::process::id() ^ attempt) % 100);
+                    let jitter =
+                        Duration::from_millis(u64::from(std::process::id() ^ attempt) % 100);
                     tracing::warn!(migration = %self.migration, attempt, "failed to {what}, retrying: {e}");
                     tokio::time::sleep(base + jitter).await;
                 }
@@ -416,7 +450,11 @@ impl Copier {
 
     /// After `complete`: deletes the tenant's rows from the source in throttled batches.
     /// Returns how many were deleted.
-    pub async fn retire_source(&self, tenant: &TenantId, mut on_batch: impl FnMut(u64)) -> Result<u64, CopyError> {
+    pub async fn retire_source(
+        &self,
+        tenant: &TenantId,
+        mut on_batch: impl FnMut(u64),
+    ) -> Result<u64, CopyError> {
         let record = self.store.tenant(&self.migration, tenant).await?;
         if record.state.phase != Phase::Complete {
             return Err(CopyError::Plan(format!(
@@ -424,7 +462,10 @@ impl Copier {
                 record.state.phase
             )));
         }
-        let ack = self.engine.acknowledgement(record.changed_at_version).await?;
+        let ack = self
+            .engine
+            .acknowledgement(record.changed_at_version)
+            .await?;
         if !ack.effective() {
             return Err(CopyError::Plan(format!(
                 "routers {} have not yet acknowledged that {tenant} is complete; retry once they have",
@@ -444,10 +485,17 @@ impl Copier {
             if control.paused || control.cancelled {
                 return Ok(deleted);
             }
-            let signals = backpressure::read(&self.source, &self.target, &self.config.backpressure, None).await;
-            if let Verdict::Hold(why) = backpressure::judge(&signals, &self.config.backpressure, self.config.target_batch()) {
+            let signals =
+                backpressure::read(&self.source, &self.target, &self.config.backpressure, None)
+                    .await;
+            if let Verdict::Hold(why) = backpressure::judge(
+                &signals,
+                &self.config.backpressure,
+                self.config.target_batch(),
+            ) {
                 tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "source retirement holding");
-                tokio::time::sleep(Duration::from_millis(self.config.backpressure.hold_poll_ms)).await;
+                tokio::time::sleep(Duration::from_millis(self.config.backpressure.hold_poll_ms))
+                    .await;
                 continue;
             }
             let started = Instant::now();

@@ -41,6 +41,23 @@ impl Diff {
     pub fn is_empty(&self) -> bool {
         self.missing.is_empty() && self.extra.is_empty() && self.differing.is_empty()
     }
+
+    /// What both looks agree on.
+    pub fn intersect(&self, other: &Diff) -> Diff {
+        let keep = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter().filter(|k| b.contains(k)).cloned().collect()
+        };
+        Diff {
+            missing: keep(&self.missing, &other.missing),
+            differing: keep(&self.differing, &other.differing),
+            extra: self
+                .extra
+                .iter()
+                .filter(|(k, _)| other.extra.iter().any(|(o, _)| o == k))
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 /// Per-row digests: key (JSON array text) -> (md5, xmin).
@@ -76,13 +93,16 @@ impl Copier {
         lower: Option<&Key>,
         upper: Option<&Key>,
     ) -> Result<(i64, String), CopyError> {
-        let mut q = sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql.clone())).bind(tenant.as_str());
+        let mut q =
+            sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql.clone())).bind(tenant.as_str());
         for key in lower.into_iter().chain(upper) {
             for v in key {
                 q = q.bind(v.as_str());
             }
         }
-        q.fetch_one(pool).await.map_err(|e| CopyError::db("checksum a range", e))
+        q.fetch_one(pool)
+            .await
+            .map_err(|e| CopyError::db("checksum a range", e))
     }
 
     async fn digests(
@@ -100,7 +120,10 @@ impl Copier {
                 q = q.bind(v.as_str());
             }
         }
-        let rows = q.fetch_all(pool).await.map_err(|e| CopyError::db("digest a range", e))?;
+        let rows = q
+            .fetch_all(pool)
+            .await
+            .map_err(|e| CopyError::db("digest a range", e))?;
         Ok(rows.into_iter().map(|(k, d, x)| (k, (d, x))).collect())
     }
 
@@ -115,13 +138,21 @@ impl Copier {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
         let i = bounds_index(lower.is_some(), upper.is_some());
-        let a = self.checksum(from, &sql.checksum_from[i], tenant, lower, upper).await?;
-        let b = self.checksum(to, &sql.checksum_to[i], tenant, lower, upper).await?;
+        let a = self
+            .checksum(from, &sql.checksum_from[i], tenant, lower, upper)
+            .await?;
+        let b = self
+            .checksum(to, &sql.checksum_to[i], tenant, lower, upper)
+            .await?;
         if a == b {
             return Ok(Diff::default());
         }
-        let a = self.digests(from, &sql.digests_from[i], tenant, lower, upper).await?;
-        let b = self.digests(to, &sql.digests_to[i], tenant, lower, upper).await?;
+        let a = self
+            .digests(from, &sql.digests_from[i], tenant, lower, upper)
+            .await?;
+        let b = self
+            .digests(to, &sql.digests_to[i], tenant, lower, upper)
+            .await?;
         Ok(diff(&a, &b))
     }
 
@@ -144,7 +175,18 @@ impl Copier {
             return Ok(RangeCheck::default());
         }
         let repaired = self.repair(tenant, direction, &second).await?;
-        let left = self.compare_range(tenant, direction, lower, upper).await?;
+        let third = self.compare_range(tenant, direction, lower, upper).await?;
+        if third.is_empty() {
+            return Ok(RangeCheck {
+                repaired,
+                mismatches: 0,
+            });
+        }
+        // Only what differs on two looks is a mismatch; a key a writer is changing right now
+        // differs on one look and not the next.
+        tokio::time::sleep(RECHECK_AFTER).await;
+        let fourth = self.compare_range(tenant, direction, lower, upper).await?;
+        let left = third.intersect(&fourth);
         let mut mismatches = 0;
         let kinds = [
             (&left.missing, "missing in the destination"),
@@ -157,7 +199,8 @@ impl Copier {
             }
         }
         for (key, _) in &left.extra {
-            self.record(tenant, direction, key, "only in the destination").await?;
+            self.record(tenant, direction, key, "only in the destination")
+                .await?;
             mismatches += 1;
         }
         Ok(RangeCheck {
@@ -166,23 +209,42 @@ impl Copier {
         })
     }
 
-    async fn record(&self, tenant: &TenantId, direction: CopyDirection, key: &str, detail: &str) -> Result<(), CopyError> {
+    async fn record(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        key: &str,
+        detail: &str,
+    ) -> Result<(), CopyError> {
         tracing::warn!(migration = %self.migration, tenant = %tenant, key, detail, "validation mismatch");
         self.store
-            .record_mismatch(&self.migration, tenant, key, &format!("{} copy: {detail}", direction.as_str()))
+            .record_mismatch(
+                &self.migration,
+                tenant,
+                key,
+                &format!("{} copy: {detail}", direction.as_str()),
+            )
             .await?;
         Ok(())
     }
 
     /// Re-copies missing and differing rows (with the version guard: a newer destination row
     /// stays, and is a mismatch), and deletes extras that are still the version observed.
-    async fn repair(&self, tenant: &TenantId, direction: CopyDirection, d: &Diff) -> Result<u64, CopyError> {
+    async fn repair(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        d: &Diff,
+    ) -> Result<u64, CopyError> {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
         let mut repaired = 0;
         for key in d.missing.iter().chain(&d.differing) {
             let key = key_of(key)?;
-            let mut locked = from.begin().await.map_err(|e| CopyError::db("begin a repair", e))?;
+            let mut locked = from
+                .begin()
+                .await
+                .map_err(|e| CopyError::db("begin a repair", e))?;
             let rows: Vec<String> = bind_key(
                 sqlx::query(AssertSqlSafe(sql.select_key.clone())).bind(tenant.as_str()),
                 &key,
@@ -202,12 +264,16 @@ impl Copier {
                     .map_err(|e| CopyError::db("repair a row", e))?;
                 repaired += done.rows_affected();
             }
-            locked.commit().await.map_err(|e| CopyError::db("end a repair", e))?;
+            locked
+                .commit()
+                .await
+                .map_err(|e| CopyError::db("end a repair", e))?;
         }
         for (key, xmin) in &d.extra {
             let key = key_of(key)?;
             let done = bind_key(
-                sqlx::query(AssertSqlSafe(sql.delete_if_unchanged_to.clone())).bind(tenant.as_str()),
+                sqlx::query(AssertSqlSafe(sql.delete_if_unchanged_to.clone()))
+                    .bind(tenant.as_str()),
                 &key,
             )
             .bind(xmin.as_str())
@@ -221,30 +287,79 @@ impl Copier {
 
     /// Before a copy starts: rows already in the destination that differ from the source, and
     /// were not put there by dual writes (which write identical rows), are someone else's data.
-    pub(crate) async fn check_target_conflicts(&self, tenant: &TenantId, direction: CopyDirection) -> Result<(), CopyError> {
-        if self.overwrite_allowed() {
+    /// They stop the copy, unless the operator allowed overwriting: then they are deleted (each
+    /// only if still the version observed) and the copy writes the source's rows.
+    pub(crate) async fn check_target_conflicts(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+    ) -> Result<(), CopyError> {
+        // A reverse copy exists to overwrite the stale source; only a forward copy can find
+        // someone else's rows in its destination.
+        if direction == CopyDirection::Reverse {
             return Ok(());
         }
-        let (_, to) = self.pools(direction);
+        let (from, to) = self.pools(direction);
         let sql = self.statements(direction);
         if self.count(to, &sql.count_to, tenant).await? == 0 {
             return Ok(());
         }
-        let d = self.compare_range(tenant, direction, None, None).await?;
-        // Rows missing from the destination are what the copy is for; the rest conflict.
-        let conflicts = (d.differing.len() + d.extra.len()) as u64;
-        if conflicts > 0 {
+        // Dual writes in flight differ for a moment (source written, target not yet); rows
+        // that differ identically on two looks are not in flight.
+        let all = bounds_index(false, false);
+        let look = || async {
+            let a = self
+                .digests(from, &sql.digests_from[all], tenant, None, None)
+                .await?;
+            let b = self
+                .digests(to, &sql.digests_to[all], tenant, None, None)
+                .await?;
+            Ok::<_, CopyError>((a, b))
+        };
+        let (a1, b1) = look().await?;
+        tokio::time::sleep(RECHECK_AFTER * 2).await;
+        let (a2, b2) = look().await?;
+        let stable = |key: &String| a1.get(key) == a2.get(key) && b1.get(key) == b2.get(key);
+        let d = diff(&a2, &b2);
+        let conflicts: Vec<(&String, &String)> = d
+            .differing
+            .iter()
+            .chain(d.extra.iter().map(|(k, _)| k))
+            .filter(|k| stable(k))
+            .filter_map(|k| b2.get(k).map(|(_, xmin)| (k, xmin)))
+            .collect();
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        if !self.overwrite_allowed() {
             return Err(CopyError::TargetConflict {
                 tenant: tenant.clone(),
-                count: conflicts,
+                count: conflicts.len() as u64,
             });
         }
+        for (key, xmin) in &conflicts {
+            let parsed = key_of(key)?;
+            bind_key(
+                sqlx::query(AssertSqlSafe(sql.delete_if_unchanged_to.clone()))
+                    .bind(tenant.as_str()),
+                &parsed,
+            )
+            .bind(xmin.as_str())
+            .execute(to)
+            .await
+            .map_err(|e| CopyError::db("delete a conflicting row", e))?;
+        }
+        tracing::warn!(migration = %self.migration, tenant = %tenant, conflicts = conflicts.len(), "overwrote conflicting destination rows");
         Ok(())
     }
 
     /// Re-checks a whole tenant, read-only: records what differs, and resolves the tenant's
     /// open mismatches if nothing does.
-    pub async fn verify(&self, tenant: &TenantId, direction: CopyDirection) -> Result<Diff, CopyError> {
+    pub async fn verify(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+    ) -> Result<Diff, CopyError> {
         self.store.tenant(&self.migration, tenant).await?;
         let d = self.compare_range(tenant, direction, None, None).await?;
         if d.is_empty() {

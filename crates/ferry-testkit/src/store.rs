@@ -41,6 +41,17 @@ impl TestStore {
         }
     }
 
+    /// Another `TestStore` on the same store (sharing its files or database), for fixtures that
+    /// take ownership of one.
+    pub async fn reopen_as_test_store(&self) -> TestStore {
+        TestStore {
+            store: self.reopen().await,
+            url: self.url.clone(),
+            _db: None,
+            _dir: None,
+        }
+    }
+
     /// Opens another handle on the same store, as a second process would.
     pub async fn reopen(&self) -> Arc<dyn ControlStore> {
         ferry_store::open(&self.url, &StoreOptions::default())

@@ -28,9 +28,16 @@ async fn open_copier(
         None => source.clone(),
     };
     let engine = PhaseEngine::new(ctx.store.clone(), EngineSettings::default());
-    Copier::open(ctx.store.clone(), engine, migration, source, target, create_target)
-        .await
-        .with_context(|| format!("plan the copy of {migration}"))
+    Copier::open(
+        ctx.store.clone(),
+        engine,
+        migration,
+        source,
+        target,
+        create_target,
+    )
+    .await
+    .with_context(|| format!("plan the copy of {migration}"))
 }
 
 pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
@@ -84,12 +91,21 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             } else {
                 format!("throttled to {rows_per_s} rows/s")
             };
-            control(ctx, scope, |c| c.rate_limit = (rows_per_s > 0).then_some(rows_per_s), &what).await
+            control(
+                ctx,
+                scope,
+                |c| c.rate_limit = (rows_per_s > 0).then_some(rows_per_s),
+                &what,
+            )
+            .await
         }
     }
 }
 
-async fn all_tenants(ctx: &Context, migration: &ferry_domain::MigrationId) -> anyhow::Result<Vec<TenantId>> {
+async fn all_tenants(
+    ctx: &Context,
+    migration: &ferry_domain::MigrationId,
+) -> anyhow::Result<Vec<TenantId>> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
@@ -119,10 +135,18 @@ async fn work_on(
     migration: &ferry_domain::MigrationId,
     tenant: &TenantId,
 ) -> anyhow::Result<bool> {
-    let record = ctx.store.tenant(migration, tenant).await.context("read tenant")?;
+    let record = ctx
+        .store
+        .tenant(migration, tenant)
+        .await
+        .context("read tenant")?;
     let facts = ctx
         .store
-        .guard_facts(migration, std::slice::from_ref(&record), ferry_store::DEFAULT_ROUTER_LEASE)
+        .guard_facts(
+            migration,
+            std::slice::from_ref(&record),
+            ferry_store::DEFAULT_ROUTER_LEASE,
+        )
         .await
         .context("read guard facts")?;
     let direction = match record.state.phase {
@@ -135,7 +159,10 @@ async fn work_on(
                 .await
                 .with_context(|| format!("delete {tenant}'s rows from the source"))?;
             bar.finish_and_clear();
-            println!("{tenant}: complete; deleted {} row(s) from the source", output::count(deleted));
+            println!(
+                "{tenant}: complete; deleted {} row(s) from the source",
+                output::count(deleted)
+            );
             return Ok(true);
         }
         phase => {
@@ -153,21 +180,38 @@ async fn work_on(
         .with_context(|| format!("{} copy of tenant {tenant}", direction.as_str()))?;
     bar.finish_and_clear();
     let (line, done) = match outcome {
-        Outcome::Complete { rows, repaired, mismatches } => (
+        Outcome::Complete {
+            rows,
+            repaired,
+            mismatches,
+        } => (
             format!(
                 "{} copy complete: {} rows, {repaired} repaired, {mismatches} mismatch(es){}",
                 direction.as_str(),
                 output::count(rows),
-                if mismatches > 0 { " (see `ferry verify`)" } else { "" }
+                if mismatches > 0 {
+                    " (see `ferry verify`)"
+                } else {
+                    ""
+                }
             ),
             true,
         ),
-        Outcome::AlreadyComplete => (format!("{} copy already complete", direction.as_str()), true),
+        Outcome::AlreadyComplete => (
+            format!("{} copy already complete", direction.as_str()),
+            true,
+        ),
         Outcome::Paused => ("paused by an operator; checkpoint kept".into(), false),
-        Outcome::Cancelled => ("cancelled by an operator; checkpoint discarded".into(), false),
+        Outcome::Cancelled => (
+            "cancelled by an operator; checkpoint discarded".into(),
+            false,
+        ),
         Outcome::NotInPhase(p) => (format!("now in {p}; stopped"), false),
         Outcome::WaitingForRouters(r) => (
-            format!("waiting for routers {} to acknowledge the phase; run again", r.join(", ")),
+            format!(
+                "waiting for routers {} to acknowledge the phase; run again",
+                r.join(", ")
+            ),
             false,
         ),
     };
@@ -175,9 +219,20 @@ async fn work_on(
     Ok(done)
 }
 
-async fn status(ctx: &Context, migration: &ferry_domain::MigrationId, json: bool) -> anyhow::Result<ExitCode> {
-    ctx.store.migration(migration).await.context("read migration")?;
-    let progress = ctx.store.progress(migration, None).await.context("read copy progress")?;
+async fn status(
+    ctx: &Context,
+    migration: &ferry_domain::MigrationId,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    ctx.store
+        .migration(migration)
+        .await
+        .context("read migration")?;
+    let progress = ctx
+        .store
+        .progress(migration, None)
+        .await
+        .context("read copy progress")?;
     if json {
         #[derive(serde::Serialize)]
         struct Row {
@@ -218,7 +273,11 @@ async fn status(ctx: &Context, migration: &ferry_domain::MigrationId, json: bool
             vec![
                 p.tenant.to_string(),
                 p.direction.as_str().to_owned(),
-                format!("{} / {}", output::count(p.rows_done), output::count(p.rows_total)),
+                format!(
+                    "{} / {}",
+                    output::count(p.rows_done),
+                    output::count(p.rows_total)
+                ),
                 if p.complete {
                     "complete".to_owned()
                 } else {
@@ -265,7 +324,11 @@ async fn control(
 
 pub async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let copier = open_copier(ctx, &args.migration, &args.urls, false).await?;
-    let record = ctx.store.tenant(&args.migration, &args.tenant).await.context("read tenant")?;
+    let record = ctx
+        .store
+        .tenant(&args.migration, &args.tenant)
+        .await
+        .context("read tenant")?;
     // Compare from the side that is authoritative now.
     let direction = match record.state.phase.authority() {
         ferry_domain::Side::Source => CopyDirection::Forward,
@@ -292,7 +355,10 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<ExitCode>
             extra: diff.extra.iter().map(|(k, _)| k.as_str()).collect(),
         })?;
     } else if diff.is_empty() {
-        println!("{}: source and target match; open mismatches resolved", args.tenant);
+        println!(
+            "{}: source and target match; open mismatches resolved",
+            args.tenant
+        );
     } else {
         println!(
             "{}: {} missing, {} differing, {} extra (recorded as mismatches)",
@@ -301,7 +367,13 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<ExitCode>
             diff.differing.len(),
             diff.extra.len()
         );
-        for key in diff.missing.iter().chain(&diff.differing).chain(diff.extra.iter().map(|(k, _)| k)).take(20) {
+        for key in diff
+            .missing
+            .iter()
+            .chain(&diff.differing)
+            .chain(diff.extra.iter().map(|(k, _)| k))
+            .take(20)
+        {
             println!("  {key}");
         }
     }

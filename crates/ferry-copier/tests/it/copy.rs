@@ -1,0 +1,437 @@
+use std::time::Duration;
+
+use ferry_copier::{CopyError, Outcome};
+use ferry_domain::{Action, Phase};
+use ferry_store::{CopyControl, CopyDirection};
+use ferry_testkit::{TestStore, both_stores};
+
+use crate::fixture::{Fixture, tenant};
+
+both_stores!(
+    copies_one_tenant_exactly_and_touches_no_other,
+    an_interrupted_copy_resumes_from_its_checkpoint,
+    operator_controls_stop_the_copy,
+    drift_is_recorded_and_blocks_the_authority_flip,
+    reverse_copy_restores_the_source_and_retirement_deletes_it,
+);
+
+async fn copies_one_tenant_exactly_and_touches_no_other(store: &TestStore) {
+    let f = Fixture::new(
+        store.reopen_as_test_store().await,
+        &[("t1", 1000), ("t2", 300), ("t3", 10)],
+        serde_json::json!({}),
+    )
+    .await;
+    let copier = f.copier().await;
+    let before = (
+        f.digest("public", "t1").await,
+        f.digest("public", "t2").await,
+    );
+    // In legacy nothing is copied.
+    assert_eq!(
+        copier
+            .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+            .await
+            .unwrap(),
+        Outcome::NotInPhase(Phase::Legacy)
+    );
+    f.change("t1", Action::Advance).await;
+    let mut batches = 0;
+    let outcome = copier
+        .copy(&tenant("t1"), CopyDirection::Forward, |_| batches += 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Complete {
+            rows: 1000,
+            repaired: 0,
+            mismatches: 0
+        }
+    );
+    assert!(batches > 5, "small batches: {batches}");
+    assert_eq!(
+        f.digest("moved", "t1").await,
+        f.digest("public", "t1").await
+    );
+    assert_eq!(f.digest("moved", "t2").await.0, 0, "t2 was not asked for");
+    assert_eq!(
+        (
+            f.digest("public", "t1").await,
+            f.digest("public", "t2").await
+        ),
+        before
+    );
+    let progress = f
+        .store()
+        .progress(&f.migration, Some(&tenant("t1")))
+        .await
+        .unwrap();
+    assert!(progress[0].complete);
+    assert_eq!(
+        (progress[0].rows_done, progress[0].rows_total),
+        (1000, 1000)
+    );
+    // Running it again is a no-op, and the guard now passes.
+    assert_eq!(
+        copier
+            .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+            .await
+            .unwrap(),
+        Outcome::AlreadyComplete
+    );
+    assert_eq!(f.change("t1", Action::Advance).await, Phase::Shadow);
+}
+
+async fn an_interrupted_copy_resumes_from_its_checkpoint(store: &TestStore) {
+    let f = Fixture::new(
+        store.reopen_as_test_store().await,
+        &[("t1", 2000)],
+        serde_json::json!({}),
+    )
+    .await;
+    f.change("t1", Action::Advance).await;
+    // Slow the copy down so the first attempt is cut off half-way, like a crash: the future
+    // is dropped wherever it is, possibly between the target's commit and the checkpoint.
+    f.store()
+        .set_control(
+            &f.migration,
+            None,
+            CopyControl {
+                rate_limit: Some(4000),
+                ..CopyControl::default()
+            },
+        )
+        .await
+        .unwrap();
+    let copier = f.copier().await;
+    let cut = tokio::time::timeout(
+        Duration::from_millis(250),
+        copier.copy(&tenant("t1"), CopyDirection::Forward, |_| {}),
+    )
+    .await;
+    assert!(cut.is_err(), "the first attempt must be interrupted");
+    let checkpoint = f
+        .store()
+        .progress(&f.migration, Some(&tenant("t1")))
+        .await
+        .unwrap();
+    let done = checkpoint[0].rows_done;
+    assert!(done > 0 && done < 2000, "checkpoint at {done}");
+    assert!(checkpoint[0].last_key.is_some());
+    f.store()
+        .set_control(&f.migration, None, CopyControl::default())
+        .await
+        .unwrap();
+    let outcome = f
+        .copier()
+        .await
+        .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Complete {
+                rows: 2000,
+                mismatches: 0,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        f.digest("moved", "t1").await,
+        f.digest("public", "t1").await
+    );
+}
+
+async fn operator_controls_stop_the_copy(store: &TestStore) {
+    let f = Fixture::new(
+        store.reopen_as_test_store().await,
+        &[("t1", 500)],
+        serde_json::json!({}),
+    )
+    .await;
+    f.change("t1", Action::Advance).await;
+    let copier = f.copier().await;
+    f.store()
+        .set_control(
+            &f.migration,
+            Some(&tenant("t1")),
+            CopyControl {
+                paused: true,
+                ..CopyControl::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        copier
+            .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+            .await
+            .unwrap(),
+        Outcome::Paused
+    );
+    let p = f
+        .store()
+        .progress(&f.migration, Some(&tenant("t1")))
+        .await
+        .unwrap();
+    assert_eq!(p[0].throttled.as_deref(), Some("paused by an operator"));
+    f.store()
+        .set_control(
+            &f.migration,
+            Some(&tenant("t1")),
+            CopyControl {
+                cancelled: true,
+                ..CopyControl::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        copier
+            .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+            .await
+            .unwrap(),
+        Outcome::Cancelled
+    );
+    f.store()
+        .set_control(&f.migration, Some(&tenant("t1")), CopyControl::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        copier
+            .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+            .await
+            .unwrap(),
+        Outcome::Complete { rows: 500, .. }
+    ));
+    // A paused tenant (its phase flag) holds the copier too.
+    f.change("t1", Action::Pause).await;
+    assert_eq!(
+        copier
+            .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+            .await
+            .unwrap(),
+        Outcome::AlreadyComplete
+    );
+}
+
+async fn drift_is_recorded_and_blocks_the_authority_flip(store: &TestStore) {
+    let f = Fixture::new(
+        store.reopen_as_test_store().await,
+        &[("t1", 300)],
+        serde_json::json!({}),
+    )
+    .await;
+    f.change("t1", Action::Advance).await;
+    let copier = f.copier().await;
+    copier
+        .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+        .await
+        .unwrap();
+    f.change("t1", Action::Advance).await;
+    // Something writes the target behind Ferry's back.
+    sqlx::query("UPDATE moved.orders SET amount = amount + 1 WHERE tenant_id = 't1' AND id = 42")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let diff = copier
+        .verify(&tenant("t1"), CopyDirection::Forward)
+        .await
+        .unwrap();
+    assert_eq!(diff.differing, ["[\"42\"]"]);
+    let err = f
+        .engine()
+        .change(
+            &f.migration,
+            &tenant("t1"),
+            Action::Advance,
+            &crate::fixture::req(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("1 unresolved validation mismatch"),
+        "{err}"
+    );
+    // Repaired by hand; verify resolves the mismatch and the flip may go ahead.
+    sqlx::query("UPDATE moved.orders SET amount = amount - 1 WHERE tenant_id = 't1' AND id = 42")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    assert!(
+        copier
+            .verify(&tenant("t1"), CopyDirection::Forward)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(f.change("t1", Action::Advance).await, Phase::TargetPrimary);
+}
+
+async fn reverse_copy_restores_the_source_and_retirement_deletes_it(store: &TestStore) {
+    let f = Fixture::new(
+        store.reopen_as_test_store().await,
+        &[("t1", 400), ("t2", 50)],
+        serde_json::json!({}),
+    )
+    .await;
+    let copier = f.copier().await;
+    f.change("t1", Action::Advance).await;
+    copier
+        .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        f.change("t1", Action::Advance).await;
+    }
+    // In target_only only the target is written.
+    sqlx::query("UPDATE moved.orders SET note = 'changed in target_only', version = version + 1 WHERE tenant_id = 't1' AND id <= 10")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM moved.orders WHERE tenant_id = 't1' AND id BETWEEN 11 AND 15")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(f.change("t1", Action::Rollback).await, Phase::TargetPrimary);
+    let outcome = copier
+        .copy(&tenant("t1"), CopyDirection::Reverse, |_| {})
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Complete { mismatches: 0, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        f.digest("public", "t1").await,
+        f.digest("moved", "t1").await,
+        "deleted rows are gone from the source too"
+    );
+    assert_eq!(f.change("t1", Action::Rollback).await, Phase::Shadow);
+    // Forward again (to target_only: the source may not be retired yet), then complete.
+    for _ in 0..2 {
+        f.change("t1", Action::Advance).await;
+    }
+    let err = copier
+        .retire_source(&tenant("t1"), |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CopyError::Plan(_)), "{err}");
+    f.change("t1", Action::Advance).await;
+    let t2 = f.digest("public", "t2").await;
+    let deleted = copier.retire_source(&tenant("t1"), |_| {}).await.unwrap();
+    assert_eq!(deleted, 395);
+    assert_eq!(f.digest("public", "t1").await.0, 0);
+    assert_eq!(
+        f.digest("public", "t2").await,
+        t2,
+        "other tenants untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_refuse_tables_they_cannot_copy() {
+    let f = Fixture::new(
+        TestStore::sqlite().await,
+        &[("t1", 5)],
+        serde_json::json!({}),
+    )
+    .await;
+    let open = |sql: &'static str| {
+        let f = &f;
+        async move {
+            sqlx::raw_sql(sql).execute(&f.pool).await.unwrap();
+            match ferry_copier::Copier::open(
+                f.store().clone(),
+                f.engine(),
+                &f.migration,
+                f.pool.clone(),
+                f.pool.clone(),
+                true,
+            )
+            .await
+            {
+                Ok(_) => panic!("planned a copy that must be refused"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    let err = open("ALTER TABLE public.orders DROP CONSTRAINT orders_pkey").await;
+    assert!(err.contains("public.orders has no primary key"), "{err}");
+    let err = open("ALTER TABLE public.orders ADD PRIMARY KEY (tenant_id, id); ALTER TABLE public.orders ALTER COLUMN version TYPE text").await;
+    assert!(
+        err.contains("version column version of public.orders is text"),
+        "{err}"
+    );
+    let err = open("ALTER TABLE public.orders ALTER COLUMN version TYPE bigint USING version::bigint; CREATE SCHEMA moved; CREATE TABLE moved.orders (tenant_id text, id bigint, PRIMARY KEY (tenant_id, id))").await;
+    assert!(err.contains("does not have the same columns"), "{err}");
+    // Nothing was written to the target by the refusals.
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM moved.orders")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_target_rows_are_refused_unless_overwritten() {
+    let f = Fixture::new(
+        TestStore::sqlite().await,
+        &[("t1", 100)],
+        serde_json::json!({}),
+    )
+    .await;
+    let copier = f.copier().await;
+    // The target already holds a different row 7 for t1 (someone else's data).
+    sqlx::query(
+        "INSERT INTO moved.orders SELECT * FROM public.orders WHERE tenant_id = 't1' AND id = 7",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE moved.orders SET note = 'theirs', version = 99 WHERE id = 7")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    f.change("t1", Action::Advance).await;
+    let err = copier
+        .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CopyError::TargetConflict { count: 1, .. }),
+        "{err}"
+    );
+    let theirs: String = sqlx::query_scalar("SELECT note FROM moved.orders WHERE id = 7")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(theirs, "theirs", "nothing overwritten");
+    // With --overwrite the copy replaces it with the source's row.
+    let outcome = f
+        .copier()
+        .await
+        .overwrite(true)
+        .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Complete {
+                rows: 100,
+                mismatches: 0,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        f.digest("moved", "t1").await,
+        f.digest("public", "t1").await
+    );
+}
