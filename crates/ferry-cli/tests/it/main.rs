@@ -3,6 +3,7 @@
 //! - `cli.rs`: operator workflows and bad input, on SQLite and PostgreSQL.
 //! - `demo.rs`: `ferry demo` runs and verifies itself.
 //! - `examples.rs`: the scripts under `examples/` run as documented.
+//! - `kill.rs`: `kill -9` of the real copier, many times; it resumes to an exact target.
 //! - `bench.rs`: each bench's `--json` output has the promised shape.
 //! - `tidy.rs`: the docs stay true to the code.
 
@@ -13,6 +14,7 @@ mod bench;
 mod cli;
 mod demo;
 mod examples;
+mod kill;
 mod tidy;
 
 use std::process::{Command, Output};
