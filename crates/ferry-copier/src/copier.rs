@@ -218,7 +218,18 @@ impl Copier {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
         if progress.last_key.is_none() && progress.rows_done == 0 {
-            self.check_target_conflicts(tenant, direction).await?;
+            // Rows left in the target by an earlier attempt (rolled back to legacy since) are
+            // Ferry's own, stale, and simply overwritten; before the first attempt, rows
+            // there are someone else's.
+            let earlier_attempt = self
+                .store
+                .history(&self.migration, tenant)
+                .await?
+                .iter()
+                .any(|e| e.action == ferry_domain::Action::Rollback && e.to_phase == Phase::Legacy);
+            if !earlier_attempt {
+                self.check_target_conflicts(tenant, direction).await?;
+            }
             progress.rows_total = self.count(from, &sql.count_from, tenant).await?;
         }
         let settings = &self.config.copy;

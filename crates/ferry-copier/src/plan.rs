@@ -52,6 +52,16 @@ pub struct TablePlan {
     pub order: Vec<Column>,
 }
 
+/// Microseconds since the epoch: a bigint version that also grows across a delete and a
+/// re-insert of the same key (a counter starting at 1 would not, and the re-inserted row would
+/// look older than a stale copy of the deleted one).
+macro_rules! epoch_micros {
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+    };
+}
+const EPOCH_MICROS: &str = epoch_micros!();
+
 /// A key position: one text value per `order` column.
 pub type Key = Vec<String>;
 
@@ -375,6 +385,101 @@ impl TablePlan {
             self.tenant.quoted(),
             self.key_predicate("=", 2),
             2 + self.order.len(),
+        )
+    }
+
+    /// The version a write gives a row: one more than before (integers) or now, but always
+    /// later than before (timestamps), so versions only grow.
+    fn next_version(&self, alias: &str) -> String {
+        let v = format!("{alias}.{}", self.version.quoted());
+        let ty = self
+            .columns
+            .iter()
+            .find(|c| c.name == self.version)
+            .map_or("bigint", |c| c.ty.as_str());
+        if ty.starts_with("timestamp") {
+            format!("greatest(clock_timestamp()::{ty}, {v} + interval '1 microsecond')")
+        } else if ty == "bigint" {
+            format!("greatest({v} + 1, {EPOCH_MICROS})")
+        } else {
+            format!("{v} + 1")
+        }
+    }
+
+    fn first_version(&self) -> &'static str {
+        let ty = self
+            .columns
+            .iter()
+            .find(|c| c.name == self.version)
+            .map_or("bigint", |c| c.ty.as_str());
+        if ty.starts_with("timestamp") {
+            "to_jsonb(clock_timestamp())"
+        } else if ty == "bigint" {
+            concat!("to_jsonb(", epoch_micros!(), ")")
+        } else {
+            "to_jsonb(1)"
+        }
+    }
+
+    /// One row by key, as JSON.
+    pub fn select_row(&self, side: &Table) -> String {
+        format!(
+            "SELECT to_jsonb(t)::text FROM {} AS t WHERE t.{} = $1 AND {}",
+            side.quoted(),
+            self.tenant.quoted(),
+            self.key_predicate("=", 2),
+        )
+    }
+
+    /// Inserts a row given as JSON (`$2`), with its tenant column forced to `$1` and its
+    /// version set to the first version; returns the stored row as JSON.
+    pub fn insert_row(&self, side: &Table) -> String {
+        let cols = self
+            .columns
+            .iter()
+            .map(|c| c.name.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO {0} AS t ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{0}, $2::jsonb || jsonb_build_object('{1}', $1::text, '{2}', {3})) RETURNING to_jsonb(t)::text",
+            side.quoted(),
+            self.tenant.as_str(),
+            self.version.as_str(),
+            self.first_version(),
+        )
+    }
+
+    /// Updates the given columns of one row from JSON (the last parameter), bumping its
+    /// version; returns the stored row as JSON.
+    pub fn update_row(&self, side: &Table, columns: &[Column]) -> String {
+        let json = 2 + self.order.len();
+        let list = columns
+            .iter()
+            .map(|c| c.name.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let from_json = columns
+            .iter()
+            .map(|c| format!("r.{}", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "UPDATE {0} AS t SET ({list}) = (SELECT {from_json} FROM jsonb_populate_record(NULL::{0}, ${json}::jsonb) AS r), {1} = {2} WHERE t.{3} = $1 AND {4} RETURNING to_jsonb(t)::text",
+            side.quoted(),
+            self.version.quoted(),
+            self.next_version("t"),
+            self.tenant.quoted(),
+            self.key_predicate("=", 2),
+        )
+    }
+
+    /// Deletes one row by key; returns its key if it existed.
+    pub fn delete_row(&self, side: &Table) -> String {
+        format!(
+            "DELETE FROM {} AS t WHERE t.{} = $1 AND {} RETURNING 1",
+            side.quoted(),
+            self.tenant.quoted(),
+            self.key_predicate("=", 2),
         )
     }
 

@@ -94,6 +94,8 @@ async fn killed_copies_resume_to_an_exact_target() {
             x ^= x >> 7;
             x ^= x << 17;
             // Anywhere from start-up (connecting, planning) to deep inside a batch.
+            // This closure runs on a blocking thread (spawn_blocking), not a runtime worker.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(40 + x % 260));
             match child.try_wait().unwrap() {
                 Some(status) => {

@@ -1,0 +1,22 @@
+//! Tenant moves, the application's side: [`MovedTable`] is the table an application reads and
+//! writes through while its tenants move from one table (or database) to another.
+//!
+//! Every operation first takes the router's [`ferry_router::Snapshot`] and asks it where to go
+//! ([`RouteDecision`]); it holds the snapshot until done, so the router never acknowledges a
+//! newer phase while an operation decided under the old one is still running.
+//!
+//! - Writes go to the authoritative side first and fail the request only if that fails; the
+//!   other side then gets the same row image (a version-guarded upsert) or the delete, and if
+//!   that fails the change is parked in the update buffer instead of failing the request.
+//! - Reads are served from the phase's read side; in `shadow` the target is read too and
+//!   compared (mismatches counted and sampled in the log); in `target_primary` a failed target
+//!   read falls back to the source (counted).
+//!
+//! Tenant ids never cross: every statement is bound to the tenant asked for, and an insert's
+//! tenant column is overwritten with it.
+
+mod route;
+mod table;
+
+pub use route::{Path, RouteDecision, RouteReason};
+pub use table::{MoveError, MovedTable, Row, TableStats};

@@ -1,0 +1,314 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferry_copier::{Copier, Outcome};
+use ferry_domain::{Action, MigrationId, Phase, ReadPlan, RouterId, Side, TenantId};
+use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_move::MovedTable;
+use ferry_router::{Router, RouterSettings};
+use ferry_store::{CopyDirection, MigrationKind, NewMigration, TenantSize};
+use ferry_testkit::{TestDb, TestStore, both_stores};
+use sqlx::PgPool;
+use tokio::sync::RwLock;
+
+both_stores!(writers_race_every_phase_and_a_rollback);
+
+const KEYS: i64 = 400;
+
+/// What each key should read as: `None` for deleted / never inserted.
+type Expected = BTreeMap<i64, Option<String>>;
+
+fn req() -> Request {
+    Request {
+        actor: "test".into(),
+        reason: "test".into(),
+        force: false,
+        dry_run: false,
+        expect_phase: None,
+    }
+}
+
+async fn change(engine: &PhaseEngine, m: &MigrationId, t: &TenantId, action: Action) -> Phase {
+    for _ in 0..500 {
+        match engine.change(m, t, action, &req()).await {
+            Ok(moved) => {
+                let ack = engine
+                    .wait_acknowledged(moved.change_version, Duration::from_secs(20))
+                    .await
+                    .unwrap();
+                assert!(ack.effective());
+                return moved.to_phase;
+            }
+            Err(e) if e.to_string().contains("have not acknowledged") => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{action}: {e}"),
+        }
+    }
+    panic!("{action}: routers never caught up")
+}
+
+async fn side_rows(pool: &PgPool, schema: &str, tenant: &str) -> BTreeMap<i64, String> {
+    let sql = format!("SELECT id, note FROM {schema}.orders WHERE tenant_id = $1 ORDER BY id");
+    sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// With the writers held, every key reads as expected through the table, and the side the
+/// phase reads from holds exactly the expected rows.
+async fn check(table: &MovedTable, pool: &PgPool, expected: &Expected, phase: Phase, when: &str) {
+    let t1 = TenantId::new("t1").unwrap();
+    for (id, want) in expected {
+        let got = table.get(&t1, &[&id.to_string()]).await.unwrap();
+        let got = got.map(|r| r["note"].as_str().unwrap_or_default().to_owned());
+        assert_eq!(&got, want, "{when} ({phase}): key {id}");
+    }
+    let schema = match ReadPlan::for_phase(phase).serve {
+        Side::Source => "public",
+        Side::Target => "moved",
+    };
+    let rows = side_rows(pool, schema, "t1").await;
+    let want: BTreeMap<i64, String> = expected
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+        .collect();
+    assert_eq!(
+        rows, want,
+        "{when} ({phase}): {schema}.orders holds exactly the acknowledged writes"
+    );
+}
+
+async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
+    let data = TestDb::new().await;
+    let pool = ferry_copier::connect(data.url(), "connect").await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.orders (
+             tenant_id text NOT NULL, id bigint NOT NULL, note text NOT NULL,
+             version bigint NOT NULL DEFAULT 1, PRIMARY KEY (tenant_id, id));
+         INSERT INTO public.orders (tenant_id, id, note)
+         SELECT t, i, t || '-' || i FROM unnest(ARRAY['t1', 't2']) t, generate_series(1, 300) i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let m = MigrationId::new("orders_move").unwrap();
+    s.store
+        .create_migration(&NewMigration {
+            id: m.clone(),
+            kind: MigrationKind::TenantMove,
+            description: String::new(),
+            config: serde_json::json!({
+                "source": {"schema": "public", "table": "orders"},
+                "target": {"schema": "moved", "table": "orders"},
+                "tenant_column": "tenant_id", "version_column": "version",
+                "copy": {"min_batch": 20, "max_batch": 100, "start_batch": 30, "target_batch_ms": 20}
+            }),
+            created_by: "test".into(),
+        })
+        .await
+        .unwrap();
+    let t1 = TenantId::new("t1").unwrap();
+    let t2 = TenantId::new("t2").unwrap();
+    s.store
+        .register_tenants(
+            &m,
+            &[
+                TenantSize {
+                    tenant: t1.clone(),
+                    rows: 300,
+                },
+                TenantSize {
+                    tenant: t2.clone(),
+                    rows: 300,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let engine = PhaseEngine::new(s.store.clone(), EngineSettings::default());
+    let copier = Copier::open(
+        s.store.clone(),
+        PhaseEngine::new(s.store.clone(), EngineSettings::default()),
+        &m,
+        pool.clone(),
+        pool.clone(),
+        true,
+    )
+    .await
+    .unwrap();
+    let router = Arc::new(
+        Router::start(
+            s.reopen().await,
+            RouterSettings {
+                heartbeat: Duration::from_millis(50),
+                ..RouterSettings::new(RouterId::new("app").unwrap(), "test")
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let table = Arc::new(
+        MovedTable::open(
+            router.clone(),
+            s.store.clone(),
+            &m,
+            pool.clone(),
+            pool.clone(),
+        )
+        .await
+        .unwrap(),
+    );
+    let t2_before = side_rows(&pool, "public", "t2").await;
+
+    // Each writer owns the keys with its parity, so "the last acknowledged write" per key is
+    // well defined; `hold` lets the checker quiesce them.
+    let mut expected: Expected = (1..=KEYS)
+        .map(|k| (k, (k <= 300).then(|| format!("t1-{k}"))))
+        .collect();
+    let hold = Arc::new(RwLock::new(()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    let mut states: Vec<Arc<std::sync::Mutex<Expected>>> = Vec::new();
+    for w in 0..2i64 {
+        let mine: Expected = expected
+            .iter()
+            .filter(|(k, _)| *k % 2 == w)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let shared = Arc::new(std::sync::Mutex::new(mine.clone()));
+        states.push(shared.clone());
+        let (table, hold, stop, ops, t1) = (
+            table.clone(),
+            hold.clone(),
+            stop.clone(),
+            ops.clone(),
+            t1.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut mine = mine;
+            let mut x = 0x2545_f491_u64 + w as u64;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _held = hold.read().await;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let id = ((x % (KEYS as u64 / 2)) as i64) * 2 + w + if w == 0 { 2 } else { 0 };
+                let id = id.clamp(1, KEYS);
+                if id % 2 != w {
+                    continue;
+                }
+                n += 1;
+                let key = id.to_string();
+                let note = format!("w{w}-op{n}");
+                let now = match mine.get(&id).cloned().flatten() {
+                    None => {
+                        let mut row = ferry_move::Row::new();
+                        row.insert("id".into(), serde_json::json!(id));
+                        row.insert("note".into(), serde_json::json!(note));
+                        table.insert(&t1, row).await.unwrap();
+                        Some(note)
+                    }
+                    Some(_) if x.is_multiple_of(4) => {
+                        assert!(table.delete(&t1, &[&key]).await.unwrap());
+                        None
+                    }
+                    Some(_) => {
+                        let mut row = ferry_move::Row::new();
+                        row.insert("note".into(), serde_json::json!(note));
+                        assert!(table.update(&t1, &[&key], row).await.unwrap().is_some());
+                        Some(note)
+                    }
+                };
+                // Read your own acknowledged write, in whatever phase this is.
+                let read = table
+                    .get(&t1, &[&key])
+                    .await
+                    .unwrap()
+                    .map(|r| r["note"].as_str().unwrap().to_owned());
+                assert_eq!(read, now, "key {id} right after writing it");
+                mine.insert(id, now.clone());
+                shared.lock().unwrap().insert(id, now);
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let merged = |states: &[Arc<std::sync::Mutex<Expected>>]| -> Expected {
+        let mut all = Expected::new();
+        for state in states {
+            all.extend(state.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())));
+        }
+        all
+    };
+
+    // The phases, with the copier running while the writers write, and a rollback from
+    // target_primary all the way to legacy and back.
+    let steps = [
+        Action::Advance,  // dual_write (then copy)
+        Action::Advance,  // shadow
+        Action::Advance,  // target_primary
+        Action::Rollback, // shadow
+        Action::Rollback, // legacy
+        Action::Advance,  // dual_write (copy again)
+        Action::Advance,  // shadow
+        Action::Advance,  // target_primary
+        Action::Advance,  // target_only
+        Action::Advance,  // complete
+    ];
+    let mut phase = Phase::Legacy;
+    for action in steps {
+        phase = change(&engine, &m, &t1, action).await;
+        if phase == Phase::DualWrite {
+            let outcome = copier
+                .copy(&t1, CopyDirection::Forward, |_| {})
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, Outcome::Complete { mismatches: 0, .. }),
+                "{outcome:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Quiesce the writers (in-flight operations finish) and check every key.
+        let quiet = hold.write().await;
+        check(
+            &table,
+            &pool,
+            &merged(&states),
+            phase,
+            &format!("after {action}"),
+        )
+        .await;
+        drop(quiet);
+    }
+    assert_eq!(phase, Phase::Complete);
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    expected = merged(&states);
+    let n = ops.load(Ordering::Relaxed);
+    assert!(n > 300, "only {n} writes raced the phases");
+    check(&table, &pool, &expected, phase, "at the end").await;
+    assert_eq!(table.stats.buffered.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        table.stats.shadow_mismatches.load(Ordering::Relaxed),
+        0,
+        "shadow reads agreed"
+    );
+
+    // Retire the source: t1 is gone from it, t2 is untouched everywhere.
+    copier.retire_source(&t1, |_| {}).await.unwrap();
+    assert!(side_rows(&pool, "public", "t1").await.is_empty());
+    assert_eq!(side_rows(&pool, "public", "t2").await, t2_before);
+    assert!(side_rows(&pool, "moved", "t2").await.is_empty());
+    check(&table, &pool, &expected, phase, "after retiring the source").await;
+}
