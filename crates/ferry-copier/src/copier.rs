@@ -63,6 +63,19 @@ pub struct Copier {
     forward: Statements,
     reverse: Statements,
     overwrite: bool,
+    /// Both tables live in one database: batches run as one statement, rows never leave it.
+    same_database: bool,
+}
+
+/// Identifies a database: two pools with the same identity reach the same one.
+async fn identity(pool: &PgPool) -> Result<String, CopyError> {
+    sqlx::query_scalar(
+        "SELECT current_database() || '@' || pg_postmaster_start_time()::text || ':' \
+         || coalesce(inet_server_port()::text, 'socket')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| CopyError::db("identify the database", e))
 }
 
 /// Connections with the session settings that make row text identical on both sides, so a
@@ -106,7 +119,9 @@ impl Copier {
         }
         let config = TenantMoveConfig::from_json(&record.config)?;
         let plan = TablePlan::load(&config.names()?, &source, &target, create_target).await?;
+        let same_database = identity(&source).await? == identity(&target).await?;
         Ok(Copier {
+            same_database,
             forward: Statements::new(&plan, CopyDirection::Forward),
             reverse: Statements::new(&plan, CopyDirection::Reverse),
             store,
@@ -364,6 +379,9 @@ impl Copier {
     ) -> Result<Option<(u64, Key)>, CopyError> {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
+        if self.same_database {
+            return self.copy_batch_local(sql, from, tenant, after, limit).await;
+        }
         let mut locked = from
             .begin()
             .await
@@ -420,6 +438,39 @@ impl Copier {
             .await
             .map_err(|e| CopyError::db("end the batch", e))?;
         Ok(Some((rows.len() as u64, last)))
+    }
+
+    /// [`Copier::copy_batch`] as one statement inside the one database.
+    async fn copy_batch_local(
+        &self,
+        sql: &Statements,
+        pool: &PgPool,
+        tenant: &TenantId,
+        after: Option<&Key>,
+        limit: u64,
+    ) -> Result<Option<(u64, Key)>, CopyError> {
+        let statement = match after {
+            None => sql.local_first.clone(),
+            Some(_) => sql.local_after.clone(),
+        };
+        let mut query = sqlx::query_as::<_, (i64, Option<String>)>(AssertSqlSafe(statement))
+            .bind(tenant.as_str());
+        for value in after.into_iter().flatten() {
+            query = query.bind(value.as_str());
+        }
+        let (rows, last) = query
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_one(pool)
+            .await
+            .map_err(|e| CopyError::db("copy a batch", e))?;
+        match last {
+            Some(last) if rows > 0 => {
+                let key: Key = serde_json::from_str(&last)
+                    .map_err(|e| CopyError::Plan(format!("decode batch key {last}: {e}")))?;
+                Ok(Some((u64::try_from(rows).unwrap_or(0), key)))
+            }
+            _ => Ok(None),
+        }
     }
 
     pub(crate) async fn count(

@@ -302,6 +302,33 @@ impl TablePlan {
         )
     }
 
+    /// The whole batch in one statement, when both tables are in the same database: the
+    /// next rows after `lower`, locked `FOR SHARE` for the statement, upserted into `to`, and
+    /// `(row count, last key as a JSON array)` returned. No row travels to the client.
+    pub fn copy_batch_local(&self, from: &Table, to: &Table, lower: bool) -> String {
+        let (range, limit) = self.range(lower, false);
+        let insert = self.upsert_from(to, "batch");
+        let last_key = self
+            .order
+            .iter()
+            .map(|c| format!("b.{}::text", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let desc = self
+            .order
+            .iter()
+            .map(|c| format!("b.{} DESC", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "WITH batch AS (SELECT t.* FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit} FOR SHARE OF t), \
+             written AS ({insert}) \
+             SELECT count(*)::bigint, (SELECT json_build_array({last_key})::text FROM batch AS b ORDER BY {desc} LIMIT 1) FROM batch",
+            from.quoted(),
+            self.order_list("t"),
+        )
+    }
+
     /// Rows with exactly these keys (for repairs), locked like [`TablePlan::select_batch`].
     pub fn select_key(&self, from: &Table) -> String {
         format!(
@@ -317,6 +344,14 @@ impl TablePlan {
     /// left alone, so an older copy never overwrites a newer write and a repeated batch
     /// changes nothing.
     pub fn upsert(&self, to: &Table) -> String {
+        self.upsert_from(
+            to,
+            &format!("jsonb_populate_recordset(NULL::{}, $1::jsonb)", to.quoted()),
+        )
+    }
+
+    /// `INSERT INTO to SELECT cols FROM <rows> ON CONFLICT (key) DO UPDATE … WHERE older`.
+    fn upsert_from(&self, to: &Table, rows: &str) -> String {
         let cols = self
             .columns
             .iter()
@@ -346,8 +381,7 @@ impl TablePlan {
             )
         };
         format!(
-            "INSERT INTO {} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{}, $1::jsonb) ON CONFLICT ({conflict}) {update}",
-            to.quoted(),
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {rows} ON CONFLICT ({conflict}) {update}",
             to.quoted(),
         )
     }

@@ -13,6 +13,9 @@ pub(crate) struct Statements {
     pub select_after: Arc<str>,
     pub select_key: Arc<str>,
     pub upsert: Arc<str>,
+    /// One-statement batches, for tables in the same database.
+    pub local_first: Arc<str>,
+    pub local_after: Arc<str>,
     /// Indexed by (lower bound?, upper bound?).
     pub checksum_from: [Arc<str>; 4],
     pub checksum_to: [Arc<str>; 4],
@@ -44,6 +47,8 @@ impl Statements {
             select_after: plan.select_batch(from, true).into(),
             select_key: plan.select_key(from).into(),
             upsert: plan.upsert(to).into(),
+            local_first: plan.copy_batch_local(from, to, false).into(),
+            local_after: plan.copy_batch_local(from, to, true).into(),
             checksum_from: each(&|l, u| plan.checksum(from, l, u)),
             checksum_to: each(&|l, u| plan.checksum(to, l, u)),
             digests_from: each(&|l, u| plan.digests(from, l, u)),
