@@ -385,6 +385,25 @@ pub enum BenchCmd {
     /// Cached phase lookups, a 10% rollout and `status` over many tenants, on SQLite and
     /// (with --postgres-url or DATABASE_URL) PostgreSQL.
     ControlStore(ControlStoreBench),
+    /// The copier's rows/s (checkpoints and validation on) against one INSERT … SELECT of the
+    /// same rows (the ceiling) and a naive loop of 1,000-row keyset batches, on a generated
+    /// table of skewed tenants, in a scratch schema of the given PostgreSQL database.
+    Copy(CopyBench),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyBench {
+    #[arg(long, default_value_t = 2_000_000)]
+    pub rows: u64,
+    #[arg(long, default_value_t = 1_000)]
+    pub tenants: u64,
+    /// Tenants copied at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub postgres_url: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,14 @@ pub enum Outcome {
 /// Transient failures are retried this many times, with exponential backoff and jitter.
 const RETRIES: u32 = 8;
 
+/// How long a backpressure verdict stands before the signals are read again.
+const SIGNAL_TTL: Duration = Duration::from_millis(250);
+
+enum Step {
+    Go(ferry_store::CopyControl),
+    Stop(Outcome),
+}
+
 pub struct Copier {
     pub(crate) store: Arc<dyn ControlStore>,
     engine: PhaseEngine,
@@ -65,6 +73,26 @@ pub struct Copier {
     overwrite: bool,
     /// Both tables live in one database: batches run as one statement, rows never leave it.
     same_database: bool,
+    verdict: std::sync::Mutex<Option<(Instant, Verdict)>>,
+}
+
+/// Sleeps as needed so the copy stays under the operator's (or the config's) row rate.
+async fn rate_limit(
+    control: &ferry_store::CopyControl,
+    configured: Option<u64>,
+    rows: u64,
+    took: Duration,
+) {
+    let limit = match (control.rate_limit, configured) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(limit) = limit.filter(|l| *l > 0) {
+        let minimum = Duration::from_secs_f64(rows as f64 / limit as f64);
+        if minimum > took {
+            tokio::time::sleep(minimum - took).await;
+        }
+    }
 }
 
 /// Identifies a database: two pools with the same identity reach the same one.
@@ -122,6 +150,7 @@ impl Copier {
         let same_database = identity(&source).await? == identity(&target).await?;
         Ok(Copier {
             same_database,
+            verdict: std::sync::Mutex::new(None),
             forward: Statements::new(&plan, CopyDirection::Forward),
             reverse: Statements::new(&plan, CopyDirection::Reverse),
             store,
@@ -140,6 +169,10 @@ impl Copier {
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
         self
+    }
+
+    pub(crate) fn same_database(&self) -> bool {
+        self.same_database
     }
 
     pub(crate) fn overwrite_allowed(&self) -> bool {
@@ -172,24 +205,42 @@ impl Copier {
         }
     }
 
-    /// Checks controls and phase; `Some(outcome)` means stop with it.
-    async fn should_stop(
+    /// Checks controls and phase: stop with an outcome, or go on under a control.
+    async fn controls(
         &self,
         tenant: &TenantId,
         direction: CopyDirection,
-    ) -> Result<Option<Outcome>, CopyError> {
+    ) -> Result<Step, CopyError> {
         let record = self.store.tenant(&self.migration, tenant).await?;
         if !Self::runs_in(direction, record.state.phase) {
-            return Ok(Some(Outcome::NotInPhase(record.state.phase)));
+            return Ok(Step::Stop(Outcome::NotInPhase(record.state.phase)));
         }
         let control = self.store.control(&self.migration, Some(tenant)).await?;
         if control.cancelled {
-            return Ok(Some(Outcome::Cancelled));
+            return Ok(Step::Stop(Outcome::Cancelled));
         }
         if control.paused || record.state.paused {
-            return Ok(Some(Outcome::Paused));
+            return Ok(Step::Stop(Outcome::Paused));
         }
-        Ok(None)
+        Ok(Step::Go(control))
+    }
+
+    /// The databases' verdict, read at most every [`SIGNAL_TTL`] however many tenants are
+    /// copying at once: probes are cheap, but not free on a database under strain.
+    async fn external_verdict(&self, from: &PgPool, to: &PgPool) -> Verdict {
+        if let Some((at, verdict)) = self.verdict.lock().expect("verdict cache").clone()
+            && at.elapsed() < SIGNAL_TTL
+        {
+            return verdict;
+        }
+        let signals = backpressure::read(from, to, &self.config.backpressure, None).await;
+        let verdict = backpressure::judge(
+            &signals,
+            &self.config.backpressure,
+            self.config.target_batch(),
+        );
+        *self.verdict.lock().expect("verdict cache") = Some((Instant::now(), verdict.clone()));
+        verdict
     }
 
     /// Copies the tenant in `direction` from its checkpoint to the end, validating as it goes.
@@ -264,24 +315,41 @@ impl Copier {
         let started = Instant::now();
         let rows_at_start = progress.rows_done;
         loop {
-            if let Some(outcome) = self.should_stop(tenant, direction).await? {
-                progress.throttled = match &outcome {
-                    Outcome::Paused => Some("paused by an operator".into()),
-                    _ => None,
-                };
-                self.store.record_backfill(&progress).await?;
-                if outcome == Outcome::Cancelled {
-                    let fresh =
-                        BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
-                    self.store.record_backfill(&fresh).await?;
+            let control = match self.controls(tenant, direction).await? {
+                Step::Go(control) => control,
+                Step::Stop(outcome) => {
+                    match outcome {
+                        Outcome::Paused => {
+                            progress.throttled = Some("paused by an operator".into());
+                            self.store.record_backfill(&progress).await?;
+                        }
+                        Outcome::Cancelled => {
+                            let fresh = BackfillProgress::new(
+                                self.migration.clone(),
+                                tenant.clone(),
+                                direction,
+                            );
+                            self.store.record_backfill(&fresh).await?;
+                        }
+                        // Not in a phase where this copy runs: its progress is not accepted.
+                        _ => {}
+                    }
+                    return Ok(outcome);
                 }
-                return Ok(outcome);
-            }
-            // Backpressure: hold (re-reading the signals) until they clear.
-            let signals = backpressure::read(from, to, &self.config.backpressure, last_batch).await;
-            if let Verdict::Hold(why) =
-                backpressure::judge(&signals, &self.config.backpressure, target_batch)
+            };
+            // Backpressure: hold (re-reading the signals) until they clear. The databases'
+            // signals are shared by every tenant being copied; the batch time is this copy's.
+            let mut verdict = self.external_verdict(from, to).await;
+            if verdict == Verdict::Go
+                && let Some(took) = last_batch
             {
+                let local = backpressure::Signals {
+                    last_batch: Some(took),
+                    ..backpressure::Signals::default()
+                };
+                verdict = backpressure::judge(&local, &self.config.backpressure, target_batch);
+            }
+            if let Verdict::Hold(why) = verdict {
                 if progress.throttled.as_deref() != Some(why.as_str()) {
                     tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "copier holding");
                     progress.throttled = Some(why);
@@ -332,7 +400,7 @@ impl Copier {
             let took = batch_started.elapsed();
             last_batch = Some(took);
             sizer.observe(rows, took);
-            self.rate_limit(tenant, rows, took).await?;
+            rate_limit(&control, self.config.copy.rate_limit, rows, took).await;
             progress.rows_done += rows;
             progress.rows_total = progress.rows_total.max(progress.rows_done);
             progress.last_key = Some(last_key);
@@ -346,27 +414,6 @@ impl Copier {
             self.store.record_backfill(&progress).await?;
             on_batch(&progress);
         }
-    }
-
-    /// Sleeps as needed so the copy stays under the operator's (or config's) row rate.
-    async fn rate_limit(
-        &self,
-        tenant: &TenantId,
-        rows: u64,
-        took: Duration,
-    ) -> Result<(), CopyError> {
-        let control = self.store.control(&self.migration, Some(tenant)).await?;
-        let limit = match (control.rate_limit, self.config.copy.rate_limit) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(limit) = limit.filter(|l| *l > 0) {
-            let minimum = Duration::from_secs_f64(rows as f64 / limit as f64);
-            if minimum > took {
-                tokio::time::sleep(minimum - took).await;
-            }
-        }
-        Ok(())
     }
 
     /// One batch: lock the next rows in `from`, upsert them into `to`, then release.
@@ -547,14 +594,7 @@ impl Copier {
             if control.paused || control.cancelled {
                 return Ok(deleted);
             }
-            let signals =
-                backpressure::read(&self.source, &self.target, &self.config.backpressure, None)
-                    .await;
-            if let Verdict::Hold(why) = backpressure::judge(
-                &signals,
-                &self.config.backpressure,
-                self.config.target_batch(),
-            ) {
+            if let Verdict::Hold(why) = self.external_verdict(&self.source, &self.target).await {
                 tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "source retirement holding");
                 tokio::time::sleep(Duration::from_millis(self.config.backpressure.hold_poll_ms))
                     .await;
@@ -580,7 +620,7 @@ impl Copier {
             on_batch(deleted);
             let took = started.elapsed();
             sizer.observe(n, took);
-            self.rate_limit(tenant, n, took).await?;
+            rate_limit(&control, self.config.copy.rate_limit, n, took).await;
         }
     }
 }

@@ -20,6 +20,8 @@ pub(crate) struct Statements {
     pub checksum_from: [Arc<str>; 4],
     pub checksum_to: [Arc<str>; 4],
     pub digests_from: [Arc<str>; 4],
+    /// Same database only: the number of differing rows in a range, by a merge join.
+    pub differences_local: [Arc<str>; 4],
     pub digests_to: [Arc<str>; 4],
     pub delete_if_unchanged_to: Arc<str>,
     pub count_from: Arc<str>,
@@ -52,6 +54,7 @@ impl Statements {
             checksum_from: each(&|l, u| plan.checksum(from, l, u)),
             checksum_to: each(&|l, u| plan.checksum(to, l, u)),
             digests_from: each(&|l, u| plan.digests(from, l, u)),
+            differences_local: each(&|l, u| plan.count_differences_local(from, to, l, u)),
             digests_to: each(&|l, u| plan.digests(to, l, u)),
             delete_if_unchanged_to: plan.delete_if_unchanged(to).into(),
             count_from: plan.count(from).into(),

@@ -2,6 +2,7 @@
 //! run, on this machine, so numbers mean something without a reference machine.
 
 mod control_store;
+mod copy;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use crate::args::BenchCmd;
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::ControlStore(args) => control_store::run(args).await,
+        BenchCmd::Copy(args) => copy::run(args).await,
     }
 }
 

@@ -35,3 +35,50 @@ fn canary_rollout_example_runs_as_documented() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_move_example_runs_as_documented() {
+    let data = ferry_testkit::TestDb::new().await;
+    let pool = sqlx::PgPool::connect(data.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.orders (tenant_id text NOT NULL, id bigint NOT NULL,
+             amount numeric(12,2) NOT NULL, version bigint NOT NULL DEFAULT 1,
+             PRIMARY KEY (tenant_id, id));
+         INSERT INTO public.orders (tenant_id, id, amount)
+         SELECT t, i, i FROM unnest(ARRAY['acme', 'globex']) t, generate_series(1, 5000) i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dir = TempDir::new("move-example");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tenant_move.sh");
+    let url = data.url().to_owned();
+    let store = format!("sqlite://{}", dir.path().join("move.db").display());
+    let out = tokio::task::spawn_blocking(move || {
+        ok(Command::new("bash")
+            .arg(script)
+            .env("FERRY", env!("CARGO_BIN_EXE_ferry"))
+            .env("FERRY_DATABASE_URL", store)
+            .env("FERRY_SOURCE_URL", url)
+            .env("FERRY_ACTOR", "example"))
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("acme: forward copy complete: 5,000 rows"),
+        "{out}"
+    );
+    assert!(out.contains("acme: source and target match"), "{out}");
+    assert!(
+        out.contains("acme: complete; deleted 5,000 row(s) from the source"),
+        "{out}"
+    );
+    let left: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM public.orders WHERE tenant_id = 'acme'),
+                (SELECT count(*) FROM moved.orders WHERE tenant_id = 'acme')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, (0, 5000));
+}

@@ -1,0 +1,273 @@
+//! `ferry bench copy`: the copier against the ceiling of its path and a naive loop.
+//!
+//! Everything happens in a scratch schema `ferry_bench_copy_<pid>` of the given database
+//! (dropped afterwards): a generated `orders` table of `--rows` rows, ~300 bytes each, over
+//! `--tenants` tenants with skewed (Zipf-like) sizes. Three copies of it are timed:
+//!
+//! - the ceiling: one `INSERT INTO … SELECT * FROM orders` (same database, one statement);
+//! - naive: per tenant, keyset batches of 1,000 rows, one transaction each, no validation;
+//! - Ferry: the copier, per tenant, with adaptive batches, FOR SHARE locking, version-guarded
+//!   upserts, a checkpoint per batch (SQLite control store) and checksum validation per batch.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ferry_copier::{Copier, Outcome};
+use ferry_domain::{Action, Cohort, MigrationId, SqlIdent, TenantId};
+use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_store::{CopyDirection, MigrationKind, NewMigration, TenantSize};
+use sqlx::AssertSqlSafe;
+
+use super::Report;
+use crate::args::CopyBench;
+use crate::output;
+
+/// Rows per tenant, Zipf-like (s = 0.8) and summing to `rows`, every tenant at least one.
+fn sizes(rows: u64, tenants: u64) -> Vec<u64> {
+    let weights: Vec<f64> = (1..=tenants).map(|i| 1.0 / (i as f64).powf(0.8)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut out: Vec<u64> = weights
+        .iter()
+        .map(|w| ((w / total) * rows as f64).floor().max(1.0) as u64)
+        .collect();
+    let assigned: u64 = out.iter().sum();
+    if let Some(first) = out.first_mut() {
+        *first += rows.saturating_sub(assigned);
+    }
+    out
+}
+
+pub async fn run(args: CopyBench) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.tenants >= 1 && args.rows >= args.tenants,
+        "--rows must be at least --tenants"
+    );
+    let schema = SqlIdent::new(format!("ferry_bench_copy_{}", std::process::id()))
+        .expect("a valid schema name");
+    let pool = ferry_copier::connect(&args.postgres_url, "connect to PostgreSQL").await?;
+    let result = measure(&args, &pool, &schema).await;
+    let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted());
+    let _ = sqlx::query(AssertSqlSafe(drop)).execute(&pool).await;
+    let report = result?;
+    report.print(args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn exec(pool: &sqlx::PgPool, sql: String) -> anyhow::Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+    Ok(())
+}
+
+async fn measure(
+    args: &CopyBench,
+    pool: &sqlx::PgPool,
+    schema: &SqlIdent,
+) -> anyhow::Result<Report> {
+    let s = schema.quoted();
+    let quiet = args.json;
+    let say = |line: String| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    exec(
+        pool,
+        format!(
+            "CREATE SCHEMA {s};
+         CREATE TABLE {s}.orders (
+             tenant_id text NOT NULL, id bigint NOT NULL, amount numeric(12,2) NOT NULL,
+             status text NOT NULL, note text NOT NULL, placed_at timestamptz NOT NULL,
+             version bigint NOT NULL DEFAULT 1, PRIMARY KEY (tenant_id, id));"
+        ),
+    )
+    .await?;
+    let sizes = sizes(args.rows, args.tenants);
+    let names: Vec<String> = (0..args.tenants)
+        .map(|i| format!("tenant-{i:05}"))
+        .collect();
+    say(format!(
+        "generating {} rows over {} tenants…",
+        output::count(args.rows),
+        args.tenants
+    ));
+    let insert = format!(
+        "INSERT INTO {s}.orders (tenant_id, id, amount, status, note, placed_at)
+         SELECT t.name, g, (g % 100000) / 100.0, (ARRAY['new','paid','shipped','done'])[1 + g % 4],
+                md5(g::text) || md5(t.name || g) || repeat('ferry ', 30),
+                timestamptz '2025-01-01' + g * interval '1 second'
+         FROM unnest($1::text[], $2::bigint[]) AS t(name, n), generate_series(1, t.n) AS g"
+    );
+    let counts: Vec<i64> = sizes.iter().map(|n| *n as i64).collect();
+    sqlx::query(AssertSqlSafe(insert))
+        .bind(&names)
+        .bind(&counts)
+        .execute(pool)
+        .await?;
+    exec(pool, format!("VACUUM ANALYZE {s}.orders")).await?;
+    let bytes: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT pg_relation_size('{s}.orders')"
+    )))
+    .fetch_one(pool)
+    .await?;
+
+    // The ceiling: one statement.
+    exec(
+        pool,
+        format!("CREATE TABLE {s}.ceiling (LIKE {s}.orders INCLUDING ALL)"),
+    )
+    .await?;
+    say("ceiling: INSERT … SELECT…".into());
+    let started = Instant::now();
+    exec(
+        pool,
+        format!("INSERT INTO {s}.ceiling SELECT * FROM {s}.orders"),
+    )
+    .await?;
+    let ceiling = started.elapsed();
+
+    // Naive: 1,000-row keyset batches, a transaction each.
+    exec(
+        pool,
+        format!("CREATE TABLE {s}.naive (LIKE {s}.orders INCLUDING ALL)"),
+    )
+    .await?;
+    say("naive: 1,000-row batches…".into());
+    let naive_sql = format!(
+        "WITH b AS (SELECT * FROM {s}.orders WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT 1000),
+              i AS (INSERT INTO {s}.naive SELECT * FROM b)
+         SELECT count(*)::bigint, coalesce(max(id), 0) FROM b"
+    );
+    let started = Instant::now();
+    for name in &names {
+        let mut last = 0i64;
+        loop {
+            let (n, max): (i64, i64) = sqlx::query_as(AssertSqlSafe(naive_sql.clone()))
+                .bind(name)
+                .bind(last)
+                .fetch_one(pool)
+                .await?;
+            if n == 0 {
+                break;
+            }
+            last = max;
+        }
+    }
+    let naive = started.elapsed();
+
+    // Ferry: the copier over a fresh SQLite control store.
+    let dir = std::env::temp_dir().join(format!("ferry-bench-copy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let ferry = ferry_copy(args, pool, schema, &names, &sizes, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let ferry = ferry?;
+
+    let rows = args.rows as f64;
+    let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
+    let mut report = Report::new("copy");
+    report.figure("rows", rows);
+    report.figure("tenants", args.tenants as f64);
+    report.figure("bytes_per_row", bytes as f64 / rows);
+    report.figure("ceiling_rows_per_s", rate(ceiling));
+    report.figure("naive_rows_per_s", rate(naive));
+    report.figure("ferry_rows_per_s", rate(ferry));
+    report.ratio("ferry_vs_ceiling", rate(ferry) / rate(ceiling));
+    report.ratio("naive_vs_ceiling", rate(naive) / rate(ceiling));
+    report.ratio("ferry_vs_naive", rate(ferry) / rate(naive));
+    Ok(report)
+}
+
+async fn ferry_copy(
+    args: &CopyBench,
+    pool: &sqlx::PgPool,
+    schema: &SqlIdent,
+    names: &[String],
+    sizes: &[u64],
+    dir: &std::path::Path,
+) -> anyhow::Result<Duration> {
+    let store = ferry_store::open(
+        &format!("sqlite://{}", dir.join("ferry.db").display()),
+        &ferry_store::StoreOptions::default(),
+    )
+    .await?;
+    let m = MigrationId::new("bench_copy").expect("a valid id");
+    store
+        .create_migration(&NewMigration {
+            id: m.clone(),
+            kind: MigrationKind::TenantMove,
+            description: "bench".into(),
+            config: serde_json::json!({
+                "source": {"schema": schema.as_str(), "table": "orders"},
+                "target": {"schema": schema.as_str(), "table": "ferry"},
+                "tenant_column": "tenant_id",
+                "version_column": "version",
+                "copy": {"min_batch": 500, "max_batch": 20000, "start_batch": 1000, "target_batch_ms": 500},
+            }),
+            created_by: "bench".into(),
+        })
+        .await?;
+    let tenants: Vec<TenantSize> = names
+        .iter()
+        .zip(sizes)
+        .map(|(n, rows)| TenantSize {
+            tenant: TenantId::new(n.clone()).expect("generated ids are valid"),
+            rows: *rows,
+        })
+        .collect();
+    store.register_tenants(&m, &tenants).await?;
+    let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
+    let request = Request {
+        actor: "bench".into(),
+        reason: "bench".into(),
+        force: false,
+        dry_run: false,
+        expect_phase: None,
+    };
+    engine
+        .rollout(&m, &Cohort::All, Action::Advance, &request, |_, _| {})
+        .await?;
+    let copier = Arc::new(
+        Copier::open(
+            store.clone(),
+            PhaseEngine::new(store.clone(), EngineSettings::default()),
+            &m,
+            pool.clone(),
+            pool.clone(),
+            true,
+        )
+        .await?,
+    );
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        output::progress(args.rows, "ferry")
+    };
+    let started = Instant::now();
+    let mut queue: Vec<TenantId> = tenants.into_iter().map(|t| t.tenant).collect();
+    queue.reverse();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < args.parallel.max(1) {
+            let Some(tenant) = queue.pop() else { break };
+            let copier = copier.clone();
+            running
+                .spawn(async move { copier.copy(&tenant, CopyDirection::Forward, |_| {}).await });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        match done.context("join a copy task")?? {
+            Outcome::Complete {
+                rows, mismatches, ..
+            } => {
+                anyhow::ensure!(mismatches == 0, "the bench copy found mismatches");
+                bar.inc(rows);
+            }
+            other => anyhow::bail!("a bench copy ended with {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    bar.finish_and_clear();
+    Ok(took)
+}
