@@ -14,7 +14,8 @@ pub struct Signals {
     pub target_probe: Duration,
     pub last_batch: Option<Duration>,
     pub replication_lag: Option<Duration>,
-    /// Busy connections / pool size, on each side.
+    /// Connections in use / `max_connections`, on each server: a database running out of
+    /// connections is one whose application is about to fail requests.
     pub source_pool_busy: f64,
     pub target_pool_busy: f64,
 }
@@ -70,7 +71,7 @@ pub fn judge(s: &Signals, settings: &BackpressureSettings, target_batch: Duratio
     ] {
         if busy > settings.max_pool_busy {
             reasons.push(format!(
-                "{side} pool {:.0}% busy > {:.0}%",
+                "{side} connections {:.0}% of max_connections > {:.0}%",
                 busy * 100.0,
                 settings.max_pool_busy * 100.0
             ));
@@ -95,10 +96,14 @@ async fn probe(pool: &PgPool) -> Result<Duration, sqlx::Error> {
     Ok(started.elapsed())
 }
 
-fn busy(pool: &PgPool) -> f64 {
-    let max = pool.options().get_max_connections().max(1);
-    let busy = pool.size().saturating_sub(pool.num_idle() as u32);
-    f64::from(busy) / f64::from(max)
+/// The server's connection saturation. (Not this copier's own pool: a copier waiting for its
+/// own connections is not a database under strain.)
+async fn busy(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*)::float8 / greatest(current_setting('max_connections')::float8, 1) FROM pg_stat_activity",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Reads every signal. A probe that fails counts as infinitely slow: the copier holds rather
@@ -121,8 +126,8 @@ pub async fn read(
         target_probe: probe(target).await.unwrap_or(unreachable),
         last_batch,
         replication_lag: lag.map(|s| Duration::from_secs_f64(s.max(0.0))),
-        source_pool_busy: busy(source),
-        target_pool_busy: busy(target),
+        source_pool_busy: busy(source).await.unwrap_or(1.0),
+        target_pool_busy: busy(target).await.unwrap_or(1.0),
     }
 }
 
@@ -182,7 +187,7 @@ mod tests {
                     target_pool_busy: 0.95,
                     ..calm()
                 },
-                "target pool 95% busy > 90%",
+                "target connections 95% of max_connections > 90%",
             ),
         ];
         for (signals, why) in cases {

@@ -151,8 +151,8 @@ impl Copier {
         Ok(Copier {
             same_database,
             verdict: std::sync::Mutex::new(None),
-            forward: Statements::new(&plan, CopyDirection::Forward),
-            reverse: Statements::new(&plan, CopyDirection::Reverse),
+            forward: Statements::new(&plan, CopyDirection::Forward, config.copy.lock_source_rows),
+            reverse: Statements::new(&plan, CopyDirection::Reverse, config.copy.lock_source_rows),
             store,
             engine,
             migration: migration.clone(),
@@ -296,7 +296,12 @@ impl Copier {
             if !earlier_attempt {
                 self.check_target_conflicts(tenant, direction).await?;
             }
-            progress.rows_total = self.count(from, &sql.count_from, tenant).await?;
+            // The registered size is the estimate; counting would read the tenant once more.
+            progress.rows_total = if record.rows > 0 {
+                record.rows
+            } else {
+                self.count(from, &sql.count_from, tenant).await?
+            };
         }
         let settings = &self.config.copy;
         let target_batch = self.config.target_batch();
@@ -390,9 +395,13 @@ impl Copier {
                     mismatches,
                 });
             };
+            // A short batch reached the end: validate through the tail (where only extras
+            // can be) at once, instead of another empty batch and another range.
+            let last = rows < limit;
+            let upper = (!last).then_some(&last_key);
             let check: RangeCheck = self
                 .retrying("validate a batch", || {
-                    self.validate_range(tenant, direction, lower.as_ref(), Some(&last_key))
+                    self.validate_range(tenant, direction, lower.as_ref(), upper)
                 })
                 .await?;
             repaired += check.repaired;
@@ -411,8 +420,19 @@ impl Copier {
             } else {
                 0.0
             };
+            if last {
+                progress.complete = true;
+                progress.throttled = None;
+            }
             self.store.record_backfill(&progress).await?;
             on_batch(&progress);
+            if last {
+                return Ok(Outcome::Complete {
+                    rows: progress.rows_done,
+                    repaired,
+                    mismatches,
+                });
+            }
         }
     }
 

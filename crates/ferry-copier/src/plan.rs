@@ -292,21 +292,23 @@ impl TablePlan {
     /// The next batch after `lower` (if any), each row as JSON plus its key as text; the
     /// rows are locked `FOR SHARE` until the caller's transaction ends, so a concurrent
     /// delete or update of them waits until the batch is in the target.
-    pub fn select_batch(&self, from: &Table, lower: bool) -> String {
+    pub fn select_batch(&self, from: &Table, lower: bool, lock: bool) -> String {
         let (range, limit) = self.range(lower, false);
         format!(
-            "SELECT to_jsonb(t)::text, {} FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit} FOR SHARE OF t",
+            "SELECT to_jsonb(t)::text, {} FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit}{}",
             self.key_text(),
             from.quoted(),
             self.order_list("t"),
+            if lock { " FOR SHARE OF t" } else { "" },
         )
     }
 
     /// The whole batch in one statement, when both tables are in the same database: the
     /// next rows after `lower`, locked `FOR SHARE` for the statement, upserted into `to`, and
     /// `(row count, last key as a JSON array)` returned. No row travels to the client.
-    pub fn copy_batch_local(&self, from: &Table, to: &Table, lower: bool) -> String {
+    pub fn copy_batch_local(&self, from: &Table, to: &Table, lower: bool, lock: bool) -> String {
         let (range, limit) = self.range(lower, false);
+        let lock = if lock { " FOR SHARE OF t" } else { "" };
         let insert = self.upsert_from(to, "batch");
         let last_key = self
             .order
@@ -321,7 +323,7 @@ impl TablePlan {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "WITH batch AS (SELECT t.* FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit} FOR SHARE OF t), \
+            "WITH batch AS (SELECT t.* FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit}{lock}), \
              written AS ({insert}) \
              SELECT count(*)::bigint, (SELECT json_build_array({last_key})::text FROM batch AS b ORDER BY {desc} LIMIT 1) FROM batch",
             from.quoted(),

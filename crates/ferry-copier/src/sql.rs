@@ -34,7 +34,7 @@ pub(crate) fn bounds_index(lower: bool, upper: bool) -> usize {
 }
 
 impl Statements {
-    pub fn new(plan: &TablePlan, direction: CopyDirection) -> Statements {
+    pub fn new(plan: &TablePlan, direction: CopyDirection, lock: bool) -> Statements {
         let (from, to) = plan.sides(direction);
         let each = |f: &dyn Fn(bool, bool) -> String| -> [Arc<str>; 4] {
             [
@@ -45,12 +45,12 @@ impl Statements {
             ]
         };
         Statements {
-            select_first: plan.select_batch(from, false).into(),
-            select_after: plan.select_batch(from, true).into(),
+            select_first: plan.select_batch(from, false, lock).into(),
+            select_after: plan.select_batch(from, true, lock).into(),
             select_key: plan.select_key(from).into(),
             upsert: plan.upsert(to).into(),
-            local_first: plan.copy_batch_local(from, to, false).into(),
-            local_after: plan.copy_batch_local(from, to, true).into(),
+            local_first: plan.copy_batch_local(from, to, false, lock).into(),
+            local_after: plan.copy_batch_local(from, to, true, lock).into(),
             checksum_from: each(&|l, u| plan.checksum(from, l, u)),
             checksum_to: each(&|l, u| plan.checksum(to, l, u)),
             digests_from: each(&|l, u| plan.digests(from, l, u)),

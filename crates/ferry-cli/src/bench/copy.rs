@@ -7,7 +7,9 @@
 //! - the ceiling: one `INSERT INTO … SELECT * FROM orders` (same database, one statement);
 //! - naive: per tenant, keyset batches of 1,000 rows, one transaction each, no validation;
 //! - Ferry: the copier, per tenant, with adaptive batches, FOR SHARE locking, version-guarded
-//!   upserts, a checkpoint per batch (SQLite control store) and checksum validation per batch.
+//!   upserts, a checkpoint per batch (SQLite control store) and validation of every batch;
+//! - Ferry again with `lock_source_rows = false` (validation still removes any row a
+//!   concurrent delete raced), to show what the lock costs.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -159,9 +161,15 @@ async fn measure(
     // Ferry: the copier over a fresh SQLite control store.
     let dir = std::env::temp_dir().join(format!("ferry-bench-copy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let ferry = ferry_copy(args, pool, schema, &names, &sizes, &dir).await;
+    say("ferry: the copier, rows locked FOR SHARE per batch (the default)…".into());
+    let ferry = ferry_copy(args, pool, schema, &names, &sizes, &dir, true).await;
+    say("ferry: the copier, lock_source_rows = false…".into());
+    let unlocked = match ferry {
+        Ok(_) => ferry_copy(args, pool, schema, &names, &sizes, &dir, false).await,
+        Err(_) => Ok(Duration::ZERO),
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    let ferry = ferry?;
+    let (ferry, unlocked) = (ferry?, unlocked?);
 
     let rows = args.rows as f64;
     let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
@@ -172,7 +180,9 @@ async fn measure(
     report.figure("ceiling_rows_per_s", rate(ceiling));
     report.figure("naive_rows_per_s", rate(naive));
     report.figure("ferry_rows_per_s", rate(ferry));
+    report.figure("ferry_unlocked_rows_per_s", rate(unlocked));
     report.ratio("ferry_vs_ceiling", rate(ferry) / rate(ceiling));
+    report.ratio("ferry_unlocked_vs_ceiling", rate(unlocked) / rate(ceiling));
     report.ratio("naive_vs_ceiling", rate(naive) / rate(ceiling));
     report.ratio("ferry_vs_naive", rate(ferry) / rate(naive));
     Ok(report)
@@ -185,9 +195,13 @@ async fn ferry_copy(
     names: &[String],
     sizes: &[u64],
     dir: &std::path::Path,
+    lock: bool,
 ) -> anyhow::Result<Duration> {
     let store = ferry_store::open(
-        &format!("sqlite://{}", dir.join("ferry.db").display()),
+        &format!(
+            "sqlite://{}",
+            dir.join(format!("ferry-{lock}.db")).display()
+        ),
         &ferry_store::StoreOptions::default(),
     )
     .await?;
@@ -199,10 +213,11 @@ async fn ferry_copy(
             description: "bench".into(),
             config: serde_json::json!({
                 "source": {"schema": schema.as_str(), "table": "orders"},
-                "target": {"schema": schema.as_str(), "table": "ferry"},
+                "target": {"schema": schema.as_str(), "table": if lock { "ferry" } else { "ferry_unlocked" }},
                 "tenant_column": "tenant_id",
                 "version_column": "version",
-                "copy": {"min_batch": 500, "max_batch": 20000, "start_batch": 1000, "target_batch_ms": 500},
+                "copy": {"min_batch": 500, "max_batch": 20000, "start_batch": 1000, "target_batch_ms": 500,
+                         "lock_source_rows": lock},
             }),
             created_by: "bench".into(),
         })

@@ -28,3 +28,42 @@ fn control_store_bench_json_has_the_promised_shape() {
         assert!(v["ratios"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
     }
 }
+
+/// `ferry bench copy --json` on a tiny table: one object, and the copier really copied (its
+/// rate is positive and every ratio is computed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_bench_json_has_the_promised_shape() {
+    let db = ferry_testkit::TestDb::new().await;
+    let url = db.url().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        ok(ferry("unused").args([
+            "bench",
+            "copy",
+            "--rows",
+            "3000",
+            "--tenants",
+            "7",
+            "--json",
+            "--postgres-url",
+            &url,
+        ]))
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object: {out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["bench"], "copy");
+    assert_eq!(v["figures"]["rows"], 3000.0);
+    for key in [
+        "ceiling_rows_per_s",
+        "naive_rows_per_s",
+        "ferry_rows_per_s",
+        "bytes_per_row",
+    ] {
+        assert!(v["figures"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
+    }
+    for key in ["ferry_vs_ceiling", "naive_vs_ceiling", "ferry_vs_naive"] {
+        assert!(v["ratios"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
+    }
+}

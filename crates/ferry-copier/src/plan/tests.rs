@@ -42,8 +42,8 @@ fn statements() {
     let p = plan();
     let (from, to) = p.sides(CopyDirection::Forward);
     let all = [
-        p.select_batch(from, false),
-        p.select_batch(from, true),
+        p.select_batch(from, false, true),
+        p.select_batch(from, true, true),
         p.upsert(to),
         p.checksum(to, true, true),
         p.digests(from, false, true),

@@ -15,7 +15,20 @@ use sqlx::PgPool;
 
 use crate::fixture::{Fixture, tenant};
 
-both_stores!(concurrent_updates_and_deletes_are_neither_lost_nor_resurrected);
+both_stores!(
+    concurrent_updates_and_deletes_are_neither_lost_nor_resurrected,
+    without_row_locks_validation_still_removes_raced_deletes,
+);
+
+async fn concurrent_updates_and_deletes_are_neither_lost_nor_resurrected(store: &TestStore) {
+    race(store, true).await;
+}
+
+/// With `lock_source_rows = false` a concurrent delete can be written back by a batch read
+/// before it; the batch's validation must find and remove it, so the end state is the same.
+async fn without_row_locks_validation_still_removes_raced_deletes(store: &TestStore) {
+    race(store, false).await;
+}
 
 /// One dual write: the source (authoritative) first, then the same row image to the target
 /// with the version guard, or the delete on both.
@@ -75,12 +88,12 @@ async fn upsert_target(pool: &PgPool, image: &str) {
     .unwrap();
 }
 
-async fn concurrent_updates_and_deletes_are_neither_lost_nor_resurrected(store: &TestStore) {
+async fn race(store: &TestStore, lock: bool) {
     let rows = 1500;
     let f = Fixture::new(
         store.reopen_as_test_store().await,
         &[("t1", rows), ("t2", 200)],
-        serde_json::json!({"copy": {"min_batch": 20, "max_batch": 60, "start_batch": 40, "target_batch_ms": 20}}),
+        serde_json::json!({"copy": {"min_batch": 20, "max_batch": 60, "start_batch": 40, "target_batch_ms": 20, "rate_limit": 2000, "lock_source_rows": lock}}),
     )
     .await;
     let copier = f.copier().await;
