@@ -115,12 +115,21 @@ pub async fn read(
     last_batch: Option<Duration>,
 ) -> Signals {
     let unreachable = Duration::from_secs(3600);
+    // Both sides: the copy reads one and writes the other, and either may have replicas
+    // falling behind. A lag that cannot be read counts as too much.
     let lag_query = settings.lag_query.as_deref().unwrap_or(DEFAULT_LAG_QUERY);
-    let lag: Option<f64> = sqlx::query_scalar(sqlx::AssertSqlSafe(lag_query.to_owned()))
-        .fetch_optional(source)
-        .await
-        .ok()
-        .flatten();
+    let mut lag: Option<f64> = None;
+    for pool in [source, target] {
+        let read: Result<Option<f64>, sqlx::Error> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(lag_query.to_owned()))
+                .fetch_optional(pool)
+                .await
+                .map(Option::flatten);
+        let seconds = read
+            .unwrap_or(Some(unreachable.as_secs_f64()))
+            .unwrap_or(0.0);
+        lag = Some(lag.unwrap_or(0.0).max(seconds));
+    }
     Signals {
         source_probe: probe(source).await.unwrap_or(unreachable),
         target_probe: probe(target).await.unwrap_or(unreachable),

@@ -95,17 +95,6 @@ async fn rate_limit(
     }
 }
 
-/// Identifies a database: two pools with the same identity reach the same one.
-async fn identity(pool: &PgPool) -> Result<String, CopyError> {
-    sqlx::query_scalar(
-        "SELECT current_database() || '@' || pg_postmaster_start_time()::text || ':' \
-         || coalesce(inet_server_port()::text, 'socket')",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(|e| CopyError::db("identify the database", e))
-}
-
 /// Connections with the session settings that make row text identical on both sides, so a
 /// checksum compares values, not formatting.
 pub async fn connect(url: &str, what: &'static str) -> Result<PgPool, CopyError> {
@@ -147,7 +136,7 @@ impl Copier {
         }
         let config = TenantMoveConfig::from_json(&record.config)?;
         let plan = TablePlan::load(&config.names()?, &source, &target, create_target).await?;
-        let same_database = identity(&source).await? == identity(&target).await?;
+        let same_database = crate::plan::same_database(&source, &target).await?;
         Ok(Copier {
             same_database,
             verdict: std::sync::Mutex::new(None),

@@ -36,6 +36,9 @@ pub struct Column {
     pub name: SqlIdent,
     /// As `format_type` prints it, e.g. `timestamp with time zone`, `numeric(12,2)`.
     pub ty: String,
+    /// The column's collation, if any: key ranges on text must sort alike on both sides, or
+    /// a range would hold different rows on each.
+    pub collation: Option<String>,
 }
 
 /// What the copier knows about the table pair.
@@ -62,6 +65,21 @@ macro_rules! epoch_micros {
 }
 const EPOCH_MICROS: &str = epoch_micros!();
 
+/// Identifies a database: two pools with the same identity reach the same one.
+pub(crate) async fn database_identity(pool: &PgPool) -> Result<String, CopyError> {
+    sqlx::query_scalar(
+        "SELECT current_database() || '@' || pg_postmaster_start_time()::text || ':' \
+         || coalesce(inet_server_port()::text, 'socket')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(|e| CopyError::db("identify the database", e))
+}
+
+pub(crate) async fn same_database(a: &PgPool, b: &PgPool) -> Result<bool, CopyError> {
+    Ok(database_identity(a).await? == database_identity(b).await?)
+}
+
 /// A key position: one text value per `order` column.
 pub type Key = Vec<String>;
 
@@ -73,8 +91,10 @@ fn type_is_safe(ty: &str) -> bool {
 }
 
 async fn read_columns(pool: &PgPool, table: &Table) -> Result<Vec<Column>, CopyError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+                CASE WHEN a.attcollation = 0 THEN NULL
+                     ELSE (SELECT collname FROM pg_collation WHERE oid = a.attcollation) END
          FROM pg_attribute a
          JOIN pg_class c ON c.oid = a.attrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -87,7 +107,7 @@ async fn read_columns(pool: &PgPool, table: &Table) -> Result<Vec<Column>, CopyE
     .await
     .map_err(|e| CopyError::db("read table columns", e))?;
     rows.into_iter()
-        .map(|(name, ty)| {
+        .map(|(name, ty, collation)| {
             let name = SqlIdent::new(name.clone()).map_err(|e| {
                 CopyError::Plan(format!("{table}: column {name:?} cannot be copied: {e}"))
             })?;
@@ -96,7 +116,11 @@ async fn read_columns(pool: &PgPool, table: &Table) -> Result<Vec<Column>, CopyE
                     "{table}: column {name} has type {ty:?}, which Ferry does not copy"
                 )));
             }
-            Ok(Column { name, ty })
+            Ok(Column {
+                name,
+                ty,
+                collation,
+            })
         })
         .collect()
 }
@@ -175,6 +199,13 @@ impl TablePlan {
                 version.name, version.ty
             )));
         }
+        if !key_names.iter().any(|k| k == tenant.name.as_str()) {
+            return Err(CopyError::Plan(format!(
+                "the primary key of {source} ({}) does not include the tenant column {}; an upsert by it could overwrite another tenant's row with the same key",
+                key_names.join(", "),
+                tenant.name
+            )));
+        }
         let key: Vec<Column> = key_names.iter().filter_map(|k| find(k)).collect();
         let order: Vec<Column> = key
             .iter()
@@ -184,6 +215,11 @@ impl TablePlan {
         if order.is_empty() {
             return Err(CopyError::Plan(format!(
                 "the primary key of {source} is the tenant column alone; there is nothing to page through"
+            )));
+        }
+        if source == target && same_database(source_pool, target_pool).await? {
+            return Err(CopyError::Plan(format!(
+                "source and target are the same table {source} in the same database; pass the target database's URL (--target-url) or name another table"
             )));
         }
         let mut target_columns = read_columns(target_pool, &target).await?;
@@ -207,7 +243,7 @@ impl TablePlan {
         }
         if target_columns != columns {
             return Err(CopyError::Plan(format!(
-                "target table {target} does not have the same columns (names, types, order) as {source}"
+                "target table {target} does not have the same columns (names, types, collations, order) as {source}"
             )));
         }
         if primary_key(target_pool, &target).await? != key_names {
@@ -295,7 +331,7 @@ impl TablePlan {
     pub fn select_batch(&self, from: &Table, lower: bool, lock: bool) -> String {
         let (range, limit) = self.range(lower, false);
         format!(
-            "SELECT to_jsonb(t)::text, {} FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit}{}",
+            "SELECT to_json(t)::text, {} FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit}{}",
             self.key_text(),
             from.quoted(),
             self.order_list("t"),
@@ -334,7 +370,7 @@ impl TablePlan {
     /// Rows with exactly these keys (for repairs), locked like [`TablePlan::select_batch`].
     pub fn select_key(&self, from: &Table) -> String {
         format!(
-            "SELECT to_jsonb(t)::text, {} FROM {} AS t WHERE t.{} = $1 AND {} FOR SHARE OF t",
+            "SELECT to_json(t)::text, {} FROM {} AS t WHERE t.{} = $1 AND {} FOR SHARE OF t",
             self.key_text(),
             from.quoted(),
             self.tenant.quoted(),
@@ -348,7 +384,8 @@ impl TablePlan {
     pub fn upsert(&self, to: &Table) -> String {
         self.upsert_from(
             to,
-            &format!("jsonb_populate_recordset(NULL::{}, $1::jsonb)", to.quoted()),
+            // json, not jsonb: a json column's text (key order, spacing, duplicates) survives.
+            &format!("json_populate_recordset(NULL::{}, $1::json)", to.quoted()),
         )
     }
 
@@ -511,7 +548,7 @@ impl TablePlan {
     /// One row by key, as JSON.
     pub fn select_row(&self, side: &Table) -> String {
         format!(
-            "SELECT to_jsonb(t)::text FROM {} AS t WHERE t.{} = $1 AND {}",
+            "SELECT to_json(t)::text FROM {} AS t WHERE t.{} = $1 AND {}",
             side.quoted(),
             self.tenant.quoted(),
             self.key_predicate("=", 2),
@@ -528,7 +565,7 @@ impl TablePlan {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "INSERT INTO {0} AS t ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{0}, $2::jsonb || jsonb_build_object('{1}', $1::text, '{2}', {3})) RETURNING to_jsonb(t)::text",
+            "INSERT INTO {0} AS t ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{0}, $2::jsonb || jsonb_build_object('{1}', $1::text, '{2}', {3})) RETURNING to_json(t)::text",
             side.quoted(),
             self.tenant.as_str(),
             self.version.as_str(),
@@ -551,7 +588,7 @@ impl TablePlan {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "UPDATE {0} AS t SET ({list}) = (SELECT {from_json} FROM jsonb_populate_record(NULL::{0}, ${json}::jsonb) AS r), {1} = {2} WHERE t.{3} = $1 AND {4} RETURNING to_jsonb(t)::text",
+            "UPDATE {0} AS t SET ({list}) = (SELECT {from_json} FROM json_populate_record(NULL::{0}, ${json}::json) AS r), {1} = {2} WHERE t.{3} = $1 AND {4} RETURNING to_json(t)::text",
             side.quoted(),
             self.version.quoted(),
             self.next_version("t"),

@@ -225,6 +225,14 @@ impl MovedTable {
         Ok(served)
     }
 
+    fn write_error(&self, side: Side) -> impl FnOnce(sqlx::Error) -> MoveError + '_ {
+        move |cause| MoveError::Write {
+            side,
+            table: self.table(side),
+            cause,
+        }
+    }
+
     /// Inserts a row (its tenant column is set to `tenant`, its version to the first one).
     pub async fn insert(&self, tenant: &TenantId, row: Row) -> Result<Row, MoveError> {
         self.check_columns(&row)?;
@@ -237,20 +245,25 @@ impl MovedTable {
         tracing::debug!(migration = %self.migration, tenant = %tenant, ?decision, "route insert");
         let (first, then) = decision.write_sides();
         let payload = serde_json::Value::Object(row).to_string();
+        // The authoritative write's transaction stays open (holding the row) until the other
+        // side has the same row: two requests on one key then reach both sides in the same
+        // order, and a delete cannot slip between a write and its mirror.
+        let mut tx = self
+            .pool(first)
+            .begin()
+            .await
+            .map_err(self.write_error(first))?;
         let stored: String = sqlx::query_scalar(AssertSqlSafe(self.insert[index(first)].clone()))
             .bind(tenant.as_str())
             .bind(&payload)
-            .fetch_one(self.pool(first))
+            .fetch_one(&mut *tx)
             .await
-            .map_err(|cause| MoveError::Write {
-                side: first,
-                table: self.table(first),
-                cause,
-            })?;
-        self.count_write(first);
+            .map_err(self.write_error(first))?;
         if let Some(second) = then {
             self.mirror(second, tenant, &stored).await?;
         }
+        tx.commit().await.map_err(self.write_error(first))?;
+        self.count_write(first);
         drop(snapshot);
         parse_row(&stored)
     }
@@ -277,22 +290,25 @@ impl MovedTable {
         for v in &key {
             q = q.bind(v.as_str());
         }
+        let mut tx = self
+            .pool(first)
+            .begin()
+            .await
+            .map_err(self.write_error(first))?;
         let stored = q
             .bind(serde_json::Value::Object(changes).to_string())
-            .fetch_optional(self.pool(first))
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|cause| MoveError::Write {
-                side: first,
-                table: self.table(first),
-                cause,
-            })?;
-        self.count_write(first);
+            .map_err(self.write_error(first))?;
         let Some(stored) = stored else {
+            tx.commit().await.map_err(self.write_error(first))?;
             return Ok(None);
         };
         if let Some(second) = then {
             self.mirror(second, tenant, &stored).await?;
         }
+        tx.commit().await.map_err(self.write_error(first))?;
+        self.count_write(first);
         drop(snapshot);
         parse_row(&stored).map(Some)
     }
@@ -308,31 +324,63 @@ impl MovedTable {
         );
         tracing::debug!(migration = %self.migration, tenant = %tenant, ?decision, "route delete");
         let (first, then) = decision.write_sides();
-        let existed = self.delete_on(first, tenant, &key).await?;
-        if let Some(second) = then
-            && let Err(e) = self.delete_on(second, tenant, &key).await
-        {
-            self.buffer(second, tenant, &key, "delete", serde_json::Value::Null, &e)
-                .await?;
+        let mut tx = self
+            .pool(first)
+            .begin()
+            .await
+            .map_err(self.write_error(first))?;
+        let existed = self.delete_on(first, tenant, &key, &mut tx).await?;
+        if let Some(second) = then {
+            let result = async {
+                let mut other = self.second_side(second).await?;
+                self.delete_on(second, tenant, &key, &mut other).await?;
+                other.commit().await.map_err(self.write_error(second))
+            }
+            .await;
+            if let Err(e) = result {
+                self.buffer(second, tenant, &key, "delete", serde_json::Value::Null, &e)
+                    .await?;
+            }
         }
+        tx.commit().await.map_err(self.write_error(first))?;
         drop(snapshot);
         Ok(existed)
     }
 
-    async fn delete_on(&self, side: Side, tenant: &TenantId, key: &Key) -> Result<bool, MoveError> {
+    /// A transaction on the non-authoritative side that gives up waiting for a row lock
+    /// after a second. Two routers one phase apart write the sides in opposite orders; a
+    /// lock wait between them would otherwise be a deadlock the database cannot see (each
+    /// waits on the other's open transaction through the application). The loser's change
+    /// goes to the update buffer instead.
+    async fn second_side(
+        &self,
+        side: Side,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, MoveError> {
+        let mut tx = self
+            .pool(side)
+            .begin()
+            .await
+            .map_err(self.write_error(side))?;
+        sqlx::query("SET LOCAL lock_timeout = '1s'")
+            .execute(&mut *tx)
+            .await
+            .map_err(self.write_error(side))?;
+        Ok(tx)
+    }
+
+    async fn delete_on(
+        &self,
+        side: Side,
+        tenant: &TenantId,
+        key: &Key,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ) -> Result<bool, MoveError> {
         let mut q =
             sqlx::query(AssertSqlSafe(self.delete[index(side)].clone())).bind(tenant.as_str());
         for v in key {
             q = q.bind(v.as_str());
         }
-        let done = q
-            .execute(self.pool(side))
-            .await
-            .map_err(|cause| MoveError::Write {
-                side,
-                table: self.table(side),
-                cause,
-            })?;
+        let done = q.execute(&mut **tx).await.map_err(self.write_error(side))?;
         self.count_write(side);
         Ok(done.rows_affected() > 0)
     }
@@ -340,16 +388,22 @@ impl MovedTable {
     /// Writes the authoritative side's row image to the other side (never older over newer);
     /// a failure is buffered, not returned.
     async fn mirror(&self, side: Side, tenant: &TenantId, image: &str) -> Result<(), MoveError> {
-        let result = sqlx::query(AssertSqlSafe(self.upsert[index(side)].clone()))
-            .bind(format!("[{image}]"))
-            .execute(self.pool(side))
-            .await;
+        let result = async {
+            let mut tx = self.second_side(side).await?;
+            sqlx::query(AssertSqlSafe(self.upsert[index(side)].clone()))
+                .bind(format!("[{image}]"))
+                .execute(&mut *tx)
+                .await
+                .map_err(self.write_error(side))?;
+            tx.commit().await.map_err(self.write_error(side))
+        }
+        .await;
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.count_write(side);
                 Ok(())
             }
-            Err(cause) => {
+            Err(e) => {
                 let row = parse_row(image)?;
                 let key: Key = self
                     .plan
@@ -357,11 +411,6 @@ impl MovedTable {
                     .iter()
                     .map(|c| row.get(c.name.as_str()).map(json_text).unwrap_or_default())
                     .collect();
-                let e = MoveError::Write {
-                    side,
-                    table: self.table(side),
-                    cause,
-                };
                 let payload: serde_json::Value =
                     serde_json::from_str(image).unwrap_or(serde_json::Value::Null);
                 self.buffer(side, tenant, &key, "upsert", payload, &e).await

@@ -19,7 +19,7 @@ CREATE TABLE public.orders (
 );
 INSERT INTO public.orders (tenant_id, id, amount, note)
 SELECT t, i, i * 0.5, repeat('x', 40) || i
-FROM unnest(ARRAY['acme', 'globex']) AS t, generate_series(1, 20000) AS i;
+FROM unnest(ARRAY['acme', 'globex']) AS t, generate_series(1, 40000) AS i;
 ";
 
 async fn digest(pool: &sqlx::PgPool, schema: &str, tenant: &str) -> (i64, i64, String) {
@@ -63,10 +63,10 @@ async fn killed_copies_resume_to_an_exact_target() {
             "--config",
             &config,
         ]));
-        ok(ferry(&store).args(["tenant", "add", "orders_move", "acme=20000", "globex=20000"]));
+        ok(ferry(&store).args(["tenant", "add", "orders_move", "acme=40000", "globex=40000"]));
         ok(ferry(&store).args(["tenant", "advance", "orders_move", "acme"]));
         // Slow enough that a run lasts a while and is cut at many different points.
-        ok(ferry(&store).args(["copy", "throttle", "orders_move", "--rows-per-s", "15000"]));
+        ok(ferry(&store).args(["copy", "throttle", "orders_move", "--rows-per-s", "4000"]));
         let mut kills = 0;
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let started = Instant::now();
@@ -132,11 +132,11 @@ async fn killed_copies_resume_to_an_exact_target() {
     let target = digest(&pool, "moved", "acme").await;
     assert_eq!(source, target, "after {kills} kills");
     assert_eq!(target.0, target.1, "no duplicate keys");
-    assert_eq!(target.0, 20000);
+    assert_eq!(target.0, 40000);
     assert_eq!(digest(&pool, "public", "globex").await, globex_before);
     assert_eq!(digest(&pool, "moved", "globex").await.0, 0);
     let status = ok(ferry(&store).args(["copy", "status", "orders_move", "--json"]));
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status[0]["complete"], true);
-    assert_eq!(status[0]["rows_done"], 20000);
+    assert_eq!(status[0]["rows_done"], 40000);
 }

@@ -10,6 +10,7 @@ fn col(name: &str, ty: &str) -> Column {
     Column {
         name: ident(name),
         ty: ty.into(),
+        collation: None,
     }
 }
 
@@ -52,9 +53,9 @@ fn statements() {
     ]
     .join("\n");
     expect![[r#"
-        SELECT to_jsonb(t)::text, t."id"::text FROM "public"."orders" AS t WHERE t."tenant_id" = $1 ORDER BY t."id" LIMIT $2 FOR SHARE OF t
-        SELECT to_jsonb(t)::text, t."id"::text FROM "public"."orders" AS t WHERE t."tenant_id" = $1 AND (t."id") > (CAST($2 AS bigint)) ORDER BY t."id" LIMIT $3 FOR SHARE OF t
-        INSERT INTO "moved"."orders" ("tenant_id", "id", "amount", "updated_at") SELECT "tenant_id", "id", "amount", "updated_at" FROM jsonb_populate_recordset(NULL::"moved"."orders", $1::jsonb) ON CONFLICT ("tenant_id", "id") DO UPDATE SET "amount" = EXCLUDED."amount", "updated_at" = EXCLUDED."updated_at" WHERE "moved"."orders"."updated_at" < EXCLUDED."updated_at"
+        SELECT to_json(t)::text, t."id"::text FROM "public"."orders" AS t WHERE t."tenant_id" = $1 ORDER BY t."id" LIMIT $2 FOR SHARE OF t
+        SELECT to_json(t)::text, t."id"::text FROM "public"."orders" AS t WHERE t."tenant_id" = $1 AND (t."id") > (CAST($2 AS bigint)) ORDER BY t."id" LIMIT $3 FOR SHARE OF t
+        INSERT INTO "moved"."orders" ("tenant_id", "id", "amount", "updated_at") SELECT "tenant_id", "id", "amount", "updated_at" FROM json_populate_recordset(NULL::"moved"."orders", $1::json) ON CONFLICT ("tenant_id", "id") DO UPDATE SET "amount" = EXCLUDED."amount", "updated_at" = EXCLUDED."updated_at" WHERE "moved"."orders"."updated_at" < EXCLUDED."updated_at"
         SELECT count(*)::bigint, coalesce(md5(string_agg(md5(ROW(t."tenant_id", t."id", t."amount", t."updated_at")::text), '' ORDER BY t."id")), '') FROM "moved"."orders" AS t WHERE t."tenant_id" = $1 AND (t."id") > (CAST($2 AS bigint)) AND (t."id") <= (CAST($3 AS bigint))
         SELECT json_build_array(t."id"::text)::text, md5(ROW(t."tenant_id", t."id", t."amount", t."updated_at")::text), t.xmin::text FROM "public"."orders" AS t WHERE t."tenant_id" = $1 AND (t."id") <= (CAST($2 AS bigint)) ORDER BY t."id"
         DELETE FROM "moved"."orders" AS t WHERE t."tenant_id" = $1 AND (t."id") = (CAST($2 AS bigint)) AND t.xmin::text = $3

@@ -369,6 +369,52 @@ async fn plans_refuse_tables_they_cannot_copy() {
     );
     let err = open("ALTER TABLE public.orders ALTER COLUMN version TYPE bigint USING version::bigint; CREATE SCHEMA moved; CREATE TABLE moved.orders (tenant_id text, id bigint, PRIMARY KEY (tenant_id, id))").await;
     assert!(err.contains("does not have the same columns"), "{err}");
+    let err = open("DROP TABLE moved.orders; ALTER TABLE public.orders DROP CONSTRAINT orders_pkey; ALTER TABLE public.orders ADD PRIMARY KEY (id)").await;
+    assert!(
+        err.contains("does not include the tenant column tenant_id"),
+        "{err}"
+    );
+    // A plan whose source and target are one table (say, a forgotten --target-url) would
+    // delete the tenant's data when the source is retired.
+    sqlx::raw_sql("ALTER TABLE public.orders DROP CONSTRAINT orders_pkey; ALTER TABLE public.orders ADD PRIMARY KEY (tenant_id, id)")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let same = f.store().migration(&f.migration).await.unwrap();
+    let mut config = same.config.clone();
+    config["target"] = serde_json::json!({"schema": "public", "table": "orders"});
+    let m = ferry_domain::MigrationId::new("same_table").unwrap();
+    f.store()
+        .create_migration(&ferry_store::NewMigration {
+            id: m.clone(),
+            kind: ferry_store::MigrationKind::TenantMove,
+            description: String::new(),
+            config,
+            created_by: "test".into(),
+        })
+        .await
+        .unwrap();
+    let err = match ferry_copier::Copier::open(
+        f.store().clone(),
+        f.engine(),
+        &m,
+        f.pool.clone(),
+        f.pool.clone(),
+        true,
+    )
+    .await
+    {
+        Ok(_) => panic!("planned a copy of a table onto itself"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("source and target are the same table public.orders"),
+        "{err}"
+    );
+    sqlx::raw_sql("CREATE TABLE moved.orders (LIKE public.orders INCLUDING ALL)")
+        .execute(&f.pool)
+        .await
+        .unwrap();
     // Nothing was written to the target by the refusals.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM moved.orders")
         .fetch_one(&f.pool)
