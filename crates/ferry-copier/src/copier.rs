@@ -265,6 +265,7 @@ impl Copier {
             self.store.record_backfill(&fresh).await?;
             return Ok(Outcome::Cancelled);
         }
+        let starting = existing.is_none();
         let mut progress = match existing {
             Some(p) if p.complete => return Ok(Outcome::AlreadyComplete),
             Some(p) => p,
@@ -272,7 +273,9 @@ impl Copier {
         };
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
-        if progress.last_key.is_none() && progress.rows_done == 0 {
+        // Only the very first start looks for someone else's rows: after a crash, rows the
+        // copy itself wrote (or a raced delete it wrote back) must not look like theirs.
+        if starting {
             // Rows left in the target by an earlier attempt (rolled back to legacy since) are
             // Ferry's own, stale, and simply overwritten; before the first attempt, rows
             // there are someone else's.
@@ -291,6 +294,7 @@ impl Copier {
             } else {
                 self.count(from, &sql.count_from, tenant).await?
             };
+            self.store.record_backfill(&progress).await?;
         }
         let settings = &self.config.copy;
         let target_batch = self.config.target_batch();

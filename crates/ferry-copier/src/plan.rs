@@ -537,11 +537,11 @@ impl TablePlan {
             .find(|c| c.name == self.version)
             .map_or("bigint", |c| c.ty.as_str());
         if ty.starts_with("timestamp") {
-            "to_jsonb(clock_timestamp())"
+            "clock_timestamp()"
         } else if ty == "bigint" {
-            concat!("to_jsonb(", epoch_micros!(), ")")
+            EPOCH_MICROS
         } else {
-            "to_jsonb(1)"
+            "1"
         }
     }
 
@@ -555,21 +555,28 @@ impl TablePlan {
         )
     }
 
-    /// Inserts a row given as JSON (`$2`), with its tenant column forced to `$1` and its
-    /// version set to the first version; returns the stored row as JSON.
-    pub fn insert_row(&self, side: &Table) -> String {
-        let cols = self
-            .columns
+    /// Inserts a row from JSON (`$2`): the given `columns`, the tenant column set to `$1`
+    /// and the version to the first one; columns not given get their defaults. Returns the
+    /// stored row as JSON.
+    pub fn insert_row(&self, side: &Table, columns: &[Column]) -> String {
+        let given: Vec<&Column> = columns
             .iter()
-            .map(|c| c.name.quoted())
-            .collect::<Vec<_>>()
-            .join(", ");
+            .filter(|c| c.name != self.tenant && c.name != self.version)
+            .collect();
+        let mut list: Vec<String> = given.iter().map(|c| c.name.quoted()).collect();
+        let mut values: Vec<String> = given
+            .iter()
+            .map(|c| format!("r.{}", c.name.quoted()))
+            .collect();
+        list.push(self.tenant.quoted());
+        values.push("$1".into());
+        list.push(self.version.quoted());
+        values.push(self.first_version().into());
         format!(
-            "INSERT INTO {0} AS t ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{0}, $2::jsonb || jsonb_build_object('{1}', $1::text, '{2}', {3})) RETURNING to_json(t)::text",
+            "INSERT INTO {0} AS t ({1}) SELECT {2} FROM json_populate_record(NULL::{0}, $2::json) AS r RETURNING to_json(t)::text",
             side.quoted(),
-            self.tenant.as_str(),
-            self.version.as_str(),
-            self.first_version(),
+            list.join(", "),
+            values.join(", "),
         )
     }
 

@@ -288,6 +288,21 @@ impl Copier {
                 .await
                 .map_err(|e| CopyError::db("end a repair", e))?;
         }
+        // Deleting destination-only rows is right only while the copy's source side is the
+        // authoritative one (a forced phase change mid-copy could have flipped it).
+        let phase = self
+            .store
+            .tenant(&self.migration, tenant)
+            .await?
+            .state
+            .phase;
+        let from_side = match direction {
+            CopyDirection::Forward => ferry_domain::Side::Source,
+            CopyDirection::Reverse => ferry_domain::Side::Target,
+        };
+        if phase.authority() != from_side {
+            return Ok(repaired);
+        }
         for (key, xmin) in &d.extra {
             let key = key_of(key)?;
             let done = bind_key(

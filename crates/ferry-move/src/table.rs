@@ -54,8 +54,8 @@ pub struct TableStats {
     pub buffered: AtomicU64,
 }
 
-/// Which side and which columns an update statement sets.
-type UpdateShape = (usize, Vec<String>);
+/// An insert or update statement: which kind, which side, which columns.
+type Shape = (bool, usize, Vec<String>);
 
 pub struct MovedTable {
     router: Arc<Router>,
@@ -65,11 +65,10 @@ pub struct MovedTable {
     source: PgPool,
     target: PgPool,
     select: [Arc<str>; 2],
-    insert: [Arc<str>; 2],
     delete: [Arc<str>; 2],
     upsert: [Arc<str>; 2],
-    /// Update statements per set of columns, built on first use.
-    updates: std::sync::Mutex<HashMap<UpdateShape, Arc<str>>>,
+    /// Insert and update statements per set of columns, built on first use.
+    statements: std::sync::Mutex<HashMap<Shape, Arc<str>>>,
     pub stats: TableStats,
 }
 
@@ -99,10 +98,9 @@ impl MovedTable {
         };
         Ok(MovedTable {
             select: both(&|t| plan.select_row(t)),
-            insert: both(&|t| plan.insert_row(t)),
             delete: both(&|t| plan.delete_row(t)),
             upsert: both(&|t| plan.upsert(t)),
-            updates: Default::default(),
+            statements: Default::default(),
             router,
             store,
             migration: migration.clone(),
@@ -244,6 +242,13 @@ impl MovedTable {
         );
         tracing::debug!(migration = %self.migration, tenant = %tenant, ?decision, "route insert");
         let (first, then) = decision.write_sides();
+        let columns: Vec<Column> = self
+            .plan
+            .columns
+            .iter()
+            .filter(|c| row.contains_key(c.name.as_str()))
+            .cloned()
+            .collect();
         let payload = serde_json::Value::Object(row).to_string();
         // The authoritative write's transaction stays open (holding the row) until the other
         // side has the same row: two requests on one key then reach both sides in the same
@@ -253,7 +258,8 @@ impl MovedTable {
             .begin()
             .await
             .map_err(self.write_error(first))?;
-        let stored: String = sqlx::query_scalar(AssertSqlSafe(self.insert[index(first)].clone()))
+        let sql = self.shaped(true, first, &columns);
+        let stored: String = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(tenant.as_str())
             .bind(&payload)
             .fetch_one(&mut *tx)
@@ -285,7 +291,7 @@ impl MovedTable {
         );
         tracing::debug!(migration = %self.migration, tenant = %tenant, ?decision, "route update");
         let (first, then) = decision.write_sides();
-        let sql = self.update_sql(first, &columns);
+        let sql = self.shaped(false, first, &columns);
         let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(tenant.as_str());
         for v in &key {
             q = q.bind(v.as_str());
@@ -484,20 +490,24 @@ impl MovedTable {
         Ok(out)
     }
 
-    fn update_sql(&self, side: Side, columns: &[Column]) -> Arc<str> {
+    fn shaped(&self, insert: bool, side: Side, columns: &[Column]) -> Arc<str> {
         let names: Vec<String> = columns.iter().map(|c| c.name.to_string()).collect();
         let mut cache = self
-            .updates
+            .statements
             .lock()
             .expect("the statement cache is only inserted into");
         cache
-            .entry((index(side), names))
+            .entry((insert, index(side), names))
             .or_insert_with(|| {
                 let table = match side {
                     Side::Source => &self.plan.source,
                     Side::Target => &self.plan.target,
                 };
-                self.plan.update_row(table, columns).into()
+                if insert {
+                    self.plan.insert_row(table, columns).into()
+                } else {
+                    self.plan.update_row(table, columns).into()
+                }
             })
             .clone()
     }
