@@ -514,13 +514,16 @@ impl TablePlan {
 
     /// The version a write gives a row: one more than before (integers) or now, but always
     /// later than before (timestamps), so versions only grow.
-    fn next_version(&self, alias: &str) -> String {
-        let v = format!("{alias}.{}", self.version.quoted());
-        let ty = self
-            .columns
+    fn version_type(&self) -> &str {
+        self.columns
             .iter()
             .find(|c| c.name == self.version)
-            .map_or("bigint", |c| c.ty.as_str());
+            .map_or("bigint", |c| c.ty.as_str())
+    }
+
+    fn next_version(&self, alias: &str) -> String {
+        let v = format!("{alias}.{}", self.version.quoted());
+        let ty = self.version_type();
         if ty.starts_with("timestamp") {
             format!("greatest(clock_timestamp()::{ty}, {v} + interval '1 microsecond')")
         } else if ty == "bigint" {
@@ -531,11 +534,7 @@ impl TablePlan {
     }
 
     fn first_version(&self) -> &'static str {
-        let ty = self
-            .columns
-            .iter()
-            .find(|c| c.name == self.version)
-            .map_or("bigint", |c| c.ty.as_str());
+        let ty = self.version_type();
         if ty.starts_with("timestamp") {
             "clock_timestamp()"
         } else if ty == "bigint" {

@@ -80,6 +80,14 @@ fn diff(from: &Digests, to: &Digests) -> Diff {
     d
 }
 
+/// The parameters of a `(lower, upper]` range, in the order the range's SQL numbers them.
+fn range_values<'a>(
+    lower: Option<&'a Key>,
+    upper: Option<&'a Key>,
+) -> impl Iterator<Item = &'a str> {
+    lower.into_iter().chain(upper).flatten().map(String::as_str)
+}
+
 fn key_of(json: &str) -> Result<Key, CopyError> {
     serde_json::from_str(json).map_err(|e| CopyError::Plan(format!("decode key {json}: {e}")))
 }
@@ -95,10 +103,8 @@ impl Copier {
     ) -> Result<(i64, String), CopyError> {
         let mut q =
             sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql.clone())).bind(tenant.as_str());
-        for key in lower.into_iter().chain(upper) {
-            for v in key {
-                q = q.bind(v.as_str());
-            }
+        for v in range_values(lower, upper) {
+            q = q.bind(v);
         }
         q.fetch_one(pool)
             .await
@@ -115,10 +121,8 @@ impl Copier {
     ) -> Result<Digests, CopyError> {
         let mut q = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql.clone()))
             .bind(tenant.as_str());
-        for key in lower.into_iter().chain(upper) {
-            for v in key {
-                q = q.bind(v.as_str());
-            }
+        for v in range_values(lower, upper) {
+            q = q.bind(v);
         }
         let rows = q
             .fetch_all(pool)
@@ -143,10 +147,8 @@ impl Copier {
             let mut q =
                 sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.differences_local[i].clone()))
                     .bind(tenant.as_str());
-            for key in lower.into_iter().chain(upper) {
-                for v in key {
-                    q = q.bind(v.as_str());
-                }
+            for v in range_values(lower, upper) {
+                q = q.bind(v);
             }
             let differing = q
                 .fetch_one(from)

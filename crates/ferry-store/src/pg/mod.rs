@@ -171,6 +171,26 @@ impl PgStore {
         tx.commit().await.doing("commit schema upgrade")
     }
 
+    /// The control rows of a scope (with `merged`, also the migration-wide row), merged.
+    async fn control_rows(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+        merged: bool,
+    ) -> Result<CopyControl> {
+        let rows: Vec<(String, bool, bool, Option<i64>)> = sqlx::query_as(
+            "SELECT scope, paused, cancelled, rate_limit FROM ferry_copy_controls
+             WHERE migration_id = $1 AND (scope = $2 OR ($3 AND scope = '*'))",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
+        .bind(merged)
+        .fetch_all(&self.pool)
+        .await
+        .doing("read copy controls")?;
+        Ok(facts::controls(rows, tenant))
+    }
+
     /// Overwrites the recorded schema version; for testing the too-new refusal.
     pub async fn force_schema_version(&self, version: i64) -> Result<()> {
         sqlx::query("UPDATE ferry_meta SET value = $1 WHERE key = 'schema_version'")
@@ -736,16 +756,7 @@ impl ControlStore for PgStore {
         migration: &MigrationId,
         tenant: Option<&TenantId>,
     ) -> Result<CopyControl> {
-        let rows: Vec<(String, bool, bool, Option<i64>)> = sqlx::query_as(
-            "SELECT scope, paused, cancelled, rate_limit FROM ferry_copy_controls
-             WHERE migration_id = $1 AND (scope = '*' OR scope = $2)",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .doing("read copy controls")?;
-        Ok(facts::controls(rows, tenant))
+        self.control_rows(migration, tenant, true).await
     }
 
     async fn record_mismatch(
@@ -784,16 +795,7 @@ impl ControlStore for PgStore {
         migration: &MigrationId,
         tenant: Option<&TenantId>,
     ) -> Result<CopyControl> {
-        let rows: Vec<(String, bool, bool, Option<i64>)> = sqlx::query_as(
-            "SELECT scope, paused, cancelled, rate_limit FROM ferry_copy_controls
-             WHERE migration_id = $1 AND scope = $2",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .doing("read copy controls")?;
-        Ok(facts::controls(rows, tenant))
+        self.control_rows(migration, tenant, false).await
     }
 
     async fn open_mismatches(
