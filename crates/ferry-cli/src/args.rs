@@ -391,7 +391,7 @@ pub enum BenchCmd {
     Copy(CopyBench),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CopyBench {
     #[arg(long, default_value_t = 2_000_000)]
     pub rows: u64,
@@ -402,6 +402,14 @@ pub struct CopyBench {
     pub parallel: usize,
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub postgres_url: String,
+    /// Also measure a live load (pgbench, in a scratch database of the same server) with no
+    /// copy, during an unthrottled copy, and during Ferry's copy; needs `pgbench` and a role
+    /// that may create databases.
+    #[arg(long)]
+    pub live_load: bool,
+    /// Seconds each live-load measurement runs.
+    #[arg(long, default_value_t = 10)]
+    pub live_seconds: u64,
     #[arg(long)]
     pub json: bool,
 }

@@ -161,12 +161,19 @@ async fn measure(
     // Ferry: the copier over a fresh SQLite control store.
     let dir = std::env::temp_dir().join(format!("ferry-bench-copy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let dataset: Vec<(String, u64)> = names.iter().cloned().zip(sizes.iter().copied()).collect();
     say("ferry: the copier, rows locked FOR SHARE per batch (the default)…".into());
-    let ferry = ferry_copy(args, pool, schema, &names, &sizes, &dir, true).await;
+    let ferry = ferry_copy(args, pool, schema, &dataset, &dir, true, "ferry").await;
     say("ferry: the copier, lock_source_rows = false…".into());
     let unlocked = match ferry {
-        Ok(_) => ferry_copy(args, pool, schema, &names, &sizes, &dir, false).await,
+        Ok(_) => ferry_copy(args, pool, schema, &dataset, &dir, false, "ferry_unlocked").await,
         Err(_) => Ok(Duration::ZERO),
+    };
+    let live = if args.live_load && ferry.is_ok() {
+        say("live load: pgbench alone, beside an unthrottled copy, beside Ferry's copy…".into());
+        Some(live_load(args, pool, schema, &dataset, &dir).await)
+    } else {
+        None
     };
     let _ = std::fs::remove_dir_all(&dir);
     let (ferry, unlocked) = (ferry?, unlocked?);
@@ -185,23 +192,73 @@ async fn measure(
     report.ratio("ferry_unlocked_vs_ceiling", rate(unlocked) / rate(ceiling));
     report.ratio("naive_vs_ceiling", rate(naive) / rate(ceiling));
     report.ratio("ferry_vs_naive", rate(ferry) / rate(naive));
+    if let Some(live) = live {
+        let (idle, unthrottled, with_ferry) = live?;
+        report.figure("live_tps_alone", idle);
+        report.figure("live_tps_unthrottled_copy", unthrottled);
+        report.figure("live_tps_ferry_copy", with_ferry);
+        report.ratio("live_load_kept_unthrottled", unthrottled / idle.max(1e-9));
+        report.ratio("live_load_kept_ferry", with_ferry / idle.max(1e-9));
+    }
     Ok(report)
+}
+
+/// pgbench's tps alone, beside repeated `INSERT … SELECT` copies, and beside Ferry's copier.
+async fn live_load(
+    args: &CopyBench,
+    pool: &sqlx::PgPool,
+    schema: &SqlIdent,
+    dataset: &[(String, u64)],
+    dir: &std::path::Path,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let load =
+        super::live_load::LiveLoad::create(pool, &args.postgres_url, args.live_seconds).await?;
+    let result = async {
+        let idle = load.run().await?;
+        let s = schema.quoted();
+        exec(pool, format!("CREATE TABLE {s}.unthrottled (LIKE {s}.orders INCLUDING ALL)")).await?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let copying = {
+            let (pool, stop, s) = (pool.clone(), stop.clone(), s.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sql = format!("TRUNCATE {s}.unthrottled; INSERT INTO {s}.unthrottled SELECT * FROM {s}.orders");
+                    if exec(&pool, sql).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let unthrottled = load.run().await?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = copying.await;
+        let ferry = {
+            let (args, pool, schema, dataset, dir) =
+                (args.clone(), pool.clone(), schema.clone(), dataset.to_vec(), dir.to_owned());
+            tokio::spawn(async move {
+                ferry_copy(&args, &pool, &schema, &dataset, &dir, true, "ferry_live").await
+            })
+        };
+        let with_ferry = load.run().await?;
+        ferry.abort();
+        Ok::<_, anyhow::Error>((idle, unthrottled, with_ferry))
+    }
+    .await;
+    load.drop_database().await;
+    result
 }
 
 async fn ferry_copy(
     args: &CopyBench,
     pool: &sqlx::PgPool,
     schema: &SqlIdent,
-    names: &[String],
-    sizes: &[u64],
+    tenants: &[(String, u64)],
     dir: &std::path::Path,
     lock: bool,
+    target: &str,
 ) -> anyhow::Result<Duration> {
     let store = ferry_store::open(
-        &format!(
-            "sqlite://{}",
-            dir.join(format!("ferry-{lock}.db")).display()
-        ),
+        &format!("sqlite://{}", dir.join(format!("{target}.db")).display()),
         &ferry_store::StoreOptions::default(),
     )
     .await?;
@@ -213,7 +270,7 @@ async fn ferry_copy(
             description: "bench".into(),
             config: serde_json::json!({
                 "source": {"schema": schema.as_str(), "table": "orders"},
-                "target": {"schema": schema.as_str(), "table": if lock { "ferry" } else { "ferry_unlocked" }},
+                "target": {"schema": schema.as_str(), "table": target},
                 "tenant_column": "tenant_id",
                 "version_column": "version",
                 "copy": {"min_batch": 500, "max_batch": 20000, "start_batch": 1000, "target_batch_ms": 500,
@@ -222,9 +279,8 @@ async fn ferry_copy(
             created_by: "bench".into(),
         })
         .await?;
-    let tenants: Vec<TenantSize> = names
+    let tenants: Vec<TenantSize> = tenants
         .iter()
-        .zip(sizes)
         .map(|(n, rows)| TenantSize {
             tenant: TenantId::new(n.clone()).expect("generated ids are valid"),
             rows: *rows,

@@ -3,6 +3,7 @@
 
 mod control_store;
 mod copy;
+mod live_load;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;

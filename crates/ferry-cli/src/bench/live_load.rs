@@ -1,0 +1,129 @@
+//! A live load beside a copy: pgbench's transactions per second with no copy running, during
+//! an unthrottled copy, and during Ferry's copy, in a scratch database of the same server.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::Context as _;
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// The `pgbench` on PATH, or the newest under /usr/lib/postgresql/*/bin.
+pub fn find_pgbench() -> Option<PathBuf> {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            if dir.join("pgbench").is_file() {
+                return Some(dir.join("pgbench"));
+            }
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let v = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin/pgbench");
+            bin.is_file().then_some((v, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+/// `url` with its database replaced.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let path = base[start..].find('/').map_or(base.len(), |i| start + i);
+    let mut out = format!("{}/{database}", &base[..path]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A scratch pgbench database, dropped by [`LiveLoad::drop_database`].
+pub struct LiveLoad {
+    pgbench: PathBuf,
+    admin: PgPool,
+    name: String,
+    url: String,
+    seconds: u64,
+}
+
+impl LiveLoad {
+    pub async fn create(
+        admin: &PgPool,
+        server_url: &str,
+        seconds: u64,
+    ) -> anyhow::Result<LiveLoad> {
+        let pgbench =
+            find_pgbench().context("find pgbench (install the PostgreSQL client tools)")?;
+        let name = format!("ferry_bench_load_{}", std::process::id());
+        // The name is built from a number: safe to splice.
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(admin)
+            .await
+            .context("create the live-load database")?;
+        let url = with_database(server_url, &name);
+        let load = LiveLoad {
+            pgbench,
+            admin: admin.clone(),
+            name,
+            url,
+            seconds,
+        };
+        let out = tokio::process::Command::new(&load.pgbench)
+            .args(["-i", "-q", "-s", "10", &load.url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .context("run pgbench -i")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(load)
+    }
+
+    /// Runs pgbench (TPC-B-like, 4 clients) for the configured time; transactions per second.
+    pub async fn run(&self) -> anyhow::Result<f64> {
+        let out = tokio::process::Command::new(&self.pgbench)
+            .args([
+                "-n",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-T",
+                &self.seconds.to_string(),
+                &self.url,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .context("run pgbench")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("read tps from pgbench's output: {text}"))
+    }
+
+    pub async fn drop_database(self) {
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let _ = sqlx::query(AssertSqlSafe(sql)).execute(&self.admin).await;
+    }
+}
