@@ -62,17 +62,28 @@ fn readme_holds_the_two_commands_ci_runs() {
     );
 }
 
+/// Markdown files under `dir`, recursively, as paths relative to the repository root.
+fn markdown_under(dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+        let entry = entry.unwrap();
+        let name = format!("{dir}/{}", entry.file_name().into_string().unwrap());
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(markdown_under(&name));
+        } else if name.ends_with(".md") {
+            out.push(name);
+        }
+    }
+    out
+}
+
 #[test]
 fn every_doc_link_resolves() {
-    for doc in ["README.md", "ARCHITECTURE.md"]
+    let docs = ["README.md", "ARCHITECTURE.md"]
         .into_iter()
         .map(String::from)
-        .chain(
-            std::fs::read_dir(root().join("docs"))
-                .unwrap()
-                .map(|e| format!("docs/{}", e.unwrap().file_name().into_string().unwrap())),
-        )
-    {
+        .chain(markdown_under("docs"));
+    for doc in docs {
         let text = read(&doc);
         let base = root().join(&doc);
         let dir = base.parent().unwrap();
