@@ -264,3 +264,88 @@ impl RolloutView {
         }
     }
 }
+
+/// `ferry migration show --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationDetail {
+    pub migration: MigrationView,
+    pub status: MigrationStatus,
+}
+
+/// `ferry tenant show --json`: the tenant and what its next advance waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDetail {
+    pub tenant: TenantView,
+    pub backfill_rows_done: u64,
+    pub backfill_rows_total: u64,
+    pub backfill_complete: bool,
+    pub unresolved_mismatches: u64,
+    pub buffer_depth: u64,
+    pub lagging_routers: Vec<String>,
+    pub next_advance: String,
+}
+
+impl TenantDetail {
+    pub fn build(
+        record: &TenantRecord,
+        facts: &ferry_domain::GuardFacts,
+        next_advance: String,
+    ) -> TenantDetail {
+        TenantDetail {
+            tenant: TenantView::from(record),
+            backfill_rows_done: facts.backfill_rows_done,
+            backfill_rows_total: facts.backfill_rows_total,
+            backfill_complete: facts.backfill_complete,
+            unresolved_mismatches: facts.unresolved_mismatches,
+            buffer_depth: facts.buffer_depth,
+            lagging_routers: facts.lagging_routers.clone(),
+            next_advance,
+        }
+    }
+}
+
+/// One tenant's copy, as `ferry copy status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyProgressView {
+    pub tenant: String,
+    pub direction: String,
+    pub rows_done: u64,
+    pub rows_total: u64,
+    pub complete: bool,
+    pub rows_per_s: f64,
+    /// Seconds left at the current rate, while copying.
+    pub eta_s: Option<f64>,
+    pub batch_size: u64,
+    pub throttled: Option<String>,
+}
+
+impl From<&ferry_store::BackfillProgress> for CopyProgressView {
+    fn from(p: &ferry_store::BackfillProgress) -> Self {
+        CopyProgressView {
+            tenant: p.tenant.to_string(),
+            direction: p.direction.as_str().to_owned(),
+            rows_done: p.rows_done,
+            rows_total: p.rows_total,
+            complete: p.complete,
+            rows_per_s: p.rows_per_s,
+            eta_s: (!p.complete && p.rows_per_s > 0.0)
+                .then(|| p.rows_total.saturating_sub(p.rows_done) as f64 / p.rows_per_s),
+            batch_size: p.batch_size,
+            throttled: p.throttled.clone(),
+        }
+    }
+}
+
+/// `ferry verify --json`: which keys (JSON arrays of text values) differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyView {
+    pub tenant: String,
+    pub matches: bool,
+    pub missing: Vec<String>,
+    pub differing: Vec<String>,
+    pub extra: Vec<String>,
+}

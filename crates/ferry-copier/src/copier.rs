@@ -261,8 +261,7 @@ impl Copier {
             .find(|p| p.direction == direction);
         let control = self.store.control(&self.migration, Some(tenant)).await?;
         if control.cancelled {
-            let fresh = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
-            self.store.record_backfill(&fresh).await?;
+            self.forget_checkpoint(tenant, direction).await?;
             return Ok(Outcome::Cancelled);
         }
         let starting = existing.is_none();
@@ -321,14 +320,7 @@ impl Copier {
                             progress.throttled = Some("paused by an operator".into());
                             self.store.record_backfill(&progress).await?;
                         }
-                        Outcome::Cancelled => {
-                            let fresh = BackfillProgress::new(
-                                self.migration.clone(),
-                                tenant.clone(),
-                                direction,
-                            );
-                            self.store.record_backfill(&fresh).await?;
-                        }
+                        Outcome::Cancelled => self.forget_checkpoint(tenant, direction).await?,
                         // Not in a phase where this copy runs: its progress is not accepted.
                         _ => {}
                     }
@@ -427,6 +419,17 @@ impl Copier {
                 });
             }
         }
+    }
+
+    /// A cancelled copy starts over: its progress is replaced by a fresh one.
+    async fn forget_checkpoint(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+    ) -> Result<(), CopyError> {
+        let fresh = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
+        self.store.record_backfill(&fresh).await?;
+        Ok(())
     }
 
     /// One batch: lock the next rows in `from`, upsert them into `to`, then release.

@@ -107,9 +107,43 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// The same server URL naming another database (path replaced, query kept).
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, url_with_database};
+
+    #[test]
+    fn database_is_swapped_in_urls() {
+        assert_eq!(
+            url_with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            url_with_database("postgres://u@h:5432", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            url_with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
 
     #[test]
     fn passwords_never_reach_messages() {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, TenantId};
 
-pub use error::{Result, StoreError, redact_url};
+pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
 pub use open::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_PG_SCHEMA, DEFAULT_STORE_URL, StoreOptions, open};

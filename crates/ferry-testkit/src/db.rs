@@ -36,24 +36,6 @@ pub struct TestDb {
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-fn with_database(server: &str, database: &str) -> String {
-    let (base, query) = match server.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (server, None),
-    };
-    // Replace the path after the authority, if any.
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut url = format!("{}/{database}", &base[..path_start]);
-    if let Some(query) = query {
-        url.push('?');
-        url.push_str(query);
-    }
-    url
-}
-
 async fn admin(server: &str) -> PgConnection {
     PgConnection::connect(server).await.unwrap_or_else(|e| {
         panic!("this test needs PostgreSQL at {server} and cannot connect: {e}\nTo run it, {HOW_TO_PROVIDE}.")
@@ -101,7 +83,7 @@ impl TestDb {
             });
         let _ = conn.close().await;
         TestDb {
-            url: with_database(&server, &name),
+            url: ferry_store::url_with_database(&server, &name),
             name,
             server,
         }
@@ -138,26 +120,5 @@ impl Drop for TestDb {
             });
         });
         let _ = dropper.join();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn database_is_swapped_in_urls() {
-        assert_eq!(
-            with_database("postgres://u@h:5432/postgres", "x"),
-            "postgres://u@h:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://u@h:5432", "x"),
-            "postgres://u@h:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://u@h/db?sslmode=disable", "x"),
-            "postgres://u@h/x?sslmode=disable"
-        );
     }
 }

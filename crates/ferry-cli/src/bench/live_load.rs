@@ -29,22 +29,6 @@ pub fn find_pgbench() -> Option<PathBuf> {
     found.pop().map(|(_, p)| p)
 }
 
-/// `url` with its database replaced.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let path = base[start..].find('/').map_or(base.len(), |i| start + i);
-    let mut out = format!("{}/{database}", &base[..path]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
 /// A scratch pgbench database, dropped by [`LiveLoad::drop_database`].
 pub struct LiveLoad {
     pgbench: PathBuf,
@@ -68,7 +52,7 @@ impl LiveLoad {
             .execute(admin)
             .await
             .context("create the live-load database")?;
-        let url = with_database(server_url, &name);
+        let url = ferry_store::url_with_database(server_url, &name);
         let load = LiveLoad {
             pgbench,
             admin: admin.clone(),

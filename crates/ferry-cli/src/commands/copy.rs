@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use ferry_api::{CopyProgressView, VerifyView};
 use ferry_copier::{Copier, Outcome};
 use ferry_domain::{Phase, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine};
@@ -233,46 +234,22 @@ async fn status(
         .progress(migration, None)
         .await
         .context("read copy progress")?;
+    // One view for both outputs, so the table and --json cannot disagree (on the ETA, say).
+    let views: Vec<CopyProgressView> = progress.iter().map(CopyProgressView::from).collect();
     if json {
-        #[derive(serde::Serialize)]
-        struct Row {
-            tenant: String,
-            direction: &'static str,
-            rows_done: u64,
-            rows_total: u64,
-            complete: bool,
-            rows_per_s: f64,
-            eta_s: Option<f64>,
-            batch_size: u64,
-            throttled: Option<String>,
-        }
-        let rows: Vec<Row> = progress
-            .iter()
-            .map(|p| Row {
-                tenant: p.tenant.to_string(),
-                direction: p.direction.as_str(),
-                rows_done: p.rows_done,
-                rows_total: p.rows_total,
-                complete: p.complete,
-                rows_per_s: p.rows_per_s,
-                eta_s: eta(p),
-                batch_size: p.batch_size,
-                throttled: p.throttled.clone(),
-            })
-            .collect();
-        output::json(&rows)?;
+        output::json(&views)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if progress.is_empty() {
+    if views.is_empty() {
         println!("no copy has started for {migration}");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = progress
+    let rows: Vec<Vec<String>> = views
         .iter()
         .map(|p| {
             vec![
-                p.tenant.to_string(),
-                p.direction.as_str().to_owned(),
+                p.tenant.clone(),
+                p.direction.clone(),
                 format!(
                     "{} / {}",
                     output::count(p.rows_done),
@@ -283,18 +260,13 @@ async fn status(
                 } else {
                     format!("{:.0} rows/s", p.rows_per_s)
                 },
-                eta(p).map_or_else(String::new, |s| format!("{s:.0}s")),
+                p.eta_s.map_or_else(String::new, |s| format!("{s:.0}s")),
                 p.throttled.clone().unwrap_or_default(),
             ]
         })
         .collect();
     output::table(&["tenant", "copy", "rows", "rate", "eta", "held by"], &rows);
     Ok(ExitCode::SUCCESS)
-}
-
-fn eta(p: &ferry_store::BackfillProgress) -> Option<f64> {
-    (!p.complete && p.rows_per_s > 0.0)
-        .then(|| p.rows_total.saturating_sub(p.rows_done) as f64 / p.rows_per_s)
 }
 
 async fn control(
@@ -339,20 +311,12 @@ pub async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("verify tenant {}", args.tenant))?;
     if args.json {
-        #[derive(serde::Serialize)]
-        struct Report<'a> {
-            tenant: &'a str,
-            matches: bool,
-            missing: &'a [String],
-            differing: &'a [String],
-            extra: Vec<&'a str>,
-        }
-        output::json(&Report {
-            tenant: args.tenant.as_str(),
+        output::json(&VerifyView {
+            tenant: args.tenant.to_string(),
             matches: diff.is_empty(),
-            missing: &diff.missing,
-            differing: &diff.differing,
-            extra: diff.extra.iter().map(|(k, _)| k.as_str()).collect(),
+            missing: diff.missing.clone(),
+            differing: diff.differing.clone(),
+            extra: diff.extra.iter().map(|(k, _)| k.clone()).collect(),
         })?;
     } else if diff.is_empty() {
         println!(

@@ -75,14 +75,9 @@ pub async fn run(ctx: &Context, cmd: MigrationCmd) -> anyhow::Result<ExitCode> {
                 &[],
             );
             if json {
-                #[derive(serde::Serialize)]
-                struct Show<'a> {
-                    migration: MigrationView,
-                    status: &'a ferry_api::MigrationStatus,
-                }
-                output::json(&Show {
+                output::json(&ferry_api::MigrationDetail {
                     migration: MigrationView::from(&migration),
-                    status: &status.migrations[0],
+                    status: status.migrations[0].clone(),
                 })?;
             } else {
                 println!("migration   {}", migration.id);

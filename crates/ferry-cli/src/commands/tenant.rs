@@ -139,27 +139,7 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                 Err(e) => format!("blocked: {e}"),
             };
             if json {
-                #[derive(serde::Serialize)]
-                struct Show {
-                    tenant: TenantView,
-                    backfill_rows_done: u64,
-                    backfill_rows_total: u64,
-                    backfill_complete: bool,
-                    unresolved_mismatches: u64,
-                    buffer_depth: u64,
-                    lagging_routers: Vec<String>,
-                    next_advance: String,
-                }
-                output::json(&Show {
-                    tenant: TenantView::from(&record),
-                    backfill_rows_done: facts.backfill_rows_done,
-                    backfill_rows_total: facts.backfill_rows_total,
-                    backfill_complete: facts.backfill_complete,
-                    unresolved_mismatches: facts.unresolved_mismatches,
-                    buffer_depth: facts.buffer_depth,
-                    lagging_routers: facts.lagging_routers.clone(),
-                    next_advance: next_text,
-                })?;
+                output::json(&ferry_api::TenantDetail::build(&record, &facts, next_text))?;
             } else {
                 println!("tenant        {} (migration {migration})", record.tenant);
                 println!(
