@@ -26,6 +26,9 @@ pub struct RangeCheck {
     pub mismatches: u64,
 }
 
+/// A row as one look saw it: `(md5 of its values, xmin)`.
+pub type RowSeen = (String, String);
+
 /// The difference between two sides of a key range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
@@ -35,6 +38,10 @@ pub struct Diff {
     pub extra: Vec<(String, String)>,
     /// In both, different.
     pub differing: Vec<String>,
+    /// What each side held for every key above: `(md5, xmin)` of the row in `from` and in
+    /// `to`, `None` where absent. Two looks that saw the same for a key saw a settled
+    /// difference; a write in flight changes one side between looks.
+    pub observed: BTreeMap<String, (Option<RowSeen>, Option<RowSeen>)>,
 }
 
 impl Diff {
@@ -42,20 +49,35 @@ impl Diff {
         self.missing.is_empty() && self.extra.is_empty() && self.differing.is_empty()
     }
 
-    /// What both looks agree on.
+    /// The differences both looks saw identically (same rows on both sides): settled ones,
+    /// not writes in flight.
     pub fn intersect(&self, other: &Diff) -> Diff {
-        let keep = |a: &[String], b: &[String]| -> Vec<String> {
-            a.iter().filter(|k| b.contains(k)).cloned().collect()
+        let settled = |k: &String| {
+            let seen = self.observed.get(k);
+            seen.is_some() && seen == other.observed.get(k)
         };
+        let keep = |keys: &[String]| -> Vec<String> {
+            keys.iter().filter(|k| settled(k)).cloned().collect()
+        };
+        let extra: Vec<(String, String)> = self
+            .extra
+            .iter()
+            .filter(|(k, _)| settled(k))
+            .cloned()
+            .collect();
+        let missing = keep(&self.missing);
+        let differing = keep(&self.differing);
+        let observed = missing
+            .iter()
+            .chain(&differing)
+            .chain(extra.iter().map(|(k, _)| k))
+            .filter_map(|k| self.observed.get(k).map(|o| (k.clone(), o.clone())))
+            .collect();
         Diff {
-            missing: keep(&self.missing, &other.missing),
-            differing: keep(&self.differing, &other.differing),
-            extra: self
-                .extra
-                .iter()
-                .filter(|(k, _)| other.extra.iter().any(|(o, _)| o == k))
-                .cloned()
-                .collect(),
+            missing,
+            extra,
+            differing,
+            observed,
         }
     }
 }
@@ -69,12 +91,15 @@ fn diff(from: &Digests, to: &Digests) -> Diff {
         match to.get(key) {
             None => d.missing.push(key.clone()),
             Some((other, _)) if other != digest => d.differing.push(key.clone()),
-            Some(_) => {}
+            Some(_) => continue,
         }
+        d.observed
+            .insert(key.clone(), (from.get(key).cloned(), to.get(key).cloned()));
     }
     for (key, (_, xmin)) in to {
         if !from.contains_key(key) {
             d.extra.push((key.clone(), xmin.clone()));
+            d.observed.insert(key.clone(), (None, to.get(key).cloned()));
         }
     }
     d
@@ -249,6 +274,29 @@ impl Copier {
         Ok(())
     }
 
+    /// Deletes a destination row (key as a JSON array) only if it is still the version seen
+    /// (`xmin`), so a row re-inserted meanwhile survives. Returns the rows deleted (0 or 1).
+    async fn delete_if_unchanged(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        key: &str,
+        xmin: &str,
+    ) -> Result<u64, CopyError> {
+        let key = key_of(key)?;
+        let (_, to) = self.pools(direction);
+        let sql = &self.statements(direction).delete_if_unchanged_to;
+        let done = bind_key(
+            sqlx::query(AssertSqlSafe(sql.clone())).bind(tenant.as_str()),
+            &key,
+        )
+        .bind(xmin)
+        .execute(to)
+        .await
+        .map_err(|e| CopyError::db("delete a destination-only row", e))?;
+        Ok(done.rows_affected())
+    }
+
     /// Re-copies missing and differing rows (with the version guard: a newer destination row
     /// stays, and is a mismatch), and deletes extras that are still the version observed.
     async fn repair(
@@ -306,17 +354,9 @@ impl Copier {
             return Ok(repaired);
         }
         for (key, xmin) in &d.extra {
-            let key = key_of(key)?;
-            let done = bind_key(
-                sqlx::query(AssertSqlSafe(sql.delete_if_unchanged_to.clone()))
-                    .bind(tenant.as_str()),
-                &key,
-            )
-            .bind(xmin.as_str())
-            .execute(to)
-            .await
-            .map_err(|e| CopyError::db("delete an extra row", e))?;
-            repaired += done.rows_affected();
+            repaired += self
+                .delete_if_unchanged(tenant, direction, key, xmin)
+                .await?;
         }
         Ok(repaired)
     }
@@ -335,34 +375,25 @@ impl Copier {
         if direction == CopyDirection::Reverse {
             return Ok(());
         }
-        let (from, to) = self.pools(direction);
+        let (_, to) = self.pools(direction);
         let sql = self.statements(direction);
         if self.count(to, &sql.count_to, tenant).await? == 0 {
             return Ok(());
         }
         // Dual writes in flight differ for a moment (source written, target not yet); rows
         // that differ identically on two looks are not in flight.
-        let all = bounds_index(false, false);
-        let look = || async {
-            let a = self
-                .digests(from, &sql.digests_from[all], tenant, None, None)
-                .await?;
-            let b = self
-                .digests(to, &sql.digests_to[all], tenant, None, None)
-                .await?;
-            Ok::<_, CopyError>((a, b))
-        };
-        let (a1, b1) = look().await?;
+        let first = self.compare_range(tenant, direction, None, None).await?;
         tokio::time::sleep(RECHECK_AFTER * 2).await;
-        let (a2, b2) = look().await?;
-        let stable = |key: &String| a1.get(key) == a2.get(key) && b1.get(key) == b2.get(key);
-        let d = diff(&a2, &b2);
-        let conflicts: Vec<(&String, &String)> = d
+        let settled = first.intersect(&self.compare_range(tenant, direction, None, None).await?);
+        // Rows missing from the destination are what the copy is for; the rest conflict.
+        let conflicts: Vec<(&String, &String)> = settled
             .differing
             .iter()
-            .chain(d.extra.iter().map(|(k, _)| k))
-            .filter(|k| stable(k))
-            .filter_map(|k| b2.get(k).map(|(_, xmin)| (k, xmin)))
+            .chain(settled.extra.iter().map(|(k, _)| k))
+            .filter_map(|k| match settled.observed.get(k) {
+                Some((_, Some((_, xmin)))) => Some((k, xmin)),
+                _ => None,
+            })
             .collect();
         if conflicts.is_empty() {
             return Ok(());
@@ -374,16 +405,8 @@ impl Copier {
             });
         }
         for (key, xmin) in &conflicts {
-            let parsed = key_of(key)?;
-            bind_key(
-                sqlx::query(AssertSqlSafe(sql.delete_if_unchanged_to.clone()))
-                    .bind(tenant.as_str()),
-                &parsed,
-            )
-            .bind(xmin.as_str())
-            .execute(to)
-            .await
-            .map_err(|e| CopyError::db("delete a conflicting row", e))?;
+            self.delete_if_unchanged(tenant, direction, key, xmin)
+                .await?;
         }
         tracing::warn!(migration = %self.migration, tenant = %tenant, conflicts = conflicts.len(), "overwrote conflicting destination rows");
         Ok(())
@@ -436,6 +459,17 @@ mod tests {
         rows.iter()
             .map(|(k, d)| ((*k).to_owned(), ((*d).to_owned(), "7".to_owned())))
             .collect()
+    }
+
+    #[test]
+    fn only_differences_seen_identically_twice_are_settled() {
+        let from = digests(&[("[\"1\"]", "a"), ("[\"2\"]", "b")]);
+        let first = diff(&from, &digests(&[("[\"1\"]", "x"), ("[\"2\"]", "y")]));
+        // Key 1 still holds x (settled); key 2 moved on to z (a write in flight).
+        let second = diff(&from, &digests(&[("[\"1\"]", "x"), ("[\"2\"]", "z")]));
+        let settled = first.intersect(&second);
+        assert_eq!(settled.differing, ["[\"1\"]"]);
+        assert!(settled.missing.is_empty() && settled.extra.is_empty());
     }
 
     #[test]
