@@ -26,7 +26,7 @@ use crate::config::TenantMoveConfig;
 use crate::error::CopyError;
 use crate::plan::{Key, TablePlan};
 use crate::sql::{Statements, bind_key};
-use crate::validate::RangeCheck;
+use crate::validate::{Digest, RangeCheck};
 
 /// How a copy run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,14 @@ const RETRIES: u32 = 8;
 /// How long a backpressure verdict stands before the signals are read again.
 const SIGNAL_TTL: Duration = Duration::from_millis(250);
 
+/// What one batch wrote.
+struct Copied {
+    rows: u64,
+    last_key: Key,
+    /// `(count, XOR of row hashes)` of the rows as locked and written, when computed.
+    digest: Option<Digest>,
+}
+
 enum Step {
     Go(ferry_store::CopyControl),
     Stop(Outcome),
@@ -73,6 +81,8 @@ pub struct Copier {
     overwrite: bool,
     /// Both tables live in one database: batches run as one statement, rows never leave it.
     same_database: bool,
+    /// Same database, and the server hashes rows: ranges are compared by digest.
+    hashing: bool,
     verdict: std::sync::Mutex<Option<(Instant, Verdict)>>,
 }
 
@@ -93,6 +103,12 @@ async fn rate_limit(
             tokio::time::sleep(minimum - took).await;
         }
     }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "23505")
 }
 
 /// Connections with the session settings that make row text identical on both sides, so a
@@ -137,11 +153,16 @@ impl Copier {
         let config = TenantMoveConfig::from_json(&record.config)?;
         let plan = TablePlan::load(&config.names()?, &source, &target, create_target).await?;
         let same_database = crate::plan::same_database(&source, &target).await?;
+        let hashing = same_database
+            && plan.probe_row_hash(&source, &plan.source).await
+            && plan.probe_row_hash(&target, &plan.target).await;
+        let lock = config.copy.lock_source_rows;
         Ok(Copier {
             same_database,
+            hashing,
             verdict: std::sync::Mutex::new(None),
-            forward: Statements::new(&plan, CopyDirection::Forward, config.copy.lock_source_rows),
-            reverse: Statements::new(&plan, CopyDirection::Reverse, config.copy.lock_source_rows),
+            forward: Statements::new(&plan, CopyDirection::Forward, lock, hashing),
+            reverse: Statements::new(&plan, CopyDirection::Reverse, lock, hashing),
             store,
             engine,
             migration: migration.clone(),
@@ -162,6 +183,10 @@ impl Copier {
 
     pub(crate) fn same_database(&self) -> bool {
         self.same_database
+    }
+
+    pub(crate) fn hashing(&self) -> bool {
+        self.hashing
     }
 
     pub(crate) fn overwrite_allowed(&self) -> bool {
@@ -360,11 +385,16 @@ impl Copier {
                     self.copy_batch(tenant, direction, lower.as_ref(), limit)
                 })
                 .await?;
-            let Some((rows, last_key)) = copied else {
+            let Some(Copied {
+                rows,
+                last_key,
+                digest,
+            }) = copied
+            else {
                 // The end: validate the tail, where only extras can be.
                 let check = self
                     .retrying("validate the tail", || {
-                        self.validate_range(tenant, direction, lower.as_ref(), None)
+                        self.validate_range(tenant, direction, lower.as_ref(), None, None)
                     })
                     .await?;
                 repaired += check.repaired;
@@ -384,9 +414,12 @@ impl Copier {
             // can be) at once, instead of another empty batch and another range.
             let last = rows < limit;
             let upper = (!last).then_some(&last_key);
+            // With the source rows locked, the batch's own digest is the source side: nothing
+            // but a dual write (which writes both sides) changed them before they were written.
+            let expected = digest.filter(|_| self.config.copy.lock_source_rows);
             let check: RangeCheck = self
                 .retrying("validate a batch", || {
-                    self.validate_range(tenant, direction, lower.as_ref(), upper)
+                    self.validate_range(tenant, direction, lower.as_ref(), upper, expected)
                 })
                 .await?;
             repaired += check.repaired;
@@ -439,7 +472,7 @@ impl Copier {
         direction: CopyDirection,
         after: Option<&Key>,
         limit: u64,
-    ) -> Result<Option<(u64, Key)>, CopyError> {
+    ) -> Result<Option<Copied>, CopyError> {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
         if self.same_database {
@@ -500,7 +533,11 @@ impl Copier {
             .commit()
             .await
             .map_err(|e| CopyError::db("end the batch", e))?;
-        Ok(Some((rows.len() as u64, last)))
+        Ok(Some(Copied {
+            rows: rows.len() as u64,
+            last_key: last,
+            digest: None,
+        }))
     }
 
     /// [`Copier::copy_batch`] as one statement inside the one database.
@@ -511,26 +548,37 @@ impl Copier {
         tenant: &TenantId,
         after: Option<&Key>,
         limit: u64,
-    ) -> Result<Option<(u64, Key)>, CopyError> {
-        let statement = match after {
-            None => sql.local_first.clone(),
-            Some(_) => sql.local_after.clone(),
+    ) -> Result<Option<Copied>, CopyError> {
+        let run = |statement: Arc<str>| {
+            let mut query =
+                sqlx::query_as::<_, (i64, Option<String>, Option<i64>)>(AssertSqlSafe(statement))
+                    .bind(tenant.as_str());
+            for value in after.into_iter().flatten() {
+                query = query.bind(value.as_str());
+            }
+            query
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_one(pool)
         };
-        let mut query = sqlx::query_as::<_, (i64, Option<String>)>(AssertSqlSafe(statement))
-            .bind(tenant.as_str());
-        for value in after.into_iter().flatten() {
-            query = query.bind(value.as_str());
+        let (fast, upsert) = match after {
+            None => (&sql.local_first, &sql.local_first_upsert),
+            Some(_) => (&sql.local_after, &sql.local_after_upsert),
+        };
+        let (rows, last, digest) = match run(fast.clone()).await {
+            // A row was written into the range after the statement found it clear.
+            Err(e) if is_unique_violation(&e) => run(upsert.clone()).await,
+            other => other,
         }
-        let (rows, last) = query
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_one(pool)
-            .await
-            .map_err(|e| CopyError::db("copy a batch", e))?;
+        .map_err(|e| CopyError::db("copy a batch", e))?;
         match last {
             Some(last) if rows > 0 => {
                 let key: Key = serde_json::from_str(&last)
                     .map_err(|e| CopyError::Plan(format!("decode batch key {last}: {e}")))?;
-                Ok(Some((u64::try_from(rows).unwrap_or(0), key)))
+                Ok(Some(Copied {
+                    rows: u64::try_from(rows).unwrap_or(0),
+                    last_key: key,
+                    digest: digest.map(|d| (rows, d)),
+                }))
             }
             _ => Ok(None),
         }

@@ -342,29 +342,148 @@ impl TablePlan {
     /// The whole batch in one statement, when both tables are in the same database: the
     /// next rows after `lower`, locked `FOR SHARE` for the statement, upserted into `to`, and
     /// `(row count, last key as a JSON array)` returned. No row travels to the client.
-    pub fn copy_batch_local(&self, from: &Table, to: &Table, lower: bool, lock: bool) -> String {
+    ///
+    /// `insert_when_clear`: when the destination holds no row in the batch's key range (the
+    /// common case: nothing but the copier has written there yet), the rows go in by a plain
+    /// `INSERT`, which costs about 40% less than the upsert's speculative insertion. A plain
+    /// insert cannot overwrite anything: a row a dual write puts there meanwhile makes it fail
+    /// with a unique violation, and the caller repeats the batch with the upsert.
+    pub fn copy_batch_local(
+        &self,
+        from: &Table,
+        to: &Table,
+        lower: bool,
+        lock: bool,
+        digest: bool,
+        insert_when_clear: bool,
+    ) -> String {
         let (range, limit) = self.range(lower, false);
         let lock = if lock { " FOR SHARE OF t" } else { "" };
-        let insert = self.upsert_from(to, "batch");
+        let order_in = |alias: &str, desc: bool| {
+            self.order
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{alias}.{}{}",
+                        c.name.quoted(),
+                        if desc { " DESC" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let last_key = self
             .order
             .iter()
             .map(|c| format!("b.{}::text", c.name.quoted()))
             .collect::<Vec<_>>()
             .join(", ");
-        let desc = self
-            .order
-            .iter()
-            .map(|c| format!("b.{} DESC", c.name.quoted()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        // The batch's digest, as it was locked: while the lock held, the destination can only
+        // have received these rows (see `range_digest`).
+        let digest = if digest {
+            format!(", coalesce(bit_xor({}), 0)", self.row_hash("t"))
+        } else {
+            ", NULL::bigint".to_owned()
+        };
+        let writes = if insert_when_clear {
+            // `(lower, last]` in the destination, by the key index: a row constructor of
+            // scalar subqueries on the batch's last key keeps the comparison indexable.
+            let last = self
+                .order
+                .iter()
+                .map(|c| format!("(SELECT l.{} FROM last AS l)", c.name.quoted()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let lower_bound = if lower {
+                format!(" AND {}", self.key_predicate(">", 2))
+            } else {
+                String::new()
+            };
+            format!(
+                "last AS (SELECT {} FROM batch AS b ORDER BY {} LIMIT 1), \
+                 clear AS (SELECT NOT EXISTS (SELECT 1 FROM {} AS t WHERE t.{} = $1{lower_bound} \
+                     AND ({}) <= ({last})) AS yes), \
+                 inserted AS ({}), \
+                 upserted AS ({})",
+                order_in("b", false),
+                order_in("b", true),
+                to.quoted(),
+                self.tenant.quoted(),
+                self.order_list("t"),
+                self.insert_from(to, "batch WHERE (SELECT yes FROM clear)", false),
+                self.insert_from(to, "batch WHERE NOT (SELECT yes FROM clear)", true),
+            )
+        } else {
+            format!("written AS ({})", self.insert_from(to, "batch", true))
+        };
         format!(
             "WITH batch AS (SELECT t.* FROM {} AS t WHERE {range} ORDER BY {} LIMIT ${limit}{lock}), \
-             written AS ({insert}) \
-             SELECT count(*)::bigint, (SELECT json_build_array({last_key})::text FROM batch AS b ORDER BY {desc} LIMIT 1) FROM batch",
+             {writes} \
+             SELECT count(*)::bigint, (SELECT json_build_array({last_key})::text FROM batch AS b ORDER BY {} LIMIT 1){digest} \
+             FROM batch AS t",
             from.quoted(),
             self.order_list("t"),
+            order_in("b", true),
         )
+    }
+
+    /// A column's value as compared between the sides: typed, or as text for the few types
+    /// without equality (and hashing) operators.
+    fn comparable(&self, alias: &str, c: &Column) -> String {
+        if matches!(
+            c.ty.as_str(),
+            "json" | "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle"
+        ) || c.ty.ends_with("[]") && c.ty.starts_with("json")
+        {
+            format!("{alias}.{}::text", c.name.quoted())
+        } else {
+            format!("{alias}.{}", c.name.quoted())
+        }
+    }
+
+    /// A 64-bit hash of a row's values, typed (`1.0` and `1.00` hash alike, as they compare
+    /// equal), in the plan's column order so both tables hash alike whatever their own order.
+    /// Needs PostgreSQL 14 (`hash_record_extended`); see [`TablePlan::probe_row_hash`].
+    pub fn row_hash(&self, alias: &str) -> String {
+        let values = self
+            .columns
+            .iter()
+            .map(|c| self.comparable(alias, c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("hash_record_extended(ROW({values}), 0)")
+    }
+
+    /// `(row count, XOR of row hashes)` of a key range: order-free, so one index scan and no
+    /// sort; keys are unique, so no two rows of a side can cancel out.
+    pub fn range_digest(&self, side: &Table, lower: bool, upper: bool) -> String {
+        let (range, _) = self.range(lower, upper);
+        format!(
+            "SELECT count(*)::bigint, coalesce(bit_xor({}), 0) FROM {} AS t WHERE {range}",
+            self.row_hash("t"),
+            side.quoted(),
+        )
+    }
+
+    /// Runs [`TablePlan::row_hash`] once over NULLs of every column type of `side`: an error
+    /// means the server (before 14) or a column type cannot hash, and the copier compares by
+    /// a merge of both ranges instead.
+    pub async fn probe_row_hash(&self, pool: &PgPool, side: &Table) -> bool {
+        let sql = format!(
+            "SELECT coalesce(bit_xor({}), 0) FROM (SELECT) AS one LEFT JOIN {} AS t ON false",
+            self.row_hash("t"),
+            side.quoted(),
+        );
+        match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(table = %side, "row hashing unavailable, validating by merge: {e}");
+                false
+            }
+        }
     }
 
     /// Rows with exactly these keys (for repairs), locked like [`TablePlan::select_batch`].
@@ -382,15 +501,17 @@ impl TablePlan {
     /// left alone, so an older copy never overwrites a newer write and a repeated batch
     /// changes nothing.
     pub fn upsert(&self, to: &Table) -> String {
-        self.upsert_from(
+        self.insert_from(
             to,
             // json, not jsonb: a json column's text (key order, spacing, duplicates) survives.
             &format!("json_populate_recordset(NULL::{}, $1::json)", to.quoted()),
+            true,
         )
     }
 
-    /// `INSERT INTO to SELECT cols FROM <rows> ON CONFLICT (key) DO UPDATE … WHERE older`.
-    fn upsert_from(&self, to: &Table, rows: &str) -> String {
+    /// `INSERT INTO to SELECT cols FROM <rows>`, with `ON CONFLICT (key) DO UPDATE … WHERE
+    /// older` if `upsert`.
+    fn insert_from(&self, to: &Table, rows: &str, upsert: bool) -> String {
         let cols = self
             .columns
             .iter()
@@ -411,16 +532,18 @@ impl TablePlan {
             .collect::<Vec<_>>()
             .join(", ");
         let version = self.version.quoted();
-        let update = if set.is_empty() {
-            "DO NOTHING".to_owned()
+        let update = if !upsert {
+            String::new()
+        } else if set.is_empty() {
+            format!(" ON CONFLICT ({conflict}) DO NOTHING")
         } else {
             format!(
-                "DO UPDATE SET {set} WHERE {}.{version} < EXCLUDED.{version}",
+                " ON CONFLICT ({conflict}) DO UPDATE SET {set} WHERE {}.{version} < EXCLUDED.{version}",
                 to.quoted()
             )
         };
         format!(
-            "INSERT INTO {} ({cols}) SELECT {cols} FROM {rows} ON CONFLICT ({conflict}) {update}",
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {rows}{update}",
             to.quoted(),
         )
     }
@@ -455,27 +578,16 @@ impl TablePlan {
             .map(|c| format!("s.{0} = d.{0}", c.name.quoted()))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let value = |alias: &str, c: &Column| {
-            if matches!(
-                c.ty.as_str(),
-                "json" | "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle"
-            ) || c.ty.ends_with("[]") && c.ty.starts_with("json")
-            {
-                format!("{alias}.{}::text", c.name.quoted())
-            } else {
-                format!("{alias}.{}", c.name.quoted())
-            }
-        };
         let left = self
             .columns
             .iter()
-            .map(|c| value("s", c))
+            .map(|c| self.comparable("s", c))
             .collect::<Vec<_>>()
             .join(", ");
         let right = self
             .columns
             .iter()
-            .map(|c| value("d", c))
+            .map(|c| self.comparable("d", c))
             .collect::<Vec<_>>()
             .join(", ");
         let first_key = self.key[0].name.quoted();

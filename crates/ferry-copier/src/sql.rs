@@ -13,15 +13,22 @@ pub(crate) struct Statements {
     pub select_after: Arc<str>,
     pub select_key: Arc<str>,
     pub upsert: Arc<str>,
-    /// One-statement batches, for tables in the same database.
+    /// One-statement batches, for tables in the same database: a plain insert when the
+    /// destination range is clear, else the upsert.
     pub local_first: Arc<str>,
     pub local_after: Arc<str>,
+    /// The same, always by upsert: after a plain insert met a row written meanwhile.
+    pub local_first_upsert: Arc<str>,
+    pub local_after_upsert: Arc<str>,
     /// Indexed by (lower bound?, upper bound?).
     pub checksum_from: [Arc<str>; 4],
     pub checksum_to: [Arc<str>; 4],
     pub digests_from: [Arc<str>; 4],
     /// Same database only: the number of differing rows in a range, by a merge join.
     pub differences_local: [Arc<str>; 4],
+    /// Same database only: `(count, XOR of row hashes)` of a range on each side.
+    pub digest_from: [Arc<str>; 4],
+    pub digest_to: [Arc<str>; 4],
     pub digests_to: [Arc<str>; 4],
     pub delete_if_unchanged_to: Arc<str>,
     pub count_from: Arc<str>,
@@ -34,7 +41,14 @@ pub(crate) fn bounds_index(lower: bool, upper: bool) -> usize {
 }
 
 impl Statements {
-    pub fn new(plan: &TablePlan, direction: CopyDirection, lock: bool) -> Statements {
+    /// `hashing`: the server can hash rows ([`TablePlan::probe_row_hash`]), so one-statement
+    /// batches also return their digest.
+    pub fn new(
+        plan: &TablePlan,
+        direction: CopyDirection,
+        lock: bool,
+        hashing: bool,
+    ) -> Statements {
         let (from, to) = plan.sides(direction);
         let each = |f: &dyn Fn(bool, bool) -> String| -> [Arc<str>; 4] {
             [
@@ -49,12 +63,24 @@ impl Statements {
             select_after: plan.select_batch(from, true, lock).into(),
             select_key: plan.select_key(from).into(),
             upsert: plan.upsert(to).into(),
-            local_first: plan.copy_batch_local(from, to, false, lock).into(),
-            local_after: plan.copy_batch_local(from, to, true, lock).into(),
+            local_first: plan
+                .copy_batch_local(from, to, false, lock, hashing, true)
+                .into(),
+            local_after: plan
+                .copy_batch_local(from, to, true, lock, hashing, true)
+                .into(),
+            local_first_upsert: plan
+                .copy_batch_local(from, to, false, lock, hashing, false)
+                .into(),
+            local_after_upsert: plan
+                .copy_batch_local(from, to, true, lock, hashing, false)
+                .into(),
             checksum_from: each(&|l, u| plan.checksum(from, l, u)),
             checksum_to: each(&|l, u| plan.checksum(to, l, u)),
             digests_from: each(&|l, u| plan.digests(from, l, u)),
             differences_local: each(&|l, u| plan.count_differences_local(from, to, l, u)),
+            digest_from: each(&|l, u| plan.range_digest(from, l, u)),
+            digest_to: each(&|l, u| plan.range_digest(to, l, u)),
             digests_to: each(&|l, u| plan.digests(to, l, u)),
             delete_if_unchanged_to: plan.delete_if_unchanged(to).into(),
             count_from: plan.count(from).into(),

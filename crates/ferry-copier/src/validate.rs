@@ -26,6 +26,9 @@ pub struct RangeCheck {
     pub mismatches: u64,
 }
 
+/// `(row count, XOR of 64-bit row hashes)` of a key range.
+pub type Digest = (i64, i64);
+
 /// A row as one look saw it: `(md5 of its values, xmin)`.
 pub type RowSeen = (String, String);
 
@@ -156,6 +159,23 @@ impl Copier {
         Ok(rows.into_iter().map(|(k, d, x)| (k, (d, x))).collect())
     }
 
+    async fn digest(
+        &self,
+        pool: &PgPool,
+        sql: &std::sync::Arc<str>,
+        tenant: &TenantId,
+        lower: Option<&Key>,
+        upper: Option<&Key>,
+    ) -> Result<Digest, CopyError> {
+        let mut q = sqlx::query_as::<_, Digest>(AssertSqlSafe(sql.clone())).bind(tenant.as_str());
+        for v in range_values(lower, upper) {
+            q = q.bind(v);
+        }
+        q.fetch_one(pool)
+            .await
+            .map_err(|e| CopyError::db("digest a range", e))
+    }
+
     /// Compares `(lower, upper]` of the tenant on both sides of a copy direction.
     pub async fn compare_range(
         &self,
@@ -164,10 +184,39 @@ impl Copier {
         lower: Option<&Key>,
         upper: Option<&Key>,
     ) -> Result<Diff, CopyError> {
+        self.compare_range_against(tenant, direction, lower, upper, None)
+            .await
+    }
+
+    /// [`Copier::compare_range`], taking the source side's digest as `expected` when the
+    /// caller knows it (a locked batch computed it as it copied).
+    async fn compare_range_against(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        lower: Option<&Key>,
+        upper: Option<&Key>,
+        expected: Option<Digest>,
+    ) -> Result<Diff, CopyError> {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
         let i = bounds_index(lower.is_some(), upper.is_some());
-        if self.same_database() {
+        if self.hashing() {
+            // Two index scans and a hash per row: cheaper than a join of both ranges.
+            let theirs = self
+                .digest(to, &sql.digest_to[i], tenant, lower, upper)
+                .await?;
+            let ours = match expected {
+                Some(d) => d,
+                None => {
+                    self.digest(from, &sql.digest_from[i], tenant, lower, upper)
+                        .await?
+                }
+            };
+            if ours == theirs {
+                return Ok(Diff::default());
+            }
+        } else if self.same_database() {
             // One merge of both ranges in the database: no row leaves it, none is hashed.
             let mut q =
                 sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.differences_local[i].clone()))
@@ -210,8 +259,11 @@ impl Copier {
         direction: CopyDirection,
         lower: Option<&Key>,
         upper: Option<&Key>,
+        expected: Option<Digest>,
     ) -> Result<RangeCheck, CopyError> {
-        let first = self.compare_range(tenant, direction, lower, upper).await?;
+        let first = self
+            .compare_range_against(tenant, direction, lower, upper, expected)
+            .await?;
         if first.is_empty() {
             return Ok(RangeCheck::default());
         }

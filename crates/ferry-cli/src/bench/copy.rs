@@ -121,6 +121,9 @@ async fn measure(
     )
     .await?;
     say("ceiling: INSERT … SELECT…".into());
+    // Every timed copy starts right after a checkpoint, so none pays for another's dirty
+    // pages (a 2M-row copy is enough WAL to trigger one mid-way otherwise).
+    exec(pool, "CHECKPOINT".into()).await?;
     let started = Instant::now();
     exec(
         pool,
@@ -136,6 +139,7 @@ async fn measure(
     )
     .await?;
     say("naive: 1,000-row batches…".into());
+    exec(pool, "CHECKPOINT".into()).await?;
     let naive_sql = format!(
         "WITH b AS (SELECT * FROM {s}.orders WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT 1000),
               i AS (INSERT INTO {s}.naive SELECT * FROM b)
@@ -309,6 +313,7 @@ async fn ferry_copy(
         )
         .await?,
     );
+    exec(pool, "CHECKPOINT".into()).await?;
     let bar = if args.json {
         indicatif::ProgressBar::hidden()
     } else {

@@ -13,6 +13,7 @@ both_stores!(
     operator_controls_stop_the_copy,
     drift_is_recorded_and_blocks_the_authority_flip,
     reverse_copy_restores_the_source_and_retirement_deletes_it,
+    a_row_written_into_a_clear_range_mid_batch_falls_back_to_the_upsert,
 );
 
 async fn copies_one_tenant_exactly_and_touches_no_other(store: &TestStore) {
@@ -544,5 +545,73 @@ async fn copies_across_databases() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A batch whose destination range looked clear goes in by a plain `INSERT`; a dual write
+/// committing a row there meanwhile makes it fail with a unique violation, and the batch must
+/// then be repeated with the version-guarded upsert, not fail the copy or overwrite the row.
+async fn a_row_written_into_a_clear_range_mid_batch_falls_back_to_the_upsert(store: &TestStore) {
+    let f = Fixture::new(
+        store.reopen_as_test_store().await,
+        &[("t1", 300)],
+        serde_json::json!({}),
+    )
+    .await;
+    let copier = std::sync::Arc::new(f.copier().await);
+    f.change("t1", Action::Advance).await;
+    // The dual write of key 5: the source first (committed), then the target, held open.
+    sqlx::query(
+        "UPDATE public.orders SET note = 'dual', version = version + 1 WHERE tenant_id = 't1' AND id = 5",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let mut writer = f.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO moved.orders SELECT * FROM public.orders WHERE tenant_id = 't1' AND id = 5",
+    )
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    let copy = {
+        let copier = copier.clone();
+        tokio::spawn(async move {
+            copier
+                .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+                .await
+        })
+    };
+    // Wait until the batch's plain insert waits on the uncommitted key 5, then commit it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH batch%'",
+        )
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never met the uncommitted row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer.commit().await.unwrap();
+    let outcome = copy.await.unwrap().unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Complete {
+            rows: 300,
+            repaired: 0,
+            mismatches: 0
+        }
+    );
+    assert_eq!(
+        f.digest("moved", "t1").await,
+        f.digest("public", "t1").await
     );
 }
