@@ -32,7 +32,7 @@ pub use model::*;
 pub use open::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_PG_SCHEMA, DEFAULT_STORE_URL, StoreOptions, open};
 
 /// The schema version this binary writes. A store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A router whose last heartbeat is older than this is presumed dead and no longer holds back
 /// phase changes. Routers heartbeat every [`DEFAULT_HEARTBEAT`], so a live one is never
@@ -179,6 +179,53 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> Result<i64>;
     /// Marks a buffered change applied, so it no longer counts towards the buffer's depth.
     async fn mark_update_applied(&self, seq: i64) -> Result<()>;
+    /// A tenant's pending buffered changes, in sequence order (reads merge them).
+    async fn pending_updates(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Vec<BufferedUpdate>>;
+    /// Pending and dead changes of a migration, oldest first (`ferry buffer list`).
+    async fn open_updates(&self, migration: &MigrationId) -> Result<Vec<BufferedUpdate>>;
+    /// Counts a failed attempt at applying `seqs`; those reaching `dead_after` attempts
+    /// become `dead` (parked until an operator retries or drops them).
+    async fn record_update_failure(&self, seqs: &[i64], error: &str, dead_after: i32)
+    -> Result<()>;
+    /// A dead change back to pending with its attempts reset. False if it was not dead.
+    async fn retry_update(&self, seq: i64) -> Result<bool>;
+
+    // --- the cold tier's manifest ---
+
+    /// Reserves an id for a tenant's next segment (pending until committed; a pending
+    /// segment never committed is garbage after a crash).
+    async fn reserve_segment(&self, migration: &MigrationId, tenant: &TenantId) -> Result<i64>;
+    /// Applies a [`SegmentCommit`] atomically.
+    async fn commit_segments(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        commit: &SegmentCommit,
+    ) -> Result<()>;
+    /// A tenant's live segments, by id.
+    async fn segments(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Vec<SegmentRecord>>;
+    /// Retired segments, and pending ones reserved longer than `stale` ago: their objects
+    /// can be deleted, then [`ControlStore::forget_segment`] called.
+    async fn garbage_segments(
+        &self,
+        migration: &MigrationId,
+        stale: Duration,
+    ) -> Result<Vec<SegmentRecord>>;
+    async fn forget_segment(&self, id: i64) -> Result<()>;
+    /// The tenant's archive watermark (RFC 3339), if it has been archived.
+    async fn archived_through(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Option<String>>;
 
     // --- routers and the acknowledgement barrier ---
 

@@ -251,3 +251,59 @@ impl CopyControl {
         }
     }
 }
+
+/// A cold-tier segment in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRecord {
+    pub id: i64,
+    pub tenant: TenantId,
+    /// The object's path in the cold store (built by Ferry from validated ids).
+    pub path: String,
+    pub rows: u64,
+    /// The first and last key (JSON arrays, as the tier writes them).
+    pub min_key: String,
+    pub max_key: String,
+    /// Hex sha-256 of the object.
+    pub checksum: String,
+}
+
+/// A new segment for [`SegmentCommit`]; its id comes from `reserve_segment`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSegment {
+    pub id: i64,
+    pub path: String,
+    pub rows: u64,
+    pub min_key: String,
+    pub max_key: String,
+    pub checksum: String,
+}
+
+/// One atomic change of a tenant's manifest: segments added, segments retired, the buffered
+/// changes those segments now contain marked applied, and the archive watermark moved.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SegmentCommit {
+    pub add: Vec<NewSegment>,
+    /// Live segments this commit replaces; if any is no longer live (another worker got
+    /// there first), nothing is committed and the store answers `Conflict`.
+    pub retire: Vec<i64>,
+    /// Update-buffer sequence numbers now applied.
+    pub applied: Vec<i64>,
+    /// Every hot row older than this (RFC 3339) when the commit's archive run read them is
+    /// in a live segment.
+    pub archived_through: Option<String>,
+}
+
+/// A change waiting in, or parked by, the update buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferedUpdate {
+    pub seq: i64,
+    pub tenant: TenantId,
+    pub key: String,
+    pub operation: String,
+    pub payload: serde_json::Value,
+    /// `pending`, `dead` (gave up after too many attempts) or `applied`.
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub enqueued_at: DateTime<Utc>,
+}

@@ -188,3 +188,61 @@ pub(crate) fn router<T>(
 pub(crate) fn count(v: i64) -> Result<u64> {
     u64_of(v, "count")
 }
+
+/// `segment_id, tenant_id, path, row_count, min_key, max_key, checksum`, in this order.
+pub(crate) type SegmentRow = (i64, String, String, i64, String, String, String);
+
+pub(crate) const SEGMENT_COLUMNS: &str =
+    "segment_id, tenant_id, path, row_count, min_key, max_key, checksum";
+
+pub(crate) fn segment(row: SegmentRow) -> crate::Result<crate::SegmentRecord> {
+    let (id, tenant, path, rows, min_key, max_key, checksum) = row;
+    Ok(crate::SegmentRecord {
+        id,
+        tenant: ferry_domain::TenantId::new(tenant).map_err(|e| crate::StoreError::Corrupt {
+            what: format!("segment {id}: {e}"),
+        })?,
+        path,
+        rows: u64::try_from(rows).unwrap_or(0),
+        min_key,
+        max_key,
+        checksum,
+    })
+}
+
+/// `seq, tenant_id, entity_key, operation, payload, state, attempts, last_error`, then the
+/// enqueue time (decoded by each store).
+pub(crate) type UpdateRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    Option<String>,
+);
+
+pub(crate) const UPDATE_COLUMNS: &str =
+    "seq, tenant_id, entity_key, operation, payload, state, attempts, last_error, enqueued_at";
+
+pub(crate) fn update(
+    row: UpdateRow,
+    enqueued_at: chrono::DateTime<chrono::Utc>,
+) -> crate::Result<crate::BufferedUpdate> {
+    let (seq, tenant, key, operation, payload, state, attempts, last_error) = row;
+    let corrupt = |e: String| crate::StoreError::Corrupt {
+        what: format!("buffered update {seq}: {e}"),
+    };
+    Ok(crate::BufferedUpdate {
+        seq,
+        tenant: ferry_domain::TenantId::new(tenant).map_err(|e| corrupt(e.to_string()))?,
+        key,
+        operation,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
+        state,
+        attempts,
+        last_error,
+        enqueued_at,
+    })
+}

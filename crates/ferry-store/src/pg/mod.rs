@@ -845,6 +845,216 @@ impl ControlStore for PgStore {
         Ok(())
     }
 
+    async fn pending_updates(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Vec<BufferedUpdate>> {
+        let sql = format!(
+            "SELECT {} FROM ferry_update_buffer
+             WHERE migration_id = $1 AND tenant_id = $2 AND state = 'pending' ORDER BY seq",
+            rows::UPDATE_COLUMNS
+        );
+        let found: Vec<PgUpdateRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(migration.as_str())
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .doing("read pending buffered updates")?;
+        found.into_iter().map(decode_update).collect()
+    }
+
+    async fn open_updates(&self, migration: &MigrationId) -> Result<Vec<BufferedUpdate>> {
+        let sql = format!(
+            "SELECT {} FROM ferry_update_buffer
+             WHERE migration_id = $1 AND state <> 'applied' ORDER BY seq",
+            rows::UPDATE_COLUMNS
+        );
+        let found: Vec<PgUpdateRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(migration.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .doing("read the update buffer")?;
+        found.into_iter().map(decode_update).collect()
+    }
+
+    async fn record_update_failure(
+        &self,
+        seqs: &[i64],
+        error: &str,
+        dead_after: i32,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE ferry_update_buffer
+             SET attempts = attempts + 1, last_error = $2,
+                 state = CASE WHEN attempts + 1 >= $3 THEN 'dead' ELSE state END
+             WHERE seq = ANY($1) AND state = 'pending'",
+        )
+        .bind(seqs)
+        .bind(error)
+        .bind(dead_after)
+        .execute(&self.pool)
+        .await
+        .doing("record a buffered update's failure")?;
+        Ok(())
+    }
+
+    async fn retry_update(&self, seq: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE ferry_update_buffer SET state = 'pending', attempts = 0 WHERE seq = $1 AND state = 'dead'",
+        )
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .doing("retry a dead buffered update")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn reserve_segment(&self, migration: &MigrationId, tenant: &TenantId) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO ferry_segments (migration_id, tenant_id) VALUES ($1, $2) RETURNING segment_id",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .doing("reserve a segment id")
+    }
+
+    async fn commit_segments(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        commit: &SegmentCommit,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.doing("begin a segment commit")?;
+        let retired = sqlx::query(
+            "UPDATE ferry_segments SET state = 'retired', retired_at = now()
+             WHERE segment_id = ANY($1) AND migration_id = $2 AND tenant_id = $3 AND state = 'live'",
+        )
+        .bind(&commit.retire)
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await
+        .doing("retire segments")?;
+        if retired.rows_affected() != commit.retire.len() as u64 {
+            return Err(StoreError::Conflict {
+                migration: migration.clone(),
+                tenant: tenant.clone(),
+                expected: commit.retire.first().copied().unwrap_or(0),
+            });
+        }
+        for s in &commit.add {
+            let added = sqlx::query(
+                "UPDATE ferry_segments SET state = 'live', path = $2, row_count = $3, min_key = $4,
+                     max_key = $5, checksum = $6
+                 WHERE segment_id = $1 AND migration_id = $7 AND tenant_id = $8 AND state = 'pending'",
+            )
+            .bind(s.id)
+            .bind(&s.path)
+            .bind(i64::try_from(s.rows).unwrap_or(i64::MAX))
+            .bind(&s.min_key)
+            .bind(&s.max_key)
+            .bind(&s.checksum)
+            .bind(migration.as_str())
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await
+            .doing("add a segment")?;
+            if added.rows_affected() != 1 {
+                return Err(StoreError::InvalidRequest(format!(
+                    "segment {} of {migration}/{tenant} is not a pending reservation",
+                    s.id
+                )));
+            }
+        }
+        sqlx::query("UPDATE ferry_update_buffer SET state = 'applied' WHERE seq = ANY($1)")
+            .bind(&commit.applied)
+            .execute(&mut *tx)
+            .await
+            .doing("mark buffered updates applied")?;
+        if let Some(through) = &commit.archived_through {
+            sqlx::query(
+                "INSERT INTO ferry_tier_watermarks (migration_id, tenant_id, archived_through)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (migration_id, tenant_id) DO UPDATE SET archived_through = excluded.archived_through",
+            )
+            .bind(migration.as_str())
+            .bind(tenant.as_str())
+            .bind(through)
+            .execute(&mut *tx)
+            .await
+            .doing("move the archive watermark")?;
+        }
+        tx.commit().await.doing("commit segments")?;
+        Ok(())
+    }
+
+    async fn segments(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Vec<SegmentRecord>> {
+        let sql = format!(
+            "SELECT {} FROM ferry_segments
+             WHERE migration_id = $1 AND tenant_id = $2 AND state = 'live' ORDER BY segment_id",
+            rows::SEGMENT_COLUMNS
+        );
+        let found: Vec<rows::SegmentRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(migration.as_str())
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .doing("read the segment manifest")?;
+        found.into_iter().map(rows::segment).collect()
+    }
+
+    async fn garbage_segments(
+        &self,
+        migration: &MigrationId,
+        stale: Duration,
+    ) -> Result<Vec<SegmentRecord>> {
+        let sql = format!(
+            "SELECT {} FROM ferry_segments
+             WHERE migration_id = $1 AND (state = 'retired'
+                 OR (state = 'pending' AND created_at < now() - make_interval(secs => $2)))
+             ORDER BY segment_id",
+            rows::SEGMENT_COLUMNS
+        );
+        let found: Vec<rows::SegmentRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(migration.as_str())
+            .bind(stale.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await
+            .doing("find garbage segments")?;
+        found.into_iter().map(rows::segment).collect()
+    }
+
+    async fn forget_segment(&self, id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM ferry_segments WHERE segment_id = $1 AND state <> 'live'")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .doing("forget a segment")?;
+        Ok(())
+    }
+
+    async fn archived_through(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT archived_through FROM ferry_tier_watermarks WHERE migration_id = $1 AND tenant_id = $2",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("read the archive watermark")
+    }
+
     async fn change_version(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT version FROM ferry_change_counter WHERE id = 1")
             .fetch_one(&self.pool)
@@ -976,4 +1186,26 @@ async fn follow_notifications(
             return Ok(());
         }
     }
+}
+
+type PgUpdateRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    Option<String>,
+    DateTime<Utc>,
+);
+
+fn decode_update(r: PgUpdateRow) -> Result<BufferedUpdate> {
+    let (seq, tenant, key, operation, payload, state, attempts, last_error, at) = r;
+    rows::update(
+        (
+            seq, tenant, key, operation, payload, state, attempts, last_error,
+        ),
+        at,
+    )
 }

@@ -7,7 +7,7 @@
 //! a large rollout. Routers find what changed through the audit log's `change_version`
 //! index instead, which is append-only and cheap to maintain.
 
-pub(crate) const STEPS: &[&str] = &[V1];
+pub(crate) const STEPS: &[&str] = &[V1, V2];
 
 const V1: &str = r#"
 CREATE TABLE ferry_change_counter (
@@ -123,4 +123,29 @@ CREATE TABLE ferry_update_buffer (
     enqueued_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ferry_update_buffer_open ON ferry_update_buffer (migration_id, tenant_id, seq) WHERE state <> 'applied';
+"#;
+
+/// The cold tier's manifest and archive watermarks (tiering migrations).
+const V2: &str = r#"
+CREATE TABLE ferry_segments (
+    segment_id bigserial PRIMARY KEY,
+    migration_id text NOT NULL,
+    tenant_id text NOT NULL,
+    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'live', 'retired')),
+    path text NOT NULL DEFAULT '',
+    row_count bigint NOT NULL DEFAULT 0,
+    min_key text NOT NULL DEFAULT '',
+    max_key text NOT NULL DEFAULT '',
+    checksum text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    retired_at timestamptz
+);
+CREATE INDEX ferry_segments_tenant ON ferry_segments (migration_id, tenant_id, state);
+
+CREATE TABLE ferry_tier_watermarks (
+    migration_id text NOT NULL,
+    tenant_id text NOT NULL,
+    archived_through text NOT NULL,
+    PRIMARY KEY (migration_id, tenant_id)
+);
 "#;

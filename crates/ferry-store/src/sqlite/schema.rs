@@ -1,7 +1,7 @@
 //! The SQLite control-store schema, one entry per version (see `pg/schema.rs`; the two are
 //! kept equivalent, with timestamps as Unix milliseconds here).
 
-pub(crate) const STEPS: &[&str] = &[V1];
+pub(crate) const STEPS: &[&str] = &[V1, V2];
 
 const V1: &str = r#"
 CREATE TABLE ferry_change_counter (
@@ -113,4 +113,29 @@ CREATE TABLE ferry_update_buffer (
     enqueued_at INTEGER NOT NULL
 );
 CREATE INDEX ferry_update_buffer_open ON ferry_update_buffer (migration_id, tenant_id, seq) WHERE state <> 'applied';
+"#;
+
+/// The cold tier's manifest and archive watermarks (tiering migrations).
+const V2: &str = r#"
+CREATE TABLE ferry_segments (
+    segment_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    migration_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'live', 'retired')),
+    path TEXT NOT NULL DEFAULT '',
+    row_count INTEGER NOT NULL DEFAULT 0,
+    min_key TEXT NOT NULL DEFAULT '',
+    max_key TEXT NOT NULL DEFAULT '',
+    checksum TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER
+);
+CREATE INDEX ferry_segments_tenant ON ferry_segments (migration_id, tenant_id, state);
+
+CREATE TABLE ferry_tier_watermarks (
+    migration_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    archived_through TEXT NOT NULL,
+    PRIMARY KEY (migration_id, tenant_id)
+);
 "#;

@@ -1,0 +1,314 @@
+//! The cold tier's object store: where segments live, named by Ferry from validated ids.
+//!
+//! `file:///path` or a plain path is a local directory (the default); cloud schemes
+//! (`s3://`, `gs://`, `az://`) are refused by this build with a message saying so, rather than
+//! silently writing somewhere else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{BooleanArray, RecordBatch};
+use bytes::Bytes;
+use ferry_domain::{MigrationId, TenantId};
+use futures_util::TryStreamExt as _;
+use object_store::local::LocalFileSystem;
+use object_store::path::{Path, PathPart};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter,
+};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+
+use crate::columns::TableDecl;
+use crate::error::TierError;
+use crate::key::{KeyValue, RowKey, key_at};
+use crate::segment::key_columns;
+
+/// A segment's id: chosen by Ferry (a sequence number), never taken from input.
+pub type SegmentId = i64;
+
+pub struct ColdStore {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+    /// Footers (with page indexes) by object path: immutable objects, so never stale.
+    footers: Mutex<HashMap<String, ArrowReaderMetadata>>,
+}
+
+impl std::fmt::Debug for ColdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColdStore").field("url", &self.url).finish()
+    }
+}
+
+impl ColdStore {
+    /// Opens the store at `url`, creating a local directory if needed.
+    pub fn open(url: &str) -> Result<ColdStore, TierError> {
+        let bad = |detail: String| TierError::Url {
+            url: url.to_owned(),
+            detail,
+        };
+        let dir = match url.split_once("://") {
+            None => url,
+            Some(("file", path)) => path,
+            Some((scheme @ ("s3" | "gs" | "az" | "abfs" | "https"), _)) => {
+                return Err(bad(format!(
+                    "{scheme} object storage is not compiled into this build of Ferry; use a \
+                     file:// directory, or build with the cloud backend enabled"
+                )));
+            }
+            Some((scheme, _)) => return Err(bad(format!("unknown scheme {scheme:?}"))),
+        };
+        if dir.is_empty() {
+            return Err(bad("no directory given".into()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| bad(format!("create the directory: {e}")))?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
+        Ok(ColdStore {
+            store: Arc::new(store),
+            url: url.to_owned(),
+            footers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `<migration>/<tenant>/<segment>.parquet`, each part escaped by `object_store`.
+    pub fn segment_path(migration: &MigrationId, tenant: &TenantId, segment: SegmentId) -> Path {
+        Path::from_iter([
+            PathPart::from(migration.as_str()),
+            PathPart::from(tenant.as_str()),
+            PathPart::from(format!("{segment:012}.parquet")),
+        ])
+    }
+
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<(), TierError> {
+        self.store
+            .put(path, PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|cause| TierError::ObjectStore {
+                what: "write",
+                path: path.to_string(),
+                cause,
+            })?;
+        Ok(())
+    }
+
+    /// Deletes a segment; one already gone is not an error (deletion is retried after
+    /// crashes).
+    pub async fn delete(&self, path: &Path) -> Result<(), TierError> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(cause) => {
+                return Err(TierError::ObjectStore {
+                    what: "delete",
+                    path: path.to_string(),
+                    cause,
+                });
+            }
+        }
+        if let Ok(mut footers) = self.footers.lock() {
+            footers.remove(path.as_ref());
+        }
+        Ok(())
+    }
+
+    /// Every object under `migration/tenant/`, for garbage collection.
+    pub async fn list(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Vec<Path>, TierError> {
+        let prefix = Path::from_iter([
+            PathPart::from(migration.as_str()),
+            PathPart::from(tenant.as_str()),
+        ]);
+        self.store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|cause| TierError::ObjectStore {
+                what: "list",
+                path: prefix.to_string(),
+                cause,
+            })
+    }
+
+    async fn footer(&self, path: &Path) -> Result<ArrowReaderMetadata, TierError> {
+        if let Some(m) = self
+            .footers
+            .lock()
+            .ok()
+            .and_then(|f| f.get(path.as_ref()).cloned())
+        {
+            return Ok(m);
+        }
+        let mut reader = SegmentReader::new(self.store.clone(), path.clone());
+        let meta = ArrowReaderMetadata::load_async(
+            &mut reader,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )
+        .await
+        .map_err(|e| TierError::segment(path, e))?;
+        if let Ok(mut footers) = self.footers.lock() {
+            footers.insert(path.to_string(), meta.clone());
+        }
+        Ok(meta)
+    }
+
+    /// Every row of a segment, in key order.
+    pub async fn read(&self, path: &Path) -> Result<Vec<RecordBatch>, TierError> {
+        let meta = self.footer(path).await?;
+        let reader = SegmentReader::new(self.store.clone(), path.clone());
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| TierError::segment(path, e))?
+            .try_collect()
+            .await
+            .map_err(|e| TierError::segment(path, e))
+    }
+
+    /// The row with `key` in a segment, as a one-row batch, or `None`: row groups the first
+    /// key column's bloom filter rules out are not read at all.
+    pub async fn lookup(
+        &self,
+        decl: &TableDecl,
+        path: &Path,
+        key: &RowKey,
+    ) -> Result<Option<RecordBatch>, TierError> {
+        let meta = self.footer(path).await?;
+        let columns = key_columns(decl);
+        let reader = SegmentReader::new(self.store.clone(), path.clone());
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone());
+        let groups = meta.metadata().num_row_groups();
+        let mut candidates = Vec::with_capacity(groups);
+        for rg in 0..groups {
+            let maybe = match (columns.first(), key.first()) {
+                (Some(&col), Some(first)) => {
+                    match builder
+                        .get_row_group_column_bloom_filter(rg, col)
+                        .await
+                        .map_err(|e| TierError::segment(path, e))?
+                    {
+                        Some(bloom) => match first {
+                            KeyValue::Int(v) => match decl.columns[col].kind {
+                                crate::columns::ColumnKind::Int64 => bloom.check(v),
+                                _ => i32::try_from(*v).is_ok_and(|v| bloom.check(&v)),
+                            },
+                            KeyValue::Text(s) => bloom.check(&s.as_str()),
+                            KeyValue::Uuid(b) => bloom.check(&b[..]),
+                        },
+                        None => true,
+                    }
+                }
+                _ => true,
+            };
+            if maybe {
+                candidates.push(rg);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let mask = ProjectionMask::roots(
+            meta.metadata().file_metadata().schema_descr(),
+            columns.iter().copied(),
+        );
+        let wanted = key.clone();
+        // The projected batch holds only the key columns, in table order.
+        let keyed = key_only(decl);
+        let positions: Vec<usize> = (0..keyed.columns.len()).collect();
+        let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+            Ok(BooleanArray::from_iter((0..batch.num_rows()).map(|row| {
+                Some(key_at(&keyed, &batch, &positions, row).as_ref() == Some(&wanted))
+            })))
+        });
+        let mut stream = builder
+            .with_row_groups(candidates)
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .build()
+            .map_err(|e| TierError::segment(path, e))?;
+        while let Some(batch) = stream
+            .try_next()
+            .await
+            .map_err(|e| TierError::segment(path, e))?
+        {
+            if batch.num_rows() > 0 {
+                return Ok(Some(batch.slice(0, 1)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A declaration narrowed to its key columns, for decoding projected batches.
+fn key_only(decl: &TableDecl) -> TableDecl {
+    let mut keyed = decl.clone();
+    keyed.columns = key_columns(decl)
+        .into_iter()
+        .map(|i| decl.columns[i].clone())
+        .collect();
+    keyed
+}
+
+/// Reads byte ranges of one segment for the Parquet decoder: footer, bloom filters, pages.
+struct SegmentReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+}
+
+impl SegmentReader {
+    fn new(store: Arc<dyn ObjectStore>, path: Path) -> SegmentReader {
+        SegmentReader { store, path }
+    }
+}
+
+fn external(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for SegmentReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures_util::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures_util::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        Box::pin(async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> futures_util::future::BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = self.store.head(&self.path).await.map_err(external)?.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        })
+    }
+}
