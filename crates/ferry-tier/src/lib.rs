@@ -10,11 +10,17 @@ pub mod codec;
 pub mod cold;
 pub mod columns;
 pub mod error;
+pub mod hot;
 pub mod key;
 pub mod segment;
+pub mod table;
+pub mod tiering;
 
 pub use cold::{ColdStore, SegmentId};
 pub use columns::{Column, ColumnKind, Declaration, TableDecl};
 pub use error::TierError;
+pub use hot::{HotTable, Row};
 pub use key::{KeyValue, RowKey};
 pub use segment::{SegmentFile, write_segment};
+pub use table::{TableError, TierPath, TierReason, TierRoute, TierStats, TieredTable};
+pub use tiering::{ArchiveReport, ColdAnswer, Tiering, TieringConfig};

@@ -1,7 +1,12 @@
-//! Integration tests of the cold tier against real PostgreSQL and a real local object store.
+//! Integration tests of the cold tier against real PostgreSQL, both control stores and a
+//! real local object store.
 //!
 //! - `roundtrip.rs`: every supported type through a segment and back; declaration refusals.
+//! - `fixture.rs`: an `events` table, a tiering migration over it, a router and a table.
+//! - `races.rs`: races 4 and 5 of DESIGN.md; an unavailable cold tier.
 
 #![allow(clippy::unwrap_used)]
 
+mod fixture;
+mod races;
 mod roundtrip;

@@ -1,0 +1,281 @@
+//! The hot table's statements: read an age window in key order, read and write single rows,
+//! restore rows from the cold tier, delete archived copies. Built once from the validated
+//! declaration; values are always bound.
+
+use arrow_array::RecordBatch;
+use ferry_domain::TenantId;
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::codec;
+use crate::columns::TableDecl;
+use crate::error::TierError;
+use crate::key::{KeyValue, RowKey};
+
+/// A row as PostgreSQL's `to_jsonb` prints it: the one form both tiers are compared and
+/// returned in.
+pub type Row = serde_json::Map<String, serde_json::Value>;
+
+pub struct HotTable {
+    pub decl: TableDecl,
+    pub pool: PgPool,
+    select_window: String,
+    select_key: String,
+    normalize: String,
+    upsert: String,
+    insert: String,
+    delete_key: String,
+}
+
+impl HotTable {
+    pub fn new(decl: TableDecl, pool: PgPool) -> HotTable {
+        let t = decl.quoted();
+        let tenant = decl.tenant.quoted();
+        let age = decl.age.quoted();
+        let age_type = decl
+            .columns
+            .iter()
+            .find(|c| c.name == decl.age)
+            .map(|c| c.pg_type.clone())
+            .unwrap_or_else(|| "timestamptz".into());
+        let key_match = |first: usize| {
+            decl.key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let ty = decl
+                        .columns
+                        .iter()
+                        .find(|c| &c.name == k)
+                        .map(|c| c.pg_type.as_str())
+                        .unwrap_or("text");
+                    format!("t.{} = CAST(${} AS {ty})", k.quoted(), first + i)
+                })
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let cols = decl
+            .columns
+            .iter()
+            .map(|c| c.name.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let key_cols = std::iter::once(decl.tenant.quoted())
+            .chain(decl.key.iter().map(|k| k.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let set = decl
+            .columns
+            .iter()
+            .filter(|c| c.name != decl.tenant && !decl.key.contains(&c.name))
+            .map(|c| format!("{0} = EXCLUDED.{0}", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let on_conflict = if set.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            format!("DO UPDATE SET {set}")
+        };
+        HotTable {
+            select_window: format!(
+                "SELECT {} FROM {t} AS t WHERE t.{tenant} = $1 \
+                 AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
+                 AND t.{age} < CAST($3 AS {age_type}) ORDER BY {}",
+                decl.select_list(),
+                decl.key_list("t"),
+            ),
+            select_key: format!(
+                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
+                key_match(2)
+            ),
+            normalize: format!(
+                "SELECT to_jsonb(r)::text FROM json_populate_record(NULL::{t}, $1::json) AS r"
+            ),
+            upsert: format!(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, $1::json) \
+                 ON CONFLICT ({key_cols}) {on_conflict}"
+            ),
+            insert: format!(
+                "INSERT INTO {t} AS inserted ({cols}) SELECT {cols} FROM json_populate_record(NULL::{t}, $1::json) \
+                 RETURNING to_jsonb(inserted)::text"
+            ),
+            delete_key: format!(
+                "DELETE FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
+                key_match(2)
+            ),
+            decl,
+            pool,
+        }
+    }
+
+    /// The tenant's rows with `from <= age < to` (`from` absent: no lower bound), in key
+    /// order, as one batch.
+    pub async fn window(
+        &self,
+        tenant: &TenantId,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<RecordBatch, TierError> {
+        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.select_window.clone()))
+            .bind(tenant.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| TierError::db("read rows to archive", e))?;
+        codec::rows_to_batch(&self.decl, &rows)
+    }
+
+    pub async fn get(&self, tenant: &TenantId, key: &RowKey) -> Result<Option<Row>, TierError> {
+        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(self.select_key.clone()))
+            .bind(tenant.as_str());
+        for v in key {
+            q = q.bind(v.to_text());
+        }
+        let text = q
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| TierError::db("read a hot row", e))?;
+        text.map(|t| parse_row(&t)).transpose()
+    }
+
+    /// A cold row (one row of a segment batch) in the same form as [`HotTable::get`].
+    pub async fn normalize(&self, batch: &RecordBatch, row: usize) -> Result<Row, TierError> {
+        let mut json = String::new();
+        codec::row_to_json(&self.decl, batch, row, &mut json);
+        self.normalize_json(&json).await
+    }
+
+    /// Any row image (a `to_jsonb` object, or the codec's JSON) in `to_jsonb` form.
+    pub async fn normalize_json(&self, json: &str) -> Result<Row, TierError> {
+        let text: String = sqlx::query_scalar(AssertSqlSafe(self.normalize.clone()))
+            .bind(json)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| TierError::db("read a row image", e))?;
+        parse_row(&text)
+    }
+
+    /// Inserts a row; a duplicate key is the hot table's own unique violation.
+    pub async fn insert(&self, row: &Row) -> Result<Row, TierError> {
+        let text: String = sqlx::query_scalar(AssertSqlSafe(self.insert.clone()))
+            .bind(serde_json::Value::Object(row.clone()).to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| TierError::db("insert a hot row", e))?;
+        parse_row(&text)
+    }
+
+    /// Writes row images (a JSON array) over whatever the hot table holds for their keys.
+    pub async fn upsert_json(&self, rows: &str) -> Result<u64, TierError> {
+        let done = sqlx::query(AssertSqlSafe(self.upsert.clone()))
+            .bind(rows)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| TierError::db("write hot rows", e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// [`HotTable::upsert_json`] inside the caller's transaction.
+    pub async fn upsert_json_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        rows: &str,
+    ) -> Result<u64, TierError> {
+        let done = sqlx::query(AssertSqlSafe(self.upsert.clone()))
+            .bind(rows)
+            .execute(tx)
+            .await
+            .map_err(|e| TierError::db("write hot rows", e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Sets the hot copy of a key to `image` (or deletes it), under the tenant's advisory
+    /// lock `lock` (see `Tiering::restore`).
+    pub async fn mirror(
+        &self,
+        lock: &str,
+        tenant: &TenantId,
+        key: &RowKey,
+        image: Option<&Row>,
+    ) -> Result<(), TierError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| TierError::db("begin a hot mirror write", e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+            .bind(lock)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| TierError::db("lock the tenant for a mirror write", e))?;
+        match image {
+            Some(row) => {
+                let json = format!("[{}]", serde_json::Value::Object(row.clone()));
+                self.upsert_json_in(&mut tx, &json).await?;
+            }
+            None => {
+                let mut q =
+                    sqlx::query(AssertSqlSafe(self.delete_key.clone())).bind(tenant.as_str());
+                for v in key {
+                    q = q.bind(v.to_text());
+                }
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(|e| TierError::db("delete a hot copy", e))?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| TierError::db("commit a hot mirror write", e))
+    }
+
+    pub async fn delete(&self, tenant: &TenantId, key: &RowKey) -> Result<u64, TierError> {
+        let mut q = sqlx::query(AssertSqlSafe(self.delete_key.clone())).bind(tenant.as_str());
+        for v in key {
+            q = q.bind(v.to_text());
+        }
+        let done = q
+            .execute(&self.pool)
+            .await
+            .map_err(|e| TierError::db("delete a hot row", e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// The key of a row image, from its key columns.
+    pub fn key_of(&self, row: &Row) -> Result<RowKey, TierError> {
+        self.decl
+            .key
+            .iter()
+            .map(|k| {
+                let c = self
+                    .decl
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == k)
+                    .ok_or_else(|| TierError::Declaration(format!("key column {k} is missing")))?;
+                let text = match row.get(k.as_str()) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(serde_json::Value::Number(n)) => n.to_string(),
+                    _ => {
+                        return Err(TierError::Value {
+                            column: k.to_string(),
+                            detail: "a row needs a value for every key column".into(),
+                        });
+                    }
+                };
+                KeyValue::parse(c.kind, &text, k.as_str())
+            })
+            .collect()
+    }
+}
+
+pub fn parse_row(text: &str) -> Result<Row, TierError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(row)) => Ok(row),
+        _ => Err(TierError::Value {
+            column: "*".into(),
+            detail: format!("not a row object: {text}"),
+        }),
+    }
+}

@@ -1,0 +1,547 @@
+//! [`TieredTable`]: the application's get, insert, update and delete on a table whose old
+//! rows are being tiered. Every operation first takes a [`TierRoute`] (where, and why), which
+//! is counted and logged at debug level.
+//!
+//! | phase | archived key: reads | archived key: writes | other keys |
+//! |---|---|---|---|
+//! | `legacy`, `dual_write` | hot | hot, then the buffer | hot |
+//! | `shadow` | hot, cold compared | hot, then the buffer | hot |
+//! | `target_primary` | cold (+ buffer), hot on a cold error | buffer, then hot | hot |
+//! | `target_only`, `complete` | cold (+ buffer); a cold error is an error | buffer | hot |
+//!
+//! An insert whose key is archived is refused in `target_only` and `complete`, where the hot
+//! table no longer holds the copy that would make its own unique key refuse it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_domain::{MigrationId, Phase, TenantId};
+use ferry_router::{Router, RouterError};
+use sqlx::AssertSqlSafe;
+
+use crate::error::TierError;
+use crate::hot::{Row, parse_row};
+use crate::key::RowKey;
+use crate::tiering::{ColdAnswer, Tiering, key_text};
+
+/// Where an operation went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierPath {
+    Hot,
+    Cold,
+    /// The hot table, then the update buffer (the cold tier's mirror).
+    HotThenBuffer,
+    /// The update buffer (authoritative for archived keys), then the hot copy.
+    BufferThenHot,
+    Buffer,
+}
+
+/// Why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierReason {
+    Phase(Phase),
+    /// The location lookup found the key archived.
+    Archived(Phase),
+    /// The cold tier failed and the phase allows answering from hot.
+    Fallback(Phase),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierRoute {
+    pub path: TierPath,
+    pub reason: TierReason,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableError {
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    #[error(transparent)]
+    Tier(#[from] TierError),
+    /// The key is archived: an insert would make a second row with it.
+    #[error(
+        "duplicate key {key} for tenant {tenant}: a row with this key exists, in the hot table or archived in the cold tier"
+    )]
+    Duplicate { tenant: TenantId, key: String },
+    /// The cold tier could not answer in a phase where only it can.
+    #[error("the cold tier cannot answer for tenant {tenant} key {key} in {phase}: {cause}")]
+    ColdUnavailable {
+        tenant: TenantId,
+        key: String,
+        phase: Phase,
+        cause: Box<TierError>,
+    },
+}
+
+/// Operations per path and reason, fallbacks, mismatches: what an operator reads.
+#[derive(Debug, Default)]
+pub struct TierStats {
+    pub reads_hot: AtomicU64,
+    pub reads_cold: AtomicU64,
+    pub writes_hot: AtomicU64,
+    pub buffered: AtomicU64,
+    pub fallbacks: AtomicU64,
+    pub cold_errors: AtomicU64,
+    pub shadow_mismatches: AtomicU64,
+    pub duplicates_refused: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub struct TieredTable {
+    tiering: Arc<Tiering>,
+    router: Arc<Router>,
+    pub stats: TierStats,
+}
+
+impl TieredTable {
+    pub fn new(tiering: Arc<Tiering>, router: Arc<Router>) -> TieredTable {
+        TieredTable {
+            tiering,
+            router,
+            stats: TierStats::default(),
+        }
+    }
+
+    fn migration(&self) -> &MigrationId {
+        &self.tiering.migration
+    }
+
+    fn phase(&self, tenant: &TenantId) -> Result<(Arc<ferry_router::Snapshot>, Phase), TableError> {
+        let snapshot = self.router.snapshot()?;
+        let phase = snapshot
+            .phase(self.migration().as_str(), tenant.as_str())
+            .phase;
+        Ok((snapshot, phase))
+    }
+
+    fn route(&self, tenant: &TenantId, op: &str, route: TierRoute) {
+        tracing::debug!(migration = %self.migration(), tenant = %tenant, op, ?route, "route");
+    }
+
+    /// Reads one row by key.
+    pub async fn get(&self, tenant: &TenantId, key: &[&str]) -> Result<Option<Row>, TableError> {
+        let key = self.tiering.parse_key(key)?;
+        let (snapshot, phase) = self.phase(tenant)?;
+        let row = self.read(tenant, &key, phase).await;
+        drop(snapshot);
+        row
+    }
+
+    async fn read(
+        &self,
+        tenant: &TenantId,
+        key: &RowKey,
+        phase: Phase,
+    ) -> Result<Option<Row>, TableError> {
+        let t = &self.tiering;
+        match phase {
+            Phase::Legacy | Phase::DualWrite => {
+                self.route(
+                    tenant,
+                    "get",
+                    TierRoute {
+                        path: TierPath::Hot,
+                        reason: TierReason::Phase(phase),
+                    },
+                );
+                bump(&self.stats.reads_hot);
+                Ok(t.hot.get(tenant, key).await?)
+            }
+            Phase::Shadow => {
+                self.route(
+                    tenant,
+                    "get",
+                    TierRoute {
+                        path: TierPath::Hot,
+                        reason: TierReason::Phase(phase),
+                    },
+                );
+                bump(&self.stats.reads_hot);
+                let hot = t.hot.get(tenant, key).await?;
+                // Compare, never answer from it, never fail the request for it.
+                match t.cold_get(tenant, key).await {
+                    Ok(ColdAnswer::Archived(Some(cold))) if Some(&cold) != hot.as_ref() => {
+                        bump(&self.stats.shadow_mismatches);
+                        tracing::warn!(migration = %self.migration(), tenant = %tenant, key = %key_text(key), "shadow read differs between hot and cold");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(migration = %self.migration(), tenant = %tenant, "shadow cold read failed: {e}")
+                    }
+                }
+                Ok(hot)
+            }
+            Phase::TargetPrimary => match t.cold_get(tenant, key).await {
+                Ok(ColdAnswer::Archived(Some(row))) => {
+                    self.route(
+                        tenant,
+                        "get",
+                        TierRoute {
+                            path: TierPath::Cold,
+                            reason: TierReason::Archived(phase),
+                        },
+                    );
+                    bump(&self.stats.reads_cold);
+                    Ok(Some(row))
+                }
+                // Never archived, or archived and deleted: only hot can hold it now.
+                Ok(_) => {
+                    self.route(
+                        tenant,
+                        "get",
+                        TierRoute {
+                            path: TierPath::Hot,
+                            reason: TierReason::Phase(phase),
+                        },
+                    );
+                    bump(&self.stats.reads_hot);
+                    Ok(t.hot.get(tenant, key).await?)
+                }
+                Err(e) => {
+                    self.route(
+                        tenant,
+                        "get",
+                        TierRoute {
+                            path: TierPath::Hot,
+                            reason: TierReason::Fallback(phase),
+                        },
+                    );
+                    bump(&self.stats.fallbacks);
+                    bump(&self.stats.reads_hot);
+                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "cold read failed, answering from hot: {e}");
+                    Ok(t.hot.get(tenant, key).await?)
+                }
+            },
+            Phase::TargetOnly | Phase::Complete => match t.cold_get(tenant, key).await {
+                Ok(ColdAnswer::Archived(Some(row))) => {
+                    self.route(
+                        tenant,
+                        "get",
+                        TierRoute {
+                            path: TierPath::Cold,
+                            reason: TierReason::Archived(phase),
+                        },
+                    );
+                    bump(&self.stats.reads_cold);
+                    Ok(Some(row))
+                }
+                Ok(_) => {
+                    self.route(
+                        tenant,
+                        "get",
+                        TierRoute {
+                            path: TierPath::Hot,
+                            reason: TierReason::Phase(phase),
+                        },
+                    );
+                    bump(&self.stats.reads_hot);
+                    Ok(t.hot.get(tenant, key).await?)
+                }
+                Err(cause) => {
+                    bump(&self.stats.cold_errors);
+                    Err(TableError::ColdUnavailable {
+                        tenant: tenant.clone(),
+                        key: key_text(key),
+                        phase,
+                        cause: Box::new(cause),
+                    })
+                }
+            },
+        }
+    }
+
+    /// Inserts a row (with its tenant column set to `tenant`).
+    pub async fn insert(&self, tenant: &TenantId, mut row: Row) -> Result<Row, TableError> {
+        let t = &self.tiering;
+        row.insert(
+            t.decl().tenant.to_string(),
+            serde_json::Value::String(tenant.to_string()),
+        );
+        let key = t.hot.key_of(&row)?;
+        let (snapshot, phase) = self.phase(tenant)?;
+        if matches!(phase, Phase::TargetOnly | Phase::Complete) {
+            match t.cold_get(tenant, &key).await {
+                Ok(ColdAnswer::Archived(Some(_))) => {
+                    bump(&self.stats.duplicates_refused);
+                    return Err(TableError::Duplicate {
+                        tenant: tenant.clone(),
+                        key: key_text(&key),
+                    });
+                }
+                Ok(_) => {}
+                Err(cause) => {
+                    bump(&self.stats.cold_errors);
+                    return Err(TableError::ColdUnavailable {
+                        tenant: tenant.clone(),
+                        key: key_text(&key),
+                        phase,
+                        cause: Box::new(cause),
+                    });
+                }
+            }
+        }
+        self.route(
+            tenant,
+            "insert",
+            TierRoute {
+                path: TierPath::Hot,
+                reason: TierReason::Phase(phase),
+            },
+        );
+        let written = match t.hot.insert(&row).await {
+            Err(TierError::Database { cause, .. })
+                if cause.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505") =>
+            {
+                bump(&self.stats.duplicates_refused);
+                return Err(TableError::Duplicate {
+                    tenant: tenant.clone(),
+                    key: key_text(&key),
+                });
+            }
+            other => other?,
+        };
+        bump(&self.stats.writes_hot);
+        drop(snapshot);
+        Ok(written)
+    }
+
+    /// Updates columns of one row; returns the new row, or `None` if there is no such row.
+    pub async fn update(
+        &self,
+        tenant: &TenantId,
+        key: &[&str],
+        changes: Row,
+    ) -> Result<Option<Row>, TableError> {
+        self.write(tenant, key, Some(changes)).await
+    }
+
+    /// Deletes one row; returns whether it existed.
+    pub async fn delete(&self, tenant: &TenantId, key: &[&str]) -> Result<bool, TableError> {
+        Ok(self.write(tenant, key, None).await?.is_some())
+    }
+
+    /// An update (`Some(changes)`) or delete (`None`); returns the row as it was written (for
+    /// a delete: as it was before).
+    async fn write(
+        &self,
+        tenant: &TenantId,
+        key: &[&str],
+        changes: Option<Row>,
+    ) -> Result<Option<Row>, TableError> {
+        let t = &self.tiering;
+        let key = t.parse_key(key)?;
+        let (snapshot, phase) = self.phase(tenant)?;
+        let op = if changes.is_some() {
+            "update"
+        } else {
+            "delete"
+        };
+        // (archived?, its current image): a key archived and then deleted counts as not
+        // archived; only the hot table can hold it again.
+        let (archived, current) = if phase == Phase::Legacy {
+            (false, None)
+        } else {
+            match t.cold_get(tenant, &key).await {
+                Ok(ColdAnswer::Archived(Some(row))) => (true, Some(row)),
+                Ok(_) => (false, None),
+                // Hot is authoritative up to shadow: write it, and buffer the change in case
+                // the key is archived (applying it to a key that is not changes nothing wrong).
+                Err(_) if matches!(phase, Phase::DualWrite | Phase::Shadow) => (true, None),
+                // The hot copy is kept in step in target_primary: it stands in for the
+                // current image, and the change still goes through the buffer.
+                Err(e) if phase == Phase::TargetPrimary => {
+                    bump(&self.stats.fallbacks);
+                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "cold read for a write failed, using the hot copy: {e}");
+                    match t.hot.get(tenant, &key).await? {
+                        Some(row) => (true, Some(row)),
+                        None => (false, None),
+                    }
+                }
+                Err(cause) => {
+                    bump(&self.stats.cold_errors);
+                    return Err(TableError::ColdUnavailable {
+                        tenant: tenant.clone(),
+                        key: key_text(&key),
+                        phase,
+                        cause: Box::new(cause),
+                    });
+                }
+            }
+        };
+        let result = match (phase, archived, current) {
+            (_, false, _) => {
+                self.route(
+                    tenant,
+                    op,
+                    TierRoute {
+                        path: TierPath::Hot,
+                        reason: TierReason::Phase(phase),
+                    },
+                );
+                self.write_hot(tenant, &key, changes.as_ref()).await?
+            }
+            (Phase::Legacy | Phase::DualWrite | Phase::Shadow, true, _) => {
+                self.route(
+                    tenant,
+                    op,
+                    TierRoute {
+                        path: TierPath::HotThenBuffer,
+                        reason: TierReason::Archived(phase),
+                    },
+                );
+                let written = self.write_hot(tenant, &key, changes.as_ref()).await?;
+                // The mirror: what hot now holds (or that it holds nothing).
+                let image = t.hot.get(tenant, &key).await?;
+                self.buffer(tenant, &key, image.as_ref()).await?;
+                written
+            }
+            (_, true, None) => None,
+            (_, true, Some(current)) => {
+                let image = match &changes {
+                    Some(c) => {
+                        let mut next = current.clone();
+                        for (k, v) in c {
+                            next.insert(k.clone(), v.clone());
+                        }
+                        Some(
+                            t.hot
+                                .normalize_json(&serde_json::Value::Object(next).to_string())
+                                .await?,
+                        )
+                    }
+                    None => None,
+                };
+                // Acknowledged once durable in the buffer: the cold tier's authority.
+                self.buffer(tenant, &key, image.as_ref()).await?;
+                if phase == Phase::TargetPrimary {
+                    self.route(
+                        tenant,
+                        op,
+                        TierRoute {
+                            path: TierPath::BufferThenHot,
+                            reason: TierReason::Archived(phase),
+                        },
+                    );
+                    // The hot copy is only a fallback now; keep it in step, but its failure
+                    // does not fail the request.
+                    let lock = t.lock_name(tenant);
+                    if let Err(e) = t.hot.mirror(&lock, tenant, &key, image.as_ref()).await {
+                        tracing::warn!(migration = %self.migration(), tenant = %tenant, "hot copy not updated: {e}");
+                    }
+                } else {
+                    self.route(
+                        tenant,
+                        op,
+                        TierRoute {
+                            path: TierPath::Buffer,
+                            reason: TierReason::Archived(phase),
+                        },
+                    );
+                }
+                Some(image.unwrap_or(current))
+            }
+        };
+        drop(snapshot);
+        Ok(result)
+    }
+
+    async fn buffer(
+        &self,
+        tenant: &TenantId,
+        key: &RowKey,
+        image: Option<&Row>,
+    ) -> Result<(), TableError> {
+        let (operation, payload) = match image {
+            Some(row) => ("upsert", serde_json::Value::Object(row.clone())),
+            None => ("delete", serde_json::Value::Null),
+        };
+        self.tiering
+            .store
+            .enqueue_update(
+                self.migration(),
+                tenant,
+                &key_text(key),
+                operation,
+                &payload,
+            )
+            .await
+            .map_err(|e| TierError::Declaration(e.to_string()))?;
+        bump(&self.stats.buffered);
+        Ok(())
+    }
+
+    async fn write_hot(
+        &self,
+        tenant: &TenantId,
+        key: &RowKey,
+        changes: Option<&Row>,
+    ) -> Result<Option<Row>, TableError> {
+        let t = &self.tiering;
+        bump(&self.stats.writes_hot);
+        let Some(changes) = changes else {
+            let before = t.hot.get(tenant, key).await?;
+            t.hot.delete(tenant, key).await?;
+            return Ok(before);
+        };
+        let decl = t.decl();
+        let mut columns = Vec::new();
+        for name in changes.keys() {
+            let c = decl
+                .columns
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .ok_or_else(|| TierError::Value {
+                    column: name.clone(),
+                    detail: format!("not a column of {}", decl.quoted()),
+                })?;
+            if c.name == decl.tenant || decl.key.contains(&c.name) {
+                return Err(TierError::Value {
+                    column: name.clone(),
+                    detail: "key columns cannot be updated".into(),
+                }
+                .into());
+            }
+            columns.push(c.name.quoted());
+        }
+        if columns.is_empty() {
+            return Ok(t.hot.get(tenant, key).await?);
+        }
+        let list = columns.join(", ");
+        let key_match = decl
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let ty = decl
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == k)
+                    .map(|c| c.pg_type.as_str())
+                    .unwrap_or("text");
+                format!("t.{} = CAST(${} AS {ty})", k.quoted(), i + 3)
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let sql = format!(
+            "UPDATE {table} AS t SET ({list}) = (SELECT {list} FROM json_populate_record(NULL::{table}, $1::json)) \
+             WHERE t.{tenant} = $2 AND {key_match} RETURNING to_jsonb(t)::text",
+            table = decl.quoted(),
+            tenant = decl.tenant.quoted(),
+        );
+        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
+            .bind(serde_json::Value::Object(changes.clone()).to_string())
+            .bind(tenant.as_str());
+        for v in key {
+            q = q.bind(v.to_text());
+        }
+        let text = q
+            .fetch_optional(&t.hot.pool)
+            .await
+            .map_err(|e| TierError::db("update a hot row", e))?;
+        Ok(text.map(|t| parse_row(&t)).transpose()?)
+    }
+}

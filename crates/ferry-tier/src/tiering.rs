@@ -1,0 +1,768 @@
+//! One tiering migration's work on its tenants: archive, apply the update buffer, read the
+//! cold tier (merged with pending changes), delete hot copies, restore, collect garbage.
+//!
+//! Every manifest change is one [`SegmentCommit`]: new segments are uploaded and read back
+//! before they are committed, and a crash anywhere before the commit leaves only a pending
+//! reservation and an orphan object, which garbage collection removes. Re-running any step
+//! after a crash therefore changes nothing that was already committed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use ferry_domain::{MigrationId, Phase, TenantId};
+use ferry_store::{
+    BackfillProgress, ControlStore, CopyDirection, MigrationKind, NewSegment, SegmentCommit,
+    SegmentRecord, StoreError,
+};
+use serde::Deserialize;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::cold::ColdStore;
+use crate::columns::{Declaration, TableDecl};
+use crate::error::TierError;
+use crate::hot::{HotTable, Row};
+use crate::key::{KeyValue, RowKey, key_at};
+use crate::segment::{key_columns, write_segment};
+
+/// Rows per segment an archive run writes at most.
+pub const SEGMENT_ROWS: usize = 256 * 1024;
+
+/// A tiering migration's config (JSON in the migration).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieringConfig {
+    #[serde(default = "public")]
+    pub schema: String,
+    pub table: String,
+    pub tenant_column: String,
+    pub age_column: String,
+    /// Archive only these columns (plus tenant, key and age); all by default.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Where segments go: `file:///dir` (or a plain path).
+    pub cold_url: String,
+    #[serde(default)]
+    pub buffer: BufferSettings,
+}
+
+fn public() -> String {
+    "public".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferSettings {
+    /// Attempts before a buffered change is parked as dead.
+    pub dead_after: i32,
+    /// Archiving pauses for a tenant whose pending changes exceed this many…
+    pub max_depth: u64,
+    /// …or whose oldest pending change is older than this.
+    pub max_age_s: u64,
+}
+
+impl Default for BufferSettings {
+    fn default() -> Self {
+        BufferSettings {
+            dead_after: 5,
+            max_depth: 10_000,
+            max_age_s: 3_600,
+        }
+    }
+}
+
+/// What the cold tier says about a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColdAnswer {
+    /// Not in the cold tier: the hot table is the only place it can be.
+    NotArchived,
+    /// Archived; `None` if a buffered delete removed it.
+    Archived(Option<Row>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveReport {
+    pub rows: u64,
+    pub segments: u64,
+    /// Rows changed by a writer while they were being archived, re-sent through the buffer.
+    pub requeued: u64,
+    /// Archiving did not run: the reason (a buffer over its thresholds).
+    pub paused: Option<String>,
+}
+
+pub struct Tiering {
+    pub store: Arc<dyn ControlStore>,
+    pub migration: MigrationId,
+    pub hot: HotTable,
+    pub cold: ColdStore,
+    pub config: TieringConfig,
+}
+
+/// A key as the manifest and the buffer store it: a JSON array of the values' text.
+pub fn key_text(key: &RowKey) -> String {
+    serde_json::Value::from(key.iter().map(KeyValue::to_text).collect::<Vec<_>>()).to_string()
+}
+
+fn err_store(e: StoreError) -> TierError {
+    TierError::Declaration(e.to_string())
+}
+
+impl Tiering {
+    /// Opens a tiering migration over the hot table's database.
+    pub async fn open(
+        store: Arc<dyn ControlStore>,
+        migration: &MigrationId,
+        pool: PgPool,
+    ) -> Result<Tiering, TierError> {
+        let record = store.migration(migration).await.map_err(err_store)?;
+        if record.kind != MigrationKind::Tiering {
+            return Err(TierError::Declaration(format!(
+                "migration {migration} is a {} migration, not tiering",
+                record.kind.as_str()
+            )));
+        }
+        let config: TieringConfig = serde_json::from_value(record.config.clone())
+            .map_err(|e| TierError::Declaration(format!("tiering config of {migration}: {e}")))?;
+        let decl = TableDecl::declare(
+            &pool,
+            &Declaration {
+                schema: config.schema.clone(),
+                table: config.table.clone(),
+                tenant_column: config.tenant_column.clone(),
+                age_column: config.age_column.clone(),
+                columns: config.columns.clone(),
+            },
+        )
+        .await?;
+        Ok(Tiering {
+            cold: ColdStore::open(&config.cold_url)?,
+            hot: HotTable::new(decl, pool),
+            store,
+            migration: migration.clone(),
+            config,
+        })
+    }
+
+    pub fn decl(&self) -> &TableDecl {
+        &self.hot.decl
+    }
+
+    /// Parses a key given as text values, one per key column.
+    pub fn parse_key(&self, values: &[&str]) -> Result<RowKey, TierError> {
+        let decl = self.decl();
+        if values.len() != decl.key.len() {
+            return Err(TierError::Value {
+                column: decl.key_list("").replace('.', ""),
+                detail: format!("a key has {} value(s)", decl.key.len()),
+            });
+        }
+        decl.key
+            .iter()
+            .zip(values)
+            .map(|(k, v)| {
+                let kind = decl
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == k)
+                    .map(|c| c.kind)
+                    .ok_or_else(|| TierError::Declaration(format!("no key column {k}")))?;
+                KeyValue::parse(kind, v, k.as_str())
+            })
+            .collect()
+    }
+
+    fn parse_stored_key(&self, text: &str) -> Result<RowKey, TierError> {
+        let values: Vec<String> = serde_json::from_str(text).map_err(|e| TierError::Value {
+            column: "key".into(),
+            detail: format!("stored key {text}: {e}"),
+        })?;
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        self.parse_key(&refs)
+    }
+
+    fn covers(&self, segment: &SegmentRecord, key: &RowKey) -> Result<bool, TierError> {
+        Ok(self.parse_stored_key(&segment.min_key)? <= *key
+            && *key <= self.parse_stored_key(&segment.max_key)?)
+    }
+
+    fn path(segment: &SegmentRecord) -> object_store::path::Path {
+        object_store::path::Path::from(segment.path.as_str())
+    }
+
+    /// The cold tier's answer for a key, pending buffered changes merged in (the last one
+    /// wins). Pending changes are read before the manifest: a buffer worker committing in
+    /// between then shows its changes twice (harmless: they are whole row images), never not
+    /// at all.
+    pub async fn cold_get(&self, tenant: &TenantId, key: &RowKey) -> Result<ColdAnswer, TierError> {
+        let wanted = key_text(key);
+        let pending = self
+            .store
+            .pending_updates(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        if let Some(last) = pending.iter().rev().find(|u| u.key == wanted) {
+            return Ok(ColdAnswer::Archived(match last.operation.as_str() {
+                "delete" => None,
+                _ => Some(self.hot.normalize_json(&last.payload.to_string()).await?),
+            }));
+        }
+        for attempt in 0..2 {
+            let segments = self
+                .store
+                .segments(&self.migration, tenant)
+                .await
+                .map_err(err_store)?;
+            let mut missing = false;
+            for s in &segments {
+                if !self.covers(s, key)? {
+                    continue;
+                }
+                match self.cold.lookup(self.decl(), &Self::path(s), key).await {
+                    Ok(Some(batch)) => {
+                        return Ok(ColdAnswer::Archived(Some(
+                            self.hot.normalize(&batch, 0).await?,
+                        )));
+                    }
+                    Ok(None) => {}
+                    // Retired and collected under a reader that had the old manifest.
+                    Err(e) if attempt == 0 && is_not_found(&e) => missing = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !missing {
+                break;
+            }
+        }
+        Ok(ColdAnswer::NotArchived)
+    }
+
+    /// Whether archiving should pause for this tenant: its buffer's depth or age.
+    pub async fn buffer_pressure(&self, tenant: &TenantId) -> Result<Option<String>, TierError> {
+        let pending = self
+            .store
+            .pending_updates(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        let b = &self.config.buffer;
+        if pending.len() as u64 > b.max_depth {
+            return Ok(Some(format!(
+                "update buffer depth {} > {}",
+                pending.len(),
+                b.max_depth
+            )));
+        }
+        if let Some(oldest) = pending.first() {
+            let age = (chrono::Utc::now() - oldest.enqueued_at).num_seconds();
+            if age > i64::try_from(b.max_age_s).unwrap_or(i64::MAX) {
+                return Ok(Some(format!(
+                    "oldest buffered change {age}s > {}s",
+                    b.max_age_s
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Uploads one segment of `batch` and reads it back before anyone may rely on it.
+    async fn upload(
+        &self,
+        tenant: &TenantId,
+        batch: &RecordBatch,
+    ) -> Result<NewSegment, TierError> {
+        let id = self
+            .store
+            .reserve_segment(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        let file = write_segment(self.decl(), std::slice::from_ref(batch))?;
+        let path = ColdStore::segment_path(&self.migration, tenant, id);
+        self.cold.put(&path, file.bytes.clone()).await?;
+        let back = self.cold.read(&path).await?;
+        let back = arrow_select_concat(&back, batch)?;
+        if back != *batch {
+            return Err(TierError::segment(
+                &path,
+                "read back differs from what was written",
+            ));
+        }
+        Ok(NewSegment {
+            id,
+            path: path.to_string(),
+            rows: file.rows,
+            min_key: key_text(&file.min_key),
+            max_key: key_text(&file.max_key),
+            checksum: file.checksum,
+        })
+    }
+
+    /// Archives the tenant's rows with `watermark <= age < cutoff` (RFC 3339), then checks
+    /// them against the hot table again: a row a writer changed meanwhile is re-sent through
+    /// the update buffer, so the cold tier never keeps a stale image.
+    pub async fn archive(
+        &self,
+        tenant: &TenantId,
+        cutoff: &str,
+    ) -> Result<ArchiveReport, TierError> {
+        if let Some(why) = self.buffer_pressure(tenant).await? {
+            tracing::warn!(migration = %self.migration, tenant = %tenant, reason = %why, "archiving paused");
+            return Ok(ArchiveReport {
+                paused: Some(why),
+                ..ArchiveReport::default()
+            });
+        }
+        let from = self
+            .store
+            .archived_through(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        if from.as_deref().is_some_and(|f| self.not_after(cutoff, f)) {
+            return Ok(ArchiveReport::default());
+        }
+        let batch = self.hot.window(tenant, from.as_deref(), cutoff).await?;
+        let mut report = ArchiveReport {
+            rows: batch.num_rows() as u64,
+            ..ArchiveReport::default()
+        };
+        let mut add = Vec::new();
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = SEGMENT_ROWS.min(batch.num_rows() - offset);
+            add.push(self.upload(tenant, &batch.slice(offset, len)).await?);
+            offset += len;
+        }
+        report.segments = add.len() as u64;
+        self.store
+            .commit_segments(
+                &self.migration,
+                tenant,
+                &SegmentCommit {
+                    add,
+                    archived_through: Some(cutoff.to_owned()),
+                    ..SegmentCommit::default()
+                },
+            )
+            .await
+            .map_err(err_store)?;
+        // Writers that looked the key up before the commit saw it hot-only; give their
+        // requests time to finish, then compare.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        report.requeued = self.requeue_changed(tenant, &batch).await?;
+        self.record_progress(tenant, report.rows).await?;
+        tracing::info!(migration = %self.migration, tenant = %tenant, rows = report.rows, segments = report.segments, requeued = report.requeued, "archived");
+        Ok(report)
+    }
+
+    /// `a <= b` for two timestamps as PostgreSQL reads them (compared by the database, so
+    /// any format it accepts works).
+    fn not_after(&self, a: &str, b: &str) -> bool {
+        chrono::DateTime::parse_from_rfc3339(a)
+            .ok()
+            .zip(chrono::DateTime::parse_from_rfc3339(b).ok())
+            .is_some_and(|(a, b)| a <= b)
+    }
+
+    async fn requeue_changed(
+        &self,
+        tenant: &TenantId,
+        archived: &RecordBatch,
+    ) -> Result<u64, TierError> {
+        let columns = key_columns(self.decl());
+        // A key with a buffered change was written through the cold path after the commit:
+        // that change is newer than anything the hot table could tell us.
+        let buffered: std::collections::HashSet<String> = self
+            .store
+            .pending_updates(&self.migration, tenant)
+            .await
+            .map_err(err_store)?
+            .into_iter()
+            .map(|u| u.key)
+            .collect();
+        let mut requeued = 0;
+        for row in 0..archived.num_rows() {
+            let Some(key) = key_at(self.decl(), archived, &columns, row) else {
+                continue;
+            };
+            if buffered.contains(&key_text(&key)) {
+                continue;
+            }
+            let now = self.hot.get(tenant, &key).await?;
+            let then = self.hot.normalize(archived, row).await?;
+            if now.as_ref() == Some(&then) {
+                continue;
+            }
+            let (operation, payload) = match now {
+                Some(row) => ("upsert", serde_json::Value::Object(row)),
+                None => ("delete", serde_json::Value::Null),
+            };
+            self.store
+                .enqueue_update(
+                    &self.migration,
+                    tenant,
+                    &key_text(&key),
+                    operation,
+                    &payload,
+                )
+                .await
+                .map_err(err_store)?;
+            requeued += 1;
+        }
+        Ok(requeued)
+    }
+
+    async fn record_progress(&self, tenant: &TenantId, rows: u64) -> Result<(), TierError> {
+        let phase = self
+            .store
+            .tenant(&self.migration, tenant)
+            .await
+            .map_err(err_store)?
+            .state
+            .phase;
+        // The archive is the forward backfill while the hot table is authoritative; later it
+        // simply keeps going as rows age.
+        if matches!(phase, Phase::DualWrite | Phase::Shadow) {
+            let mut p = BackfillProgress::new(
+                self.migration.clone(),
+                tenant.clone(),
+                CopyDirection::Forward,
+            );
+            p.rows_done = rows;
+            p.rows_total = rows;
+            p.complete = true;
+            self.store.record_backfill(&p).await.map_err(err_store)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the tenant's pending buffered changes: each affected segment is rewritten
+    /// (copy-on-write) with the changes in sequence order and swapped in atomically with the
+    /// changes marked applied. Returns how many changes were applied.
+    pub async fn apply_buffer(&self, tenant: &TenantId) -> Result<u64, TierError> {
+        let pending = self
+            .store
+            .pending_updates(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let segments = self
+            .store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        // Changes per segment (by index), in sequence order; keys no segment covers get a
+        // segment of their own.
+        let mut groups: BTreeMap<Option<usize>, Vec<&ferry_store::BufferedUpdate>> =
+            BTreeMap::new();
+        for u in &pending {
+            let key = self.parse_stored_key(&u.key)?;
+            let mut home = None;
+            for (i, s) in segments.iter().enumerate() {
+                if self.covers(s, &key)? {
+                    home = Some(i);
+                    break;
+                }
+            }
+            groups.entry(home).or_default().push(u);
+        }
+        let mut applied = 0;
+        for (home, changes) in groups {
+            let seqs: Vec<i64> = changes.iter().map(|u| u.seq).collect();
+            let result = self
+                .rewrite(tenant, home.map(|i| &segments[i]), &changes)
+                .await;
+            match result {
+                Ok(()) => applied += seqs.len() as u64,
+                Err(e) => {
+                    self.store
+                        .record_update_failure(&seqs, &e.to_string(), self.config.buffer.dead_after)
+                        .await
+                        .map_err(err_store)?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn rewrite(
+        &self,
+        tenant: &TenantId,
+        segment: Option<&SegmentRecord>,
+        changes: &[&ferry_store::BufferedUpdate],
+    ) -> Result<(), TierError> {
+        // key text -> row JSON (the codec's or to_jsonb form: PostgreSQL reads both).
+        let mut rows: BTreeMap<RowKey, String> = BTreeMap::new();
+        if let Some(s) = segment {
+            let columns = key_columns(self.decl());
+            for batch in self.cold.read(&Self::path(s)).await? {
+                for row in 0..batch.num_rows() {
+                    if let Some(key) = key_at(self.decl(), &batch, &columns, row) {
+                        let mut json = String::new();
+                        crate::codec::row_to_json(self.decl(), &batch, row, &mut json);
+                        rows.insert(key, json);
+                    }
+                }
+            }
+        }
+        for u in changes {
+            let key = self.parse_stored_key(&u.key)?;
+            match u.operation.as_str() {
+                "delete" => {
+                    rows.remove(&key);
+                }
+                _ => {
+                    rows.insert(key, u.payload.to_string());
+                }
+            }
+        }
+        let mut add = Vec::new();
+        if !rows.is_empty() {
+            let json = format!("[{}]", rows.values().cloned().collect::<Vec<_>>().join(","));
+            let batch = self.rows_from_json(&json).await?;
+            add.push(self.upload(tenant, &batch).await?);
+        }
+        self.store
+            .commit_segments(
+                &self.migration,
+                tenant,
+                &SegmentCommit {
+                    add,
+                    retire: segment.map(|s| vec![s.id]).unwrap_or_default(),
+                    applied: changes.iter().map(|u| u.seq).collect(),
+                    archived_through: None,
+                },
+            )
+            .await
+            .map_err(err_store)
+    }
+
+    /// Row images (JSON array) as a batch in key order, converted by PostgreSQL itself.
+    async fn rows_from_json(&self, json: &str) -> Result<RecordBatch, TierError> {
+        let decl = self.decl();
+        let sql = format!(
+            "SELECT {} FROM json_populate_recordset(NULL::{}, $1::json) AS t ORDER BY {}",
+            decl.select_list(),
+            decl.quoted(),
+            decl.key_list("t"),
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(json)
+            .fetch_all(&self.hot.pool)
+            .await
+            .map_err(|e| TierError::db("convert row images", e))?;
+        crate::codec::rows_to_batch(decl, &rows)
+    }
+
+    /// In `target_only`: deletes the hot copies of the tenant's archived rows, `batch` keys
+    /// per statement. Pending changes are applied first, so no hot copy is the only place a
+    /// change lives. Returns the rows deleted.
+    pub async fn delete_hot_copies(
+        &self,
+        tenant: &TenantId,
+        batch: usize,
+    ) -> Result<u64, TierError> {
+        self.apply_buffer(tenant).await?;
+        let segments = self
+            .store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        let decl = self.decl();
+        let keys = decl.key_list("k");
+        let sql = format!(
+            "DELETE FROM {} AS t WHERE t.{} = $1 AND ({}) IN (SELECT {keys} FROM json_populate_recordset(NULL::{}, $2::json) AS k)",
+            decl.quoted(),
+            decl.tenant.quoted(),
+            decl.key_list("t"),
+            decl.quoted(),
+        );
+        let columns = key_columns(decl);
+        let mut deleted = 0;
+        for s in &segments {
+            let mut pending: Vec<String> = Vec::new();
+            for b in self.cold.read(&Self::path(s)).await? {
+                for row in 0..b.num_rows() {
+                    let Some(key) = key_at(decl, &b, &columns, row) else {
+                        continue;
+                    };
+                    let object: serde_json::Map<String, serde_json::Value> = decl
+                        .key
+                        .iter()
+                        .zip(&key)
+                        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_text())))
+                        .collect();
+                    pending.push(serde_json::Value::Object(object).to_string());
+                    if pending.len() >= batch.max(1) {
+                        deleted += self.delete_keys(&sql, tenant, &pending).await?;
+                        pending.clear();
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                deleted += self.delete_keys(&sql, tenant, &pending).await?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_keys(
+        &self,
+        sql: &str,
+        tenant: &TenantId,
+        keys: &[String],
+    ) -> Result<u64, TierError> {
+        let done = sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .bind(tenant.as_str())
+            .bind(format!("[{}]", keys.join(",")))
+            .execute(&self.hot.pool)
+            .await
+            .map_err(|e| TierError::db("delete hot copies", e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// The reverse copy, in `target_primary` after a rollback from `target_only`: every
+    /// archived row (pending changes applied first) is written back over the hot table, and
+    /// the reverse sync recorded complete (the guard on `target_primary -> shadow`).
+    pub async fn restore(&self, tenant: &TenantId) -> Result<u64, TierError> {
+        self.apply_buffer(tenant).await?;
+        let segments = self
+            .store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        let mut restored = 0;
+        for s in &segments {
+            for b in self.cold.read(&Self::path(s)).await? {
+                let mut images: BTreeMap<String, String> = BTreeMap::new();
+                let columns = key_columns(self.decl());
+                for row in 0..b.num_rows() {
+                    if let Some(key) = key_at(self.decl(), &b, &columns, row) {
+                        let mut json = String::new();
+                        crate::codec::row_to_json(self.decl(), &b, row, &mut json);
+                        images.insert(key_text(&key), json);
+                    }
+                }
+                // Under the tenant's lock (writers mirror into hot under it too), with the
+                // changes buffered until now merged in: a writer is either in these images
+                // or writes its own after them.
+                let mut tx = self
+                    .hot
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(|e| TierError::db("begin a restore", e))?;
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(self.lock_name(tenant))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| TierError::db("lock the tenant for a restore", e))?;
+                let mut deleted = Vec::new();
+                for u in self
+                    .store
+                    .pending_updates(&self.migration, tenant)
+                    .await
+                    .map_err(err_store)?
+                {
+                    if let Some(image) = images.get_mut(&u.key) {
+                        if u.operation == "delete" {
+                            deleted.push(u.key.clone());
+                        } else {
+                            *image = u.payload.to_string();
+                        }
+                    }
+                }
+                for k in &deleted {
+                    images.remove(k);
+                }
+                let json = format!(
+                    "[{}]",
+                    images.values().cloned().collect::<Vec<_>>().join(",")
+                );
+                restored += self.hot.upsert_json_in(&mut tx, &json).await?;
+                tx.commit()
+                    .await
+                    .map_err(|e| TierError::db("commit a restore", e))?;
+            }
+        }
+        let mut p = BackfillProgress::new(
+            self.migration.clone(),
+            tenant.clone(),
+            CopyDirection::Reverse,
+        );
+        p.rows_done = restored;
+        p.rows_total = restored;
+        p.complete = true;
+        self.store.record_backfill(&p).await.map_err(err_store)?;
+        Ok(restored)
+    }
+
+    /// The advisory lock that orders a tenant's hot mirror writes against a restore.
+    pub fn lock_name(&self, tenant: &TenantId) -> String {
+        format!("ferry:{}:{}", self.migration, tenant)
+    }
+
+    /// Deletes the objects of retired segments and of reservations older than `stale`, then
+    /// forgets them. Returns how many were collected.
+    pub async fn collect_garbage(&self, stale: Duration) -> Result<u64, TierError> {
+        let garbage = self
+            .store
+            .garbage_segments(&self.migration, stale)
+            .await
+            .map_err(err_store)?;
+        for g in &garbage {
+            if !g.path.is_empty() {
+                self.cold.delete(&Self::path(g)).await?;
+            } else {
+                // A reservation that never got its path recorded: its object, if any, has
+                // the name Ferry gives it.
+                self.cold
+                    .delete(&ColdStore::segment_path(&self.migration, &g.tenant, g.id))
+                    .await?;
+            }
+            self.store.forget_segment(g.id).await.map_err(err_store)?;
+        }
+        Ok(garbage.len() as u64)
+    }
+}
+
+fn is_not_found(e: &TierError) -> bool {
+    match e {
+        TierError::ObjectStore { cause, .. } => {
+            matches!(cause, object_store::Error::NotFound { .. })
+        }
+        TierError::Segment { detail, .. } => {
+            detail.contains("not found") || detail.contains("NotFound")
+        }
+        _ => false,
+    }
+}
+
+/// The batches read back from a segment as one batch of `like`'s schema.
+fn arrow_select_concat(
+    batches: &[RecordBatch],
+    like: &RecordBatch,
+) -> Result<RecordBatch, TierError> {
+    let fail = |detail: String| TierError::Segment {
+        path: "(read back)".into(),
+        detail,
+    };
+    if batches.len() == 1 {
+        return Ok(batches[0].clone());
+    }
+    let schema = like.schema();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for i in 0..schema.fields().len() {
+        let parts: Vec<&dyn arrow_array::Array> =
+            batches.iter().map(|b| b.column(i).as_ref()).collect();
+        columns.push(concat(&parts).map_err(|e| fail(e.to_string()))?);
+    }
+    RecordBatch::try_new(schema, columns).map_err(|e| fail(e.to_string()))
+}
+
+fn concat(
+    parts: &[&dyn arrow_array::Array],
+) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
+    arrow_select::concat::concat(parts)
+}
