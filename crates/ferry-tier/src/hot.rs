@@ -190,29 +190,19 @@ impl HotTable {
         Ok(done.rows_affected())
     }
 
-    /// Sets the hot copy of a key to `image` (or deletes it), under the tenant's advisory
-    /// lock `lock` (see `Tiering::restore`).
+    /// Sets the hot copy of a key to `image` (or deletes it), in the caller's transaction
+    /// (the one holding the tenant's lock: see `Tiering::lock_tenant`).
     pub async fn mirror(
         &self,
-        lock: &str,
+        tx: &mut sqlx::PgConnection,
         tenant: &TenantId,
         key: &RowKey,
         image: Option<&Row>,
     ) -> Result<(), TierError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| TierError::db("begin a hot mirror write", e))?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
-            .bind(lock)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| TierError::db("lock the tenant for a mirror write", e))?;
         match image {
             Some(row) => {
                 let json = format!("[{}]", serde_json::Value::Object(row.clone()));
-                self.upsert_json_in(&mut tx, &json).await?;
+                self.upsert_json_in(tx, &json).await?;
             }
             None => {
                 let mut q =
@@ -220,14 +210,30 @@ impl HotTable {
                 for v in key {
                     q = q.bind(v.to_text());
                 }
-                q.execute(&mut *tx)
+                q.execute(tx)
                     .await
                     .map_err(|e| TierError::db("delete a hot copy", e))?;
             }
         }
-        tx.commit()
+        Ok(())
+    }
+
+    /// The tenant's rows with `from <= age < to`, read in the caller's transaction.
+    pub async fn window_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        tenant: &TenantId,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<RecordBatch, TierError> {
+        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.select_window.clone()))
+            .bind(tenant.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all(tx)
             .await
-            .map_err(|e| TierError::db("commit a hot mirror write", e))
+            .map_err(|e| TierError::db("re-read archived rows", e))?;
+        codec::rows_to_batch(&self.decl, &rows)
     }
 
     pub async fn delete(&self, tenant: &TenantId, key: &RowKey) -> Result<u64, TierError> {

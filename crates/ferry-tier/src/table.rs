@@ -263,6 +263,7 @@ impl TieredTable {
         );
         let key = t.hot.key_of(&row)?;
         let (snapshot, phase) = self.phase(tenant)?;
+        let lock = t.lock_tenant(tenant, false).await?;
         if matches!(phase, Phase::TargetOnly | Phase::Complete) {
             match t.cold_get(tenant, &key).await {
                 Ok(ColdAnswer::Archived(Some(_))) => {
@@ -305,6 +306,9 @@ impl TieredTable {
             other => other?,
         };
         bump(&self.stats.writes_hot);
+        lock.commit()
+            .await
+            .map_err(|e| TierError::db("release the tenant lock", e))?;
         drop(snapshot);
         Ok(written)
     }
@@ -340,6 +344,9 @@ impl TieredTable {
         } else {
             "delete"
         };
+        // Held from the location lookup to the hot write, so the key cannot change tier in
+        // between (see `Tiering::archive`).
+        let mut lock = t.lock_tenant(tenant, false).await?;
         // (archived?, its current image): a key archived and then deleted counts as not
         // archived; only the hot table can hold it again.
         let (archived, current) = if phase == Phase::Legacy {
@@ -417,19 +424,25 @@ impl TieredTable {
                 };
                 // Acknowledged once durable in the buffer: the cold tier's authority.
                 self.buffer(tenant, &key, image.as_ref()).await?;
-                if phase == Phase::TargetPrimary {
+                // The hot copy: kept in step in target_primary (it is the fallback); in
+                // target_only only a delete reaches it, so a deleted key's stale copy can
+                // never be read or block an insert before the copies are deleted.
+                if phase == Phase::TargetPrimary || image.is_none() {
+                    let path = if phase == Phase::TargetPrimary {
+                        TierPath::BufferThenHot
+                    } else {
+                        TierPath::Buffer
+                    };
                     self.route(
                         tenant,
                         op,
                         TierRoute {
-                            path: TierPath::BufferThenHot,
+                            path,
                             reason: TierReason::Archived(phase),
                         },
                     );
-                    // The hot copy is only a fallback now; keep it in step, but its failure
-                    // does not fail the request.
-                    let lock = t.lock_name(tenant);
-                    if let Err(e) = t.hot.mirror(&lock, tenant, &key, image.as_ref()).await {
+
+                    if let Err(e) = t.hot.mirror(&mut lock, tenant, &key, image.as_ref()).await {
                         tracing::warn!(migration = %self.migration(), tenant = %tenant, "hot copy not updated: {e}");
                     }
                 } else {
@@ -445,6 +458,9 @@ impl TieredTable {
                 Some(image.unwrap_or(current))
             }
         };
+        lock.commit()
+            .await
+            .map_err(|e| TierError::db("release the tenant lock", e))?;
         drop(snapshot);
         Ok(result)
     }

@@ -332,6 +332,16 @@ impl Tiering {
             offset += len;
         }
         report.segments = add.len() as u64;
+        // The moment these keys change tier: no write of the tenant is between its location
+        // lookup and its hot write while the rows are compared again and the manifest is
+        // committed. A row a writer changed since the read is re-sent through the buffer
+        // before the commit, so a read after it never sees the stale image.
+        let mut lock = self.lock_tenant(tenant, true).await?;
+        let now = self
+            .hot
+            .window_in(&mut lock, tenant, from.as_deref(), cutoff)
+            .await?;
+        report.requeued = self.requeue_changed(tenant, &batch, &now).await?;
         self.store
             .commit_segments(
                 &self.migration,
@@ -344,10 +354,9 @@ impl Tiering {
             )
             .await
             .map_err(err_store)?;
-        // Writers that looked the key up before the commit saw it hot-only; give their
-        // requests time to finish, then compare.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        report.requeued = self.requeue_changed(tenant, &batch).await?;
+        lock.commit()
+            .await
+            .map_err(|e| TierError::db("release the tenant lock", e))?;
         self.record_progress(tenant, report.rows).await?;
         tracing::info!(migration = %self.migration, tenant = %tenant, rows = report.rows, segments = report.segments, requeued = report.requeued, "archived");
         Ok(report)
@@ -362,37 +371,36 @@ impl Tiering {
             .is_some_and(|(a, b)| a <= b)
     }
 
+    /// Buffers the difference between the rows as archived and as the hot table holds them
+    /// now: changed rows as upserts of their current image, vanished ones as deletes.
     async fn requeue_changed(
         &self,
         tenant: &TenantId,
         archived: &RecordBatch,
+        now: &RecordBatch,
     ) -> Result<u64, TierError> {
-        let columns = key_columns(self.decl());
-        // A key with a buffered change was written through the cold path after the commit:
-        // that change is newer than anything the hot table could tell us.
-        let buffered: std::collections::HashSet<String> = self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?
-            .into_iter()
-            .map(|u| u.key)
+        let decl = self.decl();
+        let columns = key_columns(decl);
+        let current: std::collections::HashMap<RowKey, usize> = (0..now.num_rows())
+            .filter_map(|i| key_at(decl, now, &columns, i).map(|k| (k, i)))
             .collect();
         let mut requeued = 0;
         for row in 0..archived.num_rows() {
-            let Some(key) = key_at(self.decl(), archived, &columns, row) else {
+            let Some(key) = key_at(decl, archived, &columns, row) else {
                 continue;
             };
-            if buffered.contains(&key_text(&key)) {
-                continue;
-            }
-            let now = self.hot.get(tenant, &key).await?;
-            let then = self.hot.normalize(archived, row).await?;
-            if now.as_ref() == Some(&then) {
-                continue;
-            }
-            let (operation, payload) = match now {
-                Some(row) => ("upsert", serde_json::Value::Object(row)),
+            let (operation, payload) = match current.get(&key) {
+                Some(&i) if now.slice(i, 1) == archived.slice(row, 1) => continue,
+                Some(&i) => {
+                    let mut json = String::new();
+                    crate::codec::row_to_json(decl, now, i, &mut json);
+                    let image: serde_json::Value =
+                        serde_json::from_str(&json).map_err(|e| TierError::Value {
+                            column: "*".into(),
+                            detail: e.to_string(),
+                        })?;
+                    ("upsert", image)
+                }
                 None => ("delete", serde_json::Value::Null),
             };
             self.store
@@ -647,17 +655,7 @@ impl Tiering {
                 // Under the tenant's lock (writers mirror into hot under it too), with the
                 // changes buffered until now merged in: a writer is either in these images
                 // or writes its own after them.
-                let mut tx = self
-                    .hot
-                    .pool
-                    .begin()
-                    .await
-                    .map_err(|e| TierError::db("begin a restore", e))?;
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                    .bind(self.lock_name(tenant))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| TierError::db("lock the tenant for a restore", e))?;
+                let mut tx = self.lock_tenant(tenant, true).await?;
                 let mut deleted = Vec::new();
                 for u in self
                     .store
@@ -701,6 +699,31 @@ impl Tiering {
     /// The advisory lock that orders a tenant's hot mirror writes against a restore.
     pub fn lock_name(&self, tenant: &TenantId) -> String {
         format!("ferry:{}:{}", self.migration, tenant)
+    }
+
+    /// A transaction holding the tenant's lock, shared or exclusive, until it ends.
+    pub async fn lock_tenant(
+        &self,
+        tenant: &TenantId,
+        exclusive: bool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, TierError> {
+        let mut tx = self
+            .hot
+            .pool
+            .begin()
+            .await
+            .map_err(|e| TierError::db("begin a tenant lock", e))?;
+        let sql = if exclusive {
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+        } else {
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
+        };
+        sqlx::query(sql)
+            .bind(self.lock_name(tenant))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| TierError::db("lock the tenant", e))?;
+        Ok(tx)
     }
 
     /// Deletes the objects of retired segments and of reservations older than `stale`, then

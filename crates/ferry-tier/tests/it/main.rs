@@ -3,10 +3,12 @@
 //!
 //! - `roundtrip.rs`: every supported type through a segment and back; declaration refusals.
 //! - `fixture.rs`: an `events` table, a tiering migration over it, a router and a table.
+//! - `phases.rs`: concurrent writers through every phase, archiving, a rollback.
 //! - `races.rs`: races 4 and 5 of DESIGN.md; an unavailable cold tier.
 
 #![allow(clippy::unwrap_used)]
 
 mod fixture;
+mod phases;
 mod races;
 mod roundtrip;

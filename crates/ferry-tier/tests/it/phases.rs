@@ -1,0 +1,185 @@
+//! The whole tiering of a tenant under concurrent writers: archiving in several phases, the
+//! buffer worker, hot-copy deletion, a rollback from `target_only` (restore), and on to
+//! `complete`. Every acknowledged write must read back at once and at the end; no key may
+//! live in both tiers as two different rows; the other tenant is untouched.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ferry_domain::{Action, Phase};
+use ferry_testkit::{TestStore, both_stores};
+use ferry_tier::TableError;
+use tokio::sync::Mutex;
+
+use crate::fixture::{Fixture, cutoff_day, note, tenant};
+
+both_stores!(writers_race_archiving_through_every_phase_and_a_rollback);
+
+const KEYS: i64 = 450;
+
+/// What each key should read as (`None`: deleted or never inserted).
+type Expected = BTreeMap<i64, Option<String>>;
+
+async fn writer(
+    f: Arc<Fixture>,
+    expected: Arc<Mutex<Expected>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<String> {
+    let t = tenant("acme");
+    let mut problems = Vec::new();
+    let mut n: u64 = 0;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let id = 1 + (seed % KEYS as u64) as i64;
+        let key = id.to_string();
+        let mut exp = expected.lock().await;
+        let before = exp.get(&id).cloned().flatten();
+        let value = format!("w{n}");
+        let outcome: Result<Option<String>, TableError> = match (before.is_some(), seed % 3) {
+            (true, 0) => f.table.delete(&t, &[&key]).await.map(|_| None),
+            (true, _) => f
+                .table
+                .update(&t, &[&key], note(&value))
+                .await
+                .map(|_| Some(value.clone())),
+            (false, _) => {
+                let mut row = note(&value);
+                row.insert("id".into(), serde_json::json!(id));
+                row.insert("at".into(), serde_json::json!("2026-06-01T00:00:00Z"));
+                f.table.insert(&t, row).await.map(|_| Some(value.clone()))
+            }
+        };
+        match outcome {
+            Ok(now) => {
+                exp.insert(id, now.clone());
+                // Read your own acknowledged write, whatever the phase and the buffer.
+                match f.table.get(&t, &[&key]).await {
+                    Ok(row) => {
+                        let got = row.map(|r| r["note"].as_str().unwrap_or_default().to_owned());
+                        if got != now {
+                            problems.push(format!("key {id}: wrote {now:?}, read {got:?}"));
+                        }
+                    }
+                    Err(e) => problems.push(format!("key {id}: read failed: {e}")),
+                }
+            }
+            Err(e) => problems.push(format!("key {id}: write failed: {e}")),
+        }
+        drop(exp);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    problems
+}
+
+async fn writers_race_archiving_through_every_phase_and_a_rollback(store: &TestStore) {
+    let f = Arc::new(Fixture::new(store.reopen_as_test_store().await, 400).await);
+    let t = tenant("acme");
+    let other_before = f.hot_rows("other").await;
+    let expected: Arc<Mutex<Expected>> = Arc::new(Mutex::new(
+        (1..=KEYS)
+            .map(|id| (id, (id <= 400).then(|| format!("note {id}"))))
+            .collect(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = tokio::spawn(writer(f.clone(), expected.clone(), stop.clone()));
+
+    let archive = |day: i64| {
+        let f = f.clone();
+        async move {
+            f.tiering
+                .archive(&tenant("acme"), &cutoff_day(day))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    assert!(archive(100).await.rows >= 90);
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::Shadow);
+    archive(150).await;
+    assert_eq!(
+        f.change("acme", Action::Advance).await,
+        Phase::TargetPrimary
+    );
+    f.tiering.apply_buffer(&t).await.unwrap();
+    archive(200).await;
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::TargetOnly);
+    f.tiering.delete_hot_copies(&t, 50).await.unwrap();
+    archive(250).await;
+    f.tiering.delete_hot_copies(&t, 50).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Rollback from target_only: back to target_primary, restore hot, then to shadow.
+    assert_eq!(
+        f.change("acme", Action::Rollback).await,
+        Phase::TargetPrimary
+    );
+    assert!(f.tiering.restore(&t).await.unwrap() > 0);
+    assert_eq!(f.change("acme", Action::Rollback).await, Phase::Shadow);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // And forward to the end.
+    assert_eq!(
+        f.change("acme", Action::Advance).await,
+        Phase::TargetPrimary
+    );
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::TargetOnly);
+    f.tiering.delete_hot_copies(&t, 50).await.unwrap();
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::Complete);
+    archive(300).await;
+    f.tiering.delete_hot_copies(&t, 50).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let problems = writing.await.unwrap();
+    assert!(
+        problems.is_empty(),
+        "{} problems, e.g. {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+    f.tiering.apply_buffer(&t).await.unwrap();
+    f.tiering
+        .collect_garbage(Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    let expected = expected.lock().await.clone();
+    for (id, want) in &expected {
+        assert_eq!(&f.note("acme", *id).await, want, "key {id} at the end");
+    }
+    // No key in both tiers as two different rows.
+    let hot = f.hot_rows("acme").await;
+    let mut archived = 0;
+    for s in f.store.store.segments(&f.migration, &t).await.unwrap() {
+        archived += s.rows;
+        for batch in f
+            .tiering
+            .cold
+            .read(&object_store::path::Path::from(s.path.as_str()))
+            .await
+            .unwrap()
+        {
+            for row in 0..batch.num_rows() {
+                let image = f.tiering.hot.normalize(&batch, row).await.unwrap();
+                let id = image["id"].as_i64().unwrap();
+                let note = image["note"].as_str().unwrap();
+                if let Some(h) = hot.get(&id) {
+                    assert_eq!(h, note, "key {id} differs between the tiers");
+                }
+                assert_eq!(expected[&id].as_deref(), Some(note), "cold key {id}");
+            }
+        }
+    }
+    assert!(archived > 200, "archived {archived}");
+    assert_eq!(
+        f.hot_rows("other").await,
+        other_before,
+        "the other tenant is untouched"
+    );
+}
