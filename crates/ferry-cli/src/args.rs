@@ -88,6 +88,12 @@ pub enum Command {
     /// Re-check one tenant, source against target, end to end (read-only); resolves its
     /// recorded mismatches if everything matches. Exit code 3 if anything differs.
     Verify(VerifyArgs),
+    /// Run and inspect the archiver of a tiering migration (old rows to Parquet segments).
+    #[command(subcommand)]
+    Tier(TierCmd),
+    /// The update buffer: changes to archived rows waiting to be applied to their segments.
+    #[command(subcommand)]
+    Buffer(BufferCmd),
     /// Run the end-to-end demo on a fresh embedded store (no server needed).
     ///
     /// Creates a migration with ~1,000 tenants of skewed sizes, starts two in-process routers,
@@ -430,4 +436,74 @@ pub struct ControlStoreBench {
 fn parse_phase(s: &str) -> Result<Phase, String> {
     s.parse()
         .map_err(|e: ferry_domain::ParsePhaseError| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TierCmd {
+    /// Do the tiering work for the migration's tenants (or the ones named), by phase: archive
+    /// rows older than the cutoff (from dual_write on; paused while a tenant's update buffer
+    /// is over its thresholds), apply the update buffer, delete hot copies of archived rows
+    /// (target_only, complete), restore them after a step back from target_only
+    /// (target_primary), and collect replaced segments.
+    ///
+    /// Every step is idempotent: after a crash, run it again.
+    Run {
+        migration: MigrationId,
+        /// Only these tenants (repeatable).
+        #[arg(long = "tenant")]
+        tenants: Vec<TenantId>,
+        /// The database holding the hot table.
+        #[arg(long, env = "FERRY_HOT_URL", hide_env_values = true)]
+        hot_url: String,
+        /// Archive rows whose age column is older than this: e.g. 90d, 12h, 30m.
+        #[arg(long, value_parser = parse_age, conflicts_with = "cutoff")]
+        older_than: Option<std::time::Duration>,
+        /// Archive rows whose age column is before this instant (RFC 3339).
+        #[arg(long)]
+        cutoff: Option<String>,
+        /// Hot rows deleted per statement in target_only.
+        #[arg(long, default_value_t = 1000)]
+        delete_batch: usize,
+    },
+    /// Per tenant: phase, live segments, archived rows, watermark, buffer depth.
+    Status {
+        migration: MigrationId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `90d`, `12h`, `30m`, `45s`.
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 90d"))?;
+    let seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format!("{s:?}: the unit must be d, h, m or s")),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BufferCmd {
+    /// Pending and dead changes, oldest first, with their attempts and last error.
+    List {
+        migration: MigrationId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a dead change back in the queue (its attempts reset).
+    Retry { migration: MigrationId, seq: i64 },
+    /// Give up on a change: it is never applied. The actor and reason stay on it.
+    Drop {
+        migration: MigrationId,
+        seq: i64,
+        #[arg(long)]
+        reason: String,
+    },
 }

@@ -193,6 +193,9 @@ pub trait ControlStore: Send + Sync + 'static {
     -> Result<()>;
     /// A dead change back to pending with its attempts reset. False if it was not dead.
     async fn retry_update(&self, seq: i64) -> Result<bool>;
+    /// Gives up on a pending or dead change: it is marked applied without being applied, and
+    /// `note` (who and why) kept on it. False if it was neither.
+    async fn drop_update(&self, seq: i64, note: &str) -> Result<bool>;
 
     // --- the cold tier's manifest ---
 

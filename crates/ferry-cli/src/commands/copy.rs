@@ -7,7 +7,7 @@ use ferry_api::{CopyProgressView, VerifyView};
 use ferry_copier::{Copier, Outcome};
 use ferry_domain::{Phase, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine};
-use ferry_store::{CopyControl, CopyDirection, TenantQuery};
+use ferry_store::{CopyControl, CopyDirection};
 
 use crate::args::{CopyCmd, CopyScope, DataUrls, VerifyArgs};
 use crate::context::Context;
@@ -54,7 +54,7 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
                 .await?
                 .overwrite(overwrite);
             let tenants = if tenants.is_empty() {
-                all_tenants(ctx, &migration).await?
+                super::all_tenants(ctx, &migration).await?
             } else {
                 tenants
             };
@@ -101,32 +101,6 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             .await
         }
     }
-}
-
-async fn all_tenants(
-    ctx: &Context,
-    migration: &ferry_domain::MigrationId,
-) -> anyhow::Result<Vec<TenantId>> {
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = ctx
-            .store
-            .tenants(
-                migration,
-                &TenantQuery {
-                    after: after.clone(),
-                    limit: Some(10_000),
-                    ..TenantQuery::default()
-                },
-            )
-            .await
-            .context("list tenants")?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.tenant.clone());
-        out.extend(page.into_iter().map(|t| t.tenant));
-    }
-    Ok(out)
 }
 
 /// Does whatever the tenant's phase calls for; returns whether the tenant needs nothing more.

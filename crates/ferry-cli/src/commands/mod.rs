@@ -5,6 +5,7 @@ mod copy;
 mod migration;
 mod status;
 mod tenant;
+mod tier;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,33 @@ pub async fn status_report(ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every tenant of a migration, by keyset pages.
+pub(crate) async fn all_tenants(
+    ctx: &Context,
+    migration: &ferry_domain::MigrationId,
+) -> anyhow::Result<Vec<ferry_domain::TenantId>> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ctx
+            .store
+            .tenants(
+                migration,
+                &ferry_store::TenantQuery {
+                    after: after.clone(),
+                    limit: Some(10_000),
+                    ..ferry_store::TenantQuery::default()
+                },
+            )
+            .await
+            .map_err(anyhow::Error::from)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.tenant.clone());
+        out.extend(page.into_iter().map(|t| t.tenant));
+    }
+    Ok(out)
+}
+
 pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migration(cmd) => migration::run(ctx, cmd).await,
@@ -26,6 +54,8 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Routers(args) => status::routers(ctx, args.json).await,
         Command::Copy(cmd) => copy::run(ctx, cmd).await,
         Command::Verify(args) => copy::verify(ctx, args).await,
+        Command::Tier(cmd) => tier::run(ctx, cmd).await,
+        Command::Buffer(cmd) => tier::buffer(ctx, cmd).await,
         Command::Demo(_) | Command::Bench(_) => {
             unreachable!("demo and bench open their own stores and are dispatched in main")
         }

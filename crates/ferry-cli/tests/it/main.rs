@@ -16,6 +16,7 @@ mod demo;
 mod examples;
 mod kill;
 mod tidy;
+mod tier_kill;
 
 use std::process::{Command, Output};
 

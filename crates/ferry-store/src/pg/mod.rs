@@ -910,6 +910,19 @@ impl ControlStore for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn drop_update(&self, seq: i64, note: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE ferry_update_buffer SET state = 'applied', last_error = $2
+             WHERE seq = $1 AND state IN ('pending', 'dead')",
+        )
+        .bind(seq)
+        .bind(note)
+        .execute(&self.pool)
+        .await
+        .doing("drop a buffered update")?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn reserve_segment(&self, migration: &MigrationId, tenant: &TenantId) -> Result<i64> {
         sqlx::query_scalar(
             "INSERT INTO ferry_segments (migration_id, tenant_id) VALUES ($1, $2) RETURNING segment_id",

@@ -1049,4 +1049,14 @@ async fn the_update_buffer_retries_then_parks_changes(s: &TestStore) {
     );
     let again = s.store.pending_updates(&m, &a).await.unwrap();
     assert_eq!((again[0].seq, again[0].attempts), (seqs[0], 0));
+    // An operator gives up on one: it leaves the buffer, the note stays on it.
+    assert!(
+        s.store
+            .drop_update(seqs[2], "dropped by alice: bad row")
+            .await
+            .unwrap()
+    );
+    assert!(!s.store.drop_update(seqs[2], "again").await.unwrap());
+    let open = s.store.open_updates(&m).await.unwrap();
+    assert!(open.iter().all(|u| u.seq != seqs[2]));
 }

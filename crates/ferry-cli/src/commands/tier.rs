@@ -1,0 +1,302 @@
+//! `ferry tier …` and `ferry buffer …`: the archiver and the update buffer of a tiering
+//! migration.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferry_domain::{MigrationId, Phase, TenantId};
+use ferry_tier::Tiering;
+use serde::Serialize;
+
+use crate::args::{BufferCmd, TierCmd};
+use crate::context::Context;
+use crate::{exit, output};
+
+/// Reservations older than this are a crashed run's leftovers.
+const STALE_RESERVATION: Duration = Duration::from_secs(3600);
+
+pub async fn run(ctx: &Context, cmd: TierCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TierCmd::Run {
+            migration,
+            tenants,
+            hot_url,
+            older_than,
+            cutoff,
+            delete_batch,
+        } => {
+            let pool = sqlx::PgPool::connect(&hot_url).await.with_context(|| {
+                format!(
+                    "connect to the hot database {}",
+                    ferry_store::redact_url(&hot_url)
+                )
+            })?;
+            let tiering = Tiering::open(ctx.store.clone(), &migration, pool)
+                .await
+                .with_context(|| format!("open tiering migration {migration}"))?;
+            let cutoff = match (older_than, cutoff) {
+                (Some(age), None) => {
+                    let age =
+                        chrono::Duration::from_std(age).context("--older-than is too large")?;
+                    Some((chrono::Utc::now() - age).to_rfc3339())
+                }
+                (None, Some(c)) => {
+                    chrono::DateTime::parse_from_rfc3339(&c)
+                        .with_context(|| format!("--cutoff {c:?} is not an RFC 3339 instant"))?;
+                    Some(c)
+                }
+                _ => None,
+            };
+            let tenants = if tenants.is_empty() {
+                super::all_tenants(ctx, &migration).await?
+            } else {
+                tenants
+            };
+            let mut failed = 0;
+            for tenant in &tenants {
+                if let Err(e) =
+                    work_on(ctx, &tiering, tenant, cutoff.as_deref(), delete_batch).await
+                {
+                    eprintln!("{tenant}: {e:#}");
+                    failed += 1;
+                }
+            }
+            let collected = tiering.collect_garbage(STALE_RESERVATION).await?;
+            if collected > 0 {
+                eprintln!("collected {collected} replaced segment(s)");
+            }
+            Ok(if failed > 0 {
+                ExitCode::from(exit::REFUSED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        TierCmd::Status { migration, json } => status(ctx, &migration, json).await,
+    }
+}
+
+async fn work_on(
+    ctx: &Context,
+    tiering: &Tiering,
+    tenant: &TenantId,
+    cutoff: Option<&str>,
+    delete_batch: usize,
+) -> anyhow::Result<()> {
+    let record = ctx.store.tenant(&tiering.migration, tenant).await?;
+    let phase = record.state.phase;
+    if phase == Phase::Legacy {
+        eprintln!("{tenant}: legacy, nothing to do");
+        return Ok(());
+    }
+    if let Some(cutoff) = cutoff {
+        let report = tiering.archive(tenant, cutoff).await?;
+        match report.paused {
+            Some(why) => eprintln!("{tenant}: archiving paused: {why}"),
+            None => eprintln!(
+                "{tenant}: archived {} row(s) in {} segment(s){}",
+                output::count(report.rows),
+                report.segments,
+                if report.requeued > 0 {
+                    format!(
+                        ", {} changed meanwhile and re-sent through the buffer",
+                        report.requeued
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
+    let applied = tiering.apply_buffer(tenant).await?;
+    if applied > 0 {
+        eprintln!("{tenant}: applied {applied} buffered change(s)");
+    }
+    let facts = ctx
+        .store
+        .guard_facts(
+            &tiering.migration,
+            &[record],
+            ferry_store::DEFAULT_ROUTER_LEASE,
+        )
+        .await?;
+    let source_current = facts.first().is_none_or(|f| f.source_current);
+    match phase {
+        Phase::TargetPrimary if !source_current => {
+            let restored = tiering.restore(tenant).await?;
+            eprintln!(
+                "{tenant}: restored {} archived row(s) to the hot table",
+                output::count(restored)
+            );
+        }
+        Phase::TargetOnly | Phase::Complete => {
+            let deleted = tiering.delete_hot_copies(tenant, delete_batch).await?;
+            if deleted > 0 {
+                eprintln!(
+                    "{tenant}: deleted {} hot copie(s) of archived rows",
+                    output::count(deleted)
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TierStatusView {
+    tenant: String,
+    phase: String,
+    segments: usize,
+    archived_rows: u64,
+    archived_through: Option<String>,
+    buffer_pending: usize,
+    buffer_oldest_s: Option<i64>,
+}
+
+async fn status(ctx: &Context, migration: &MigrationId, json: bool) -> anyhow::Result<ExitCode> {
+    let mut views = Vec::new();
+    for tenant in super::all_tenants(ctx, migration).await? {
+        let record = ctx.store.tenant(migration, &tenant).await?;
+        let segments = ctx.store.segments(migration, &tenant).await?;
+        let pending = ctx.store.pending_updates(migration, &tenant).await?;
+        views.push(TierStatusView {
+            tenant: tenant.to_string(),
+            phase: record.state.phase.to_string(),
+            segments: segments.len(),
+            archived_rows: segments.iter().map(|s| s.rows).sum(),
+            archived_through: ctx.store.archived_through(migration, &tenant).await?,
+            buffer_pending: pending.len(),
+            buffer_oldest_s: pending
+                .first()
+                .map(|u| (chrono::Utc::now() - u.enqueued_at).num_seconds()),
+        });
+    }
+    if json {
+        output::json(&views)?;
+    } else {
+        let rows: Vec<Vec<String>> = views
+            .iter()
+            .map(|v| {
+                vec![
+                    v.tenant.clone(),
+                    v.phase.clone(),
+                    v.segments.to_string(),
+                    output::count(v.archived_rows),
+                    v.archived_through.clone().unwrap_or_else(|| "-".into()),
+                    v.buffer_pending.to_string(),
+                    v.buffer_oldest_s
+                        .map(|s| format!("{s}s"))
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "TENANT", "PHASE", "SEGMENTS", "ARCHIVED", "THROUGH", "BUFFERED", "OLDEST",
+            ],
+            &rows,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct BufferView {
+    seq: i64,
+    tenant: String,
+    key: String,
+    operation: String,
+    state: String,
+    attempts: i32,
+    last_error: Option<String>,
+    enqueued_at: String,
+}
+
+pub async fn buffer(ctx: &Context, cmd: BufferCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BufferCmd::List { migration, json } => {
+            ctx.store.migration(&migration).await?;
+            let views: Vec<BufferView> = ctx
+                .store
+                .open_updates(&migration)
+                .await?
+                .into_iter()
+                .map(|u| BufferView {
+                    seq: u.seq,
+                    tenant: u.tenant.to_string(),
+                    key: u.key,
+                    operation: u.operation,
+                    state: u.state,
+                    attempts: u.attempts,
+                    last_error: u.last_error,
+                    enqueued_at: u.enqueued_at.to_rfc3339(),
+                })
+                .collect();
+            if json {
+                output::json(&views)?;
+            } else {
+                let rows: Vec<Vec<String>> = views
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.seq.to_string(),
+                            v.tenant.clone(),
+                            v.key.clone(),
+                            v.operation.clone(),
+                            v.state.clone(),
+                            v.attempts.to_string(),
+                            v.last_error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "SEQ",
+                        "TENANT",
+                        "KEY",
+                        "OP",
+                        "STATE",
+                        "ATTEMPTS",
+                        "LAST ERROR",
+                    ],
+                    &rows,
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BufferCmd::Retry { migration, seq } => {
+            ctx.store.migration(&migration).await?;
+            if ctx.store.retry_update(seq).await? {
+                tracing::warn!(migration = %migration, seq, actor = %ctx.actor, "buffered change retried");
+                println!("change {seq} is pending again");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("change {seq} is not dead (see `ferry buffer list {migration}`)");
+                Ok(ExitCode::from(exit::REFUSED))
+            }
+        }
+        BufferCmd::Drop {
+            migration,
+            seq,
+            reason,
+        } => {
+            ctx.store.migration(&migration).await?;
+            anyhow::ensure!(
+                !reason.trim().is_empty(),
+                "--reason must say why the change is dropped"
+            );
+            let note = format!("dropped by {}: {}", ctx.actor, reason.trim());
+            if ctx.store.drop_update(seq, &note).await? {
+                tracing::warn!(migration = %migration, seq, actor = %ctx.actor, reason = %reason, "buffered change dropped");
+                println!("change {seq} dropped; it will not be applied");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "change {seq} is neither pending nor dead (see `ferry buffer list {migration}`)"
+                );
+                Ok(ExitCode::from(exit::REFUSED))
+            }
+        }
+    }
+}
