@@ -133,7 +133,7 @@ async fn work_on(
             let deleted = tiering.delete_hot_copies(tenant, delete_batch).await?;
             if deleted > 0 {
                 eprintln!(
-                    "{tenant}: deleted {} hot copie(s) of archived rows",
+                    "{tenant}: deleted {} archived row(s) from the hot table",
                     output::count(deleted)
                 );
             }

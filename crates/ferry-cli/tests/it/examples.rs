@@ -82,3 +82,56 @@ async fn tenant_move_example_runs_as_documented() {
     .unwrap();
     assert_eq!(left, (0, 5000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiering_example_runs_as_documented() {
+    let data = ferry_testkit::TestDb::new().await;
+    let pool = sqlx::PgPool::connect(data.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.events (tenant_id text NOT NULL, id bigint NOT NULL,
+             kind text NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (tenant_id, id));
+         INSERT INTO public.events
+         SELECT t, i, 'click', timestamptz '2020-01-01 00:00:00+00' + i * interval '2 hours'
+         FROM unnest(ARRAY['acme', 'globex']) t, generate_series(1, 5000) i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dir = TempDir::new("tier-example");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tiering.sh");
+    let url = data.url().to_owned();
+    let store = format!("sqlite://{}", dir.path().join("tier.db").display());
+    let cold = dir.path().join("cold");
+    let out = tokio::task::spawn_blocking(move || {
+        ok(Command::new("bash")
+            .arg(script)
+            .env("FERRY", env!("CARGO_BIN_EXE_ferry"))
+            .env("FERRY_DATABASE_URL", store)
+            .env("FERRY_HOT_URL", url)
+            .env("COLD_DIR", cold)
+            .env("FERRY_ACTOR", "example")
+            .stderr(std::process::Stdio::inherit()))
+    })
+    .await
+    .unwrap();
+    // 2020 has 8,784 hours: rows 1..=4391 are before 2021.
+    // The last thing printed is `tier status --json`.
+    let json = out.rfind("\n[").map(|i| i + 1).unwrap_or(0);
+    let status: serde_json::Value = serde_json::from_str(&out[json..]).unwrap();
+    assert_eq!(status[0]["tenant"], "acme");
+    assert_eq!(status[0]["phase"], "target_only");
+    assert_eq!(status[0]["archived_rows"], 4391);
+    assert_eq!(status[0]["buffer_pending"], 0);
+    let hot: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM public.events WHERE tenant_id = 'acme'),
+                (SELECT count(*) FROM public.events WHERE tenant_id = 'globex')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        hot,
+        (5000 - 4391, 5000),
+        "acme's archived rows left hot; globex untouched"
+    );
+}
