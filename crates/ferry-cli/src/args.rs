@@ -395,6 +395,30 @@ pub enum BenchCmd {
     /// same rows (the ceiling) and a naive loop of 1,000-row keyset batches, on a generated
     /// table of skewed tenants, in a scratch schema of the given PostgreSQL database.
     Copy(CopyBench),
+    /// Archiving to Parquet against `COPY (SELECT …) TO` a file of the same rows (the export
+    /// ceiling); Parquet bytes against the rows' `pg_total_relation_size`; cold against hot
+    /// point reads; a TieredTable read in legacy against a direct query; buffered updates
+    /// applied per second. In a scratch schema of the given PostgreSQL database.
+    Tier(TierBench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TierBench {
+    #[arg(long, default_value_t = 2_000_000)]
+    pub rows: u64,
+    /// Tenants the rows are spread over (equally); archived two at a time.
+    #[arg(long, default_value_t = 20)]
+    pub tenants: u64,
+    /// Point reads sampled for each latency figure.
+    #[arg(long, default_value_t = 2_000)]
+    pub samples: u64,
+    /// Buffered updates applied in the last measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub updates: u64,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub postgres_url: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

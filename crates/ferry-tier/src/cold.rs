@@ -98,6 +98,22 @@ impl ColdStore {
         Ok(())
     }
 
+    /// A segment's bytes, whole.
+    pub async fn read_bytes(&self, path: &Path) -> Result<Bytes, TierError> {
+        let fail = |cause| TierError::ObjectStore {
+            what: "read",
+            path: path.to_string(),
+            cause,
+        };
+        self.store
+            .get(path)
+            .await
+            .map_err(fail)?
+            .bytes()
+            .await
+            .map_err(fail)
+    }
+
     /// Deletes a segment; one already gone is not an error (deletion is retried after
     /// crashes).
     pub async fn delete(&self, path: &Path) -> Result<(), TierError> {

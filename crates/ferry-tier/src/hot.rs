@@ -20,8 +20,11 @@ pub struct HotTable {
     pub decl: TableDecl,
     pub pool: PgPool,
     select_window: String,
+    select_versions: String,
     select_key: String,
     normalize: String,
+    normalize_many: String,
+    scan: String,
     upsert: String,
     insert: String,
     delete_key: String,
@@ -77,16 +80,47 @@ impl HotTable {
             format!("DO UPDATE SET {set}")
         };
         HotTable {
+            // The rows and, last, their `xmin`: the version the archive compares later.
             select_window: format!(
-                "SELECT {} FROM {t} AS t WHERE t.{tenant} = $1 \
+                "SELECT {}, t.xmin::text FROM {t} AS t WHERE t.{tenant} = $1 \
                  AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
                  AND t.{age} < CAST($3 AS {age_type}) ORDER BY {}",
                 decl.select_list(),
                 decl.key_list("t"),
             ),
+            select_versions: format!(
+                "SELECT {}, t.xmin::text FROM {t} AS t WHERE t.{tenant} = $1 \
+                 AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
+                 AND t.{age} < CAST($3 AS {age_type})",
+                decl.key
+                    .iter()
+                    .map(|k| {
+                        let uuid = decl
+                            .columns
+                            .iter()
+                            .any(|c| &c.name == k && c.kind == crate::columns::ColumnKind::Uuid);
+                        if uuid {
+                            format!("t.{}::text", k.quoted())
+                        } else {
+                            format!("t.{}", k.quoted())
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
             select_key: format!(
                 "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
                 key_match(2)
+            ),
+            normalize_many: format!(
+                "SELECT to_jsonb(r)::text FROM json_populate_recordset(NULL::{t}, $1::json) AS r"
+            ),
+            scan: format!(
+                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 \
+                 AND ($2::json IS NULL OR ({keys}) >= (SELECT {keys} FROM json_populate_record(NULL::{t}, $2::json) AS t)) \
+                 AND ($3::json IS NULL OR ({keys}) <= (SELECT {keys} FROM json_populate_record(NULL::{t}, $3::json) AS t)) \
+                 ORDER BY {keys} LIMIT $4",
+                keys = decl.key_list("t"),
             ),
             normalize: format!(
                 "SELECT to_jsonb(r)::text FROM json_populate_record(NULL::{t}, $1::json) AS r"
@@ -109,13 +143,13 @@ impl HotTable {
     }
 
     /// The tenant's rows with `from <= age < to` (`from` absent: no lower bound), in key
-    /// order, as one batch.
+    /// order, as one batch, with each row's `xmin`.
     pub async fn window(
         &self,
         tenant: &TenantId,
         from: Option<&str>,
         to: &str,
-    ) -> Result<RecordBatch, TierError> {
+    ) -> Result<(RecordBatch, Vec<String>), TierError> {
         let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.select_window.clone()))
             .bind(tenant.as_str())
             .bind(from)
@@ -123,7 +157,42 @@ impl HotTable {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| TierError::db("read rows to archive", e))?;
-        codec::rows_to_batch(&self.decl, &rows)
+        let n = self.decl.columns.len();
+        let versions = rows
+            .iter()
+            .map(|r| {
+                sqlx::Row::try_get::<String, _>(r, n)
+                    .map_err(|e| TierError::db("read a row version", e))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((codec::rows_to_batch(&self.decl, &rows)?, versions))
+    }
+
+    /// Key -> `xmin` of the same window, read in the caller's transaction: cheap to compare
+    /// with what an archive read, without reading the rows again.
+    pub async fn versions_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        tenant: &TenantId,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<std::collections::HashMap<RowKey, String>, TierError> {
+        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.select_versions.clone()))
+            .bind(tenant.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all(tx)
+            .await
+            .map_err(|e| TierError::db("re-read row versions", e))?;
+        let n = self.decl.key.len();
+        let mut out = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let key = crate::key::key_from_row(&self.decl, r)?;
+            let xmin: String =
+                sqlx::Row::try_get(r, n).map_err(|e| TierError::db("read a row version", e))?;
+            out.insert(key, xmin);
+        }
+        Ok(out)
     }
 
     pub async fn get(&self, tenant: &TenantId, key: &RowKey) -> Result<Option<Row>, TierError> {
@@ -154,6 +223,48 @@ impl HotTable {
             .await
             .map_err(|e| TierError::db("read a row image", e))?;
         parse_row(&text)
+    }
+
+    /// Many row images (a JSON array) in `to_jsonb` form, in one round trip.
+    pub async fn normalize_many(&self, json: &str) -> Result<Vec<Row>, TierError> {
+        let texts: Vec<String> = sqlx::query_scalar(AssertSqlSafe(self.normalize_many.clone()))
+            .bind(json)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| TierError::db("read row images", e))?;
+        texts.iter().map(|t| parse_row(t)).collect()
+    }
+
+    /// The tenant's hot rows with `from <= key <= to` (each bound a JSON object of the key
+    /// columns, or absent), in key order, at most `limit`.
+    pub async fn scan(
+        &self,
+        tenant: &TenantId,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Row>, TierError> {
+        let texts: Vec<String> = sqlx::query_scalar(AssertSqlSafe(self.scan.clone()))
+            .bind(tenant.as_str())
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| TierError::db("scan hot rows", e))?;
+        texts.iter().map(|t| parse_row(t)).collect()
+    }
+
+    /// A key as a JSON object of its key columns (for [`HotTable::scan`] bounds).
+    pub fn key_object(&self, key: &RowKey) -> String {
+        let object: serde_json::Map<String, serde_json::Value> = self
+            .decl
+            .key
+            .iter()
+            .zip(key)
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_text())))
+            .collect();
+        serde_json::Value::Object(object).to_string()
     }
 
     /// Inserts a row; a duplicate key is the hot table's own unique violation.
@@ -216,24 +327,6 @@ impl HotTable {
             }
         }
         Ok(())
-    }
-
-    /// The tenant's rows with `from <= age < to`, read in the caller's transaction.
-    pub async fn window_in(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        tenant: &TenantId,
-        from: Option<&str>,
-        to: &str,
-    ) -> Result<RecordBatch, TierError> {
-        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.select_window.clone()))
-            .bind(tenant.as_str())
-            .bind(from)
-            .bind(to)
-            .fetch_all(tx)
-            .await
-            .map_err(|e| TierError::db("re-read archived rows", e))?;
-        codec::rows_to_batch(&self.decl, &rows)
     }
 
     pub async fn delete(&self, tenant: &TenantId, key: &RowKey) -> Result<u64, TierError> {

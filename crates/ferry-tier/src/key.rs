@@ -92,3 +92,38 @@ pub fn key_at(
         })
         .collect()
 }
+
+/// The key columns at the start of a row selected as `key columns…` (uuids as text).
+pub fn key_from_row(decl: &TableDecl, row: &sqlx::postgres::PgRow) -> Result<RowKey, TierError> {
+    use sqlx::Row as _;
+    decl.key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let kind = decl
+                .columns
+                .iter()
+                .find(|c| &c.name == k)
+                .map(|c| c.kind)
+                .ok_or_else(|| TierError::Declaration(format!("no key column {k}")))?;
+            let bad = |e: sqlx::Error| TierError::Value {
+                column: k.to_string(),
+                detail: e.to_string(),
+            };
+            Ok(match kind {
+                ColumnKind::Int16 => {
+                    KeyValue::Int(i64::from(row.try_get::<i16, _>(i).map_err(bad)?))
+                }
+                ColumnKind::Int32 => {
+                    KeyValue::Int(i64::from(row.try_get::<i32, _>(i).map_err(bad)?))
+                }
+                ColumnKind::Int64 => KeyValue::Int(row.try_get::<i64, _>(i).map_err(bad)?),
+                ColumnKind::Uuid => {
+                    let text: String = row.try_get(i).map_err(bad)?;
+                    KeyValue::Uuid(crate::codec::parse_uuid(&text, k.as_str())?)
+                }
+                _ => KeyValue::Text(row.try_get::<String, _>(i).map_err(bad)?),
+            })
+        })
+        .collect()
+}

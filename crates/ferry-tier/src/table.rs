@@ -254,6 +254,110 @@ impl TieredTable {
         }
     }
 
+    /// The tenant's rows with `from <= key <= to` (bounds optional), both tiers merged, in key
+    /// order, at most `limit`. Archived rows come from the cold tier (pending changes merged)
+    /// from `target_primary` on; before that the hot table holds every row.
+    pub async fn scan(
+        &self,
+        tenant: &TenantId,
+        from: Option<&[&str]>,
+        to: Option<&[&str]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, TableError> {
+        let t = &self.tiering;
+        let from = from.map(|k| t.parse_key(k)).transpose()?;
+        let to = to.map(|k| t.parse_key(k)).transpose()?;
+        let (snapshot, phase) = self.phase(tenant)?;
+        let bounds = (
+            from.as_ref().map(|k| t.hot.key_object(k)),
+            to.as_ref().map(|k| t.hot.key_object(k)),
+        );
+        let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+        let bounds = &bounds;
+        let hot_only = |reason| async move {
+            self.route(
+                tenant,
+                "scan",
+                TierRoute {
+                    path: TierPath::Hot,
+                    reason,
+                },
+            );
+            bump(&self.stats.reads_hot);
+            t.hot
+                .scan(tenant, bounds.0.as_deref(), bounds.1.as_deref(), limit_sql)
+                .await
+        };
+        if matches!(phase, Phase::Legacy | Phase::DualWrite | Phase::Shadow) {
+            let rows = hot_only(TierReason::Phase(phase)).await?;
+            drop(snapshot);
+            return Ok(rows);
+        }
+        let cold = match t.cold_scan(tenant, from.as_ref(), to.as_ref()).await {
+            Ok(cold) => cold,
+            Err(e) if phase == Phase::TargetPrimary => {
+                bump(&self.stats.fallbacks);
+                tracing::warn!(migration = %self.migration(), tenant = %tenant, "cold scan failed, answering from hot: {e}");
+                let rows = hot_only(TierReason::Fallback(phase)).await?;
+                drop(snapshot);
+                return Ok(rows);
+            }
+            Err(cause) => {
+                bump(&self.stats.cold_errors);
+                return Err(TableError::ColdUnavailable {
+                    tenant: tenant.clone(),
+                    key: "(scan)".into(),
+                    phase,
+                    cause: Box::new(cause),
+                });
+            }
+        };
+        self.route(
+            tenant,
+            "scan",
+            TierRoute {
+                path: TierPath::Cold,
+                reason: TierReason::Archived(phase),
+            },
+        );
+        bump(&self.stats.reads_cold);
+        bump(&self.stats.reads_hot);
+        // Hot rows whose key the cold tier holds are copies (cold wins); a key whose archived
+        // row was deleted can only be in hot as a new row.
+        let mut merged: std::collections::BTreeMap<RowKey, Row> = std::collections::BTreeMap::new();
+        let images: Vec<(RowKey, String)> = cold
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        if !images.is_empty() {
+            let json = format!(
+                "[{}]",
+                images
+                    .iter()
+                    .map(|(_, v)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            for ((key, _), row) in images.iter().zip(t.hot.normalize_many(&json).await?) {
+                merged.insert(key.clone(), row);
+            }
+        }
+        // Enough hot rows to fill `limit` even if every archived key in range has a copy.
+        let hot_limit = limit_sql.saturating_add(i64::try_from(cold.len()).unwrap_or(i64::MAX));
+        for row in t
+            .hot
+            .scan(tenant, bounds.0.as_deref(), bounds.1.as_deref(), hot_limit)
+            .await?
+        {
+            let key = t.hot.key_of(&row)?;
+            if !matches!(cold.get(&key), Some(Some(_))) {
+                merged.insert(key, row);
+            }
+        }
+        drop(snapshot);
+        Ok(merged.into_values().take(limit).collect())
+    }
+
     /// Inserts a row (with its tenant column set to `tenant`).
     pub async fn insert(&self, tenant: &TenantId, mut row: Row) -> Result<Row, TableError> {
         let t = &self.tiering;

@@ -237,6 +237,59 @@ impl Tiering {
         Ok(ColdAnswer::NotArchived)
     }
 
+    /// The tenant's archived rows with `from <= key <= to`, pending changes merged in, by key:
+    /// `key -> Some(row image JSON)`, or `None` for a buffered delete. Segments whose key
+    /// range misses the bounds are not read.
+    pub async fn cold_scan(
+        &self,
+        tenant: &TenantId,
+        from: Option<&RowKey>,
+        to: Option<&RowKey>,
+    ) -> Result<BTreeMap<RowKey, Option<String>>, TierError> {
+        let inside = |k: &RowKey| from.is_none_or(|f| k >= f) && to.is_none_or(|t| k <= t);
+        let pending = self
+            .store
+            .pending_updates(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        let segments = self
+            .store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        let columns = key_columns(self.decl());
+        let mut rows: BTreeMap<RowKey, Option<String>> = BTreeMap::new();
+        for s in &segments {
+            let (lo, hi) = (
+                self.parse_stored_key(&s.min_key)?,
+                self.parse_stored_key(&s.max_key)?,
+            );
+            if from.is_some_and(|f| hi < *f) || to.is_some_and(|t| lo > *t) {
+                continue;
+            }
+            for batch in self.cold.read(&Self::path(s)).await? {
+                for row in 0..batch.num_rows() {
+                    let Some(key) = key_at(self.decl(), &batch, &columns, row) else {
+                        continue;
+                    };
+                    if inside(&key) {
+                        let mut json = String::new();
+                        crate::codec::row_to_json(self.decl(), &batch, row, &mut json);
+                        rows.insert(key, Some(json));
+                    }
+                }
+            }
+        }
+        for u in pending {
+            let key = self.parse_stored_key(&u.key)?;
+            if inside(&key) {
+                let image = (u.operation != "delete").then(|| u.payload.to_string());
+                rows.insert(key, image);
+            }
+        }
+        Ok(rows)
+    }
+
     /// Whether archiving should pause for this tenant: its buffer's depth or age.
     pub async fn buffer_pressure(&self, tenant: &TenantId) -> Result<Option<String>, TierError> {
         let pending = self
@@ -278,9 +331,9 @@ impl Tiering {
         let file = write_segment(self.decl(), std::slice::from_ref(batch))?;
         let path = ColdStore::segment_path(&self.migration, tenant, id);
         self.cold.put(&path, file.bytes.clone()).await?;
-        let back = self.cold.read(&path).await?;
-        let back = arrow_select_concat(&back, batch)?;
-        if back != *batch {
+        // Read back before anyone may rely on it: the stored bytes are the bytes written.
+        let back = self.cold.read_bytes(&path).await?;
+        if crate::segment::sha256_hex(&back) != file.checksum {
             return Err(TierError::segment(
                 &path,
                 "read back differs from what was written",
@@ -319,7 +372,7 @@ impl Tiering {
         if from.as_deref().is_some_and(|f| self.not_after(cutoff, f)) {
             return Ok(ArchiveReport::default());
         }
-        let batch = self.hot.window(tenant, from.as_deref(), cutoff).await?;
+        let (batch, versions) = self.hot.window(tenant, from.as_deref(), cutoff).await?;
         let mut report = ArchiveReport {
             rows: batch.num_rows() as u64,
             ..ArchiveReport::default()
@@ -339,9 +392,11 @@ impl Tiering {
         let mut lock = self.lock_tenant(tenant, true).await?;
         let now = self
             .hot
-            .window_in(&mut lock, tenant, from.as_deref(), cutoff)
+            .versions_in(&mut lock, tenant, from.as_deref(), cutoff)
             .await?;
-        report.requeued = self.requeue_changed(tenant, &batch, &now).await?;
+        report.requeued = self
+            .requeue_changed(tenant, &batch, &versions, &now)
+            .await?;
         self.store
             .commit_segments(
                 &self.migration,
@@ -372,35 +427,28 @@ impl Tiering {
     }
 
     /// Buffers the difference between the rows as archived and as the hot table holds them
-    /// now: changed rows as upserts of their current image, vanished ones as deletes.
+    /// now (by `xmin`): changed rows as upserts of their current image, vanished ones as
+    /// deletes. Runs under the tenant's exclusive lock, so the images read are final.
     async fn requeue_changed(
         &self,
         tenant: &TenantId,
         archived: &RecordBatch,
-        now: &RecordBatch,
+        versions: &[String],
+        now: &std::collections::HashMap<RowKey, String>,
     ) -> Result<u64, TierError> {
         let decl = self.decl();
         let columns = key_columns(decl);
-        let current: std::collections::HashMap<RowKey, usize> = (0..now.num_rows())
-            .filter_map(|i| key_at(decl, now, &columns, i).map(|k| (k, i)))
-            .collect();
         let mut requeued = 0;
         for row in 0..archived.num_rows() {
             let Some(key) = key_at(decl, archived, &columns, row) else {
                 continue;
             };
-            let (operation, payload) = match current.get(&key) {
-                Some(&i) if now.slice(i, 1) == archived.slice(row, 1) => continue,
-                Some(&i) => {
-                    let mut json = String::new();
-                    crate::codec::row_to_json(decl, now, i, &mut json);
-                    let image: serde_json::Value =
-                        serde_json::from_str(&json).map_err(|e| TierError::Value {
-                            column: "*".into(),
-                            detail: e.to_string(),
-                        })?;
-                    ("upsert", image)
-                }
+            let (operation, payload) = match now.get(&key) {
+                Some(xmin) if Some(xmin) == versions.get(row) => continue,
+                Some(_) => match self.hot.get(tenant, &key).await? {
+                    Some(image) => ("upsert", serde_json::Value::Object(image)),
+                    None => ("delete", serde_json::Value::Null),
+                },
                 None => ("delete", serde_json::Value::Null),
             };
             self.store
@@ -760,32 +808,4 @@ fn is_not_found(e: &TierError) -> bool {
         }
         _ => false,
     }
-}
-
-/// The batches read back from a segment as one batch of `like`'s schema.
-fn arrow_select_concat(
-    batches: &[RecordBatch],
-    like: &RecordBatch,
-) -> Result<RecordBatch, TierError> {
-    let fail = |detail: String| TierError::Segment {
-        path: "(read back)".into(),
-        detail,
-    };
-    if batches.len() == 1 {
-        return Ok(batches[0].clone());
-    }
-    let schema = like.schema();
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for i in 0..schema.fields().len() {
-        let parts: Vec<&dyn arrow_array::Array> =
-            batches.iter().map(|b| b.column(i).as_ref()).collect();
-        columns.push(concat(&parts).map_err(|e| fail(e.to_string()))?);
-    }
-    RecordBatch::try_new(schema, columns).map_err(|e| fail(e.to_string()))
-}
-
-fn concat(
-    parts: &[&dyn arrow_array::Array],
-) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
-    arrow_select::concat::concat(parts)
 }

@@ -4,6 +4,7 @@
 mod control_store;
 mod copy;
 mod live_load;
+mod tier;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::ControlStore(args) => control_store::run(args).await,
         BenchCmd::Copy(args) => copy::run(args).await,
+        BenchCmd::Tier(args) => tier::run(args).await,
     }
 }
 

@@ -67,3 +67,56 @@ async fn copy_bench_json_has_the_promised_shape() {
         assert!(v["ratios"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
     }
 }
+
+/// `ferry bench tier --json` on a tiny table: one object; the archive really wrote segments,
+/// point reads found every sampled key in both tiers, and the buffer was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_bench_json_has_the_promised_shape() {
+    let db = ferry_testkit::TestDb::new().await;
+    let url = db.url().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        ok(ferry("unused").args([
+            "bench",
+            "tier",
+            "--rows",
+            "4000",
+            "--tenants",
+            "4",
+            "--samples",
+            "50",
+            "--updates",
+            "200",
+            "--json",
+            "--postgres-url",
+            &url,
+        ]))
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object: {out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["bench"], "tier");
+    assert_eq!(v["figures"]["rows"], 4000.0);
+    assert_eq!(v["figures"]["buffer_applied"], 200.0);
+    for key in [
+        "ceiling_rows_per_s",
+        "archive_rows_per_s",
+        "parquet_bytes",
+        "relation_bytes",
+        "cold_get_p50_us",
+        "hot_get_p99_us",
+        "routed_get_mean_us",
+        "buffer_applied_per_s",
+    ] {
+        assert!(v["figures"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
+    }
+    for key in [
+        "archive_vs_ceiling",
+        "size_reduction",
+        "cold_vs_hot_p50",
+        "routed_vs_direct",
+    ] {
+        assert!(v["ratios"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
+    }
+}

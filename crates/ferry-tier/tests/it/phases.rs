@@ -177,6 +177,40 @@ async fn writers_race_archiving_through_every_phase_and_a_rollback(store: &TestS
         }
     }
     assert!(archived > 200, "archived {archived}");
+    // Scans merge both tiers in key order, bounded or not.
+    let want: Vec<(i64, String)> = expected
+        .iter()
+        .filter_map(|(id, v)| v.clone().map(|v| (*id, v)))
+        .collect();
+    let scanned = |rows: Vec<ferry_tier::Row>| -> Vec<(i64, String)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r["id"].as_i64().unwrap(),
+                    r["note"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        scanned(f.table.scan(&t, None, None, 10_000).await.unwrap()),
+        want
+    );
+    let window: Vec<(i64, String)> = want
+        .iter()
+        .filter(|(id, _)| (150..=420).contains(id))
+        .take(40)
+        .cloned()
+        .collect();
+    assert_eq!(
+        scanned(
+            f.table
+                .scan(&t, Some(&["150"]), Some(&["420"]), 40)
+                .await
+                .unwrap()
+        ),
+        window
+    );
     assert_eq!(
         f.hot_rows("other").await,
         other_before,

@@ -219,6 +219,10 @@ async fn an_unavailable_cold_tier_falls_back_errors_and_retries(store: &TestStor
     );
     assert!(err.to_string().contains("cannot answer"), "{err}");
     assert!(f.table.update(&t, &["11"], note("x")).await.is_err());
+    assert!(matches!(
+        f.table.scan(&t, None, None, 10).await.unwrap_err(),
+        TableError::ColdUnavailable { .. }
+    ));
     // Several failed attempts park a change as dead; an operator retries it.
     f.store
         .store
