@@ -22,7 +22,7 @@ use crate::key::{RowKey, key_at};
 
 /// Rows per row group: small enough that a point lookup decodes little, large enough that
 /// per-group metadata stays a small fraction of the file.
-pub const ROW_GROUP_ROWS: usize = 32 * 1024;
+pub const ROW_GROUP_ROWS: usize = 8 * 1024;
 /// Rows per data page: a point lookup reads one page of each column.
 pub const PAGE_ROWS: usize = 1024;
 
