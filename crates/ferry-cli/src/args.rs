@@ -488,6 +488,14 @@ pub enum TierCmd {
         /// Hot rows deleted per statement in target_only.
         #[arg(long, default_value_t = 1000)]
         delete_batch: usize,
+        /// Keep working: a pass over the tenants every --interval (with --older-than, the
+        /// cutoff moves with the clock), a tenant that failed waiting longer each time
+        /// (exponential backoff with jitter, up to 5 minutes). Stop with Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Seconds between passes with --follow.
+        #[arg(long, default_value_t = 10, requires = "follow")]
+        interval: u64,
     },
     /// Per tenant: phase, live segments, archived rows, watermark, buffer depth.
     Status {

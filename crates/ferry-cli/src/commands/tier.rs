@@ -25,6 +25,8 @@ pub async fn run(ctx: &Context, cmd: TierCmd) -> anyhow::Result<ExitCode> {
             older_than,
             cutoff,
             delete_batch,
+            follow,
+            interval,
         } => {
             let pool = sqlx::PgPool::connect(&hot_url).await.with_context(|| {
                 format!(
@@ -35,45 +37,91 @@ pub async fn run(ctx: &Context, cmd: TierCmd) -> anyhow::Result<ExitCode> {
             let tiering = Tiering::open(ctx.store.clone(), &migration, pool)
                 .await
                 .with_context(|| format!("open tiering migration {migration}"))?;
-            let cutoff = match (older_than, cutoff) {
-                (Some(age), None) => {
-                    let age =
-                        chrono::Duration::from_std(age).context("--older-than is too large")?;
-                    Some((chrono::Utc::now() - age).to_rfc3339())
-                }
-                (None, Some(c)) => {
-                    chrono::DateTime::parse_from_rfc3339(&c)
-                        .with_context(|| format!("--cutoff {c:?} is not an RFC 3339 instant"))?;
-                    Some(c)
-                }
-                _ => None,
-            };
-            let tenants = if tenants.is_empty() {
-                super::all_tenants(ctx, &migration).await?
-            } else {
-                tenants
-            };
-            let mut failed = 0;
-            for tenant in &tenants {
-                if let Err(e) =
-                    work_on(ctx, &tiering, tenant, cutoff.as_deref(), delete_batch).await
-                {
-                    eprintln!("{tenant}: {e:#}");
-                    failed += 1;
-                }
+            if let Some(c) = &cutoff {
+                chrono::DateTime::parse_from_rfc3339(c)
+                    .with_context(|| format!("--cutoff {c:?} is not an RFC 3339 instant"))?;
             }
-            let collected = tiering.collect_garbage(STALE_RESERVATION).await?;
-            if collected > 0 {
-                eprintln!("collected {collected} replaced segment(s)");
+            let cutoff_now = || -> anyhow::Result<Option<String>> {
+                Ok(match (older_than, &cutoff) {
+                    (Some(age), _) => {
+                        let age =
+                            chrono::Duration::from_std(age).context("--older-than is too large")?;
+                        Some((chrono::Utc::now() - age).to_rfc3339())
+                    }
+                    (None, c) => c.clone(),
+                })
+            };
+            let named = tenants;
+            let mut backoff: std::collections::HashMap<TenantId, (u32, std::time::Instant)> =
+                std::collections::HashMap::new();
+            loop {
+                let tenants = if named.is_empty() {
+                    super::all_tenants(ctx, &migration).await?
+                } else {
+                    named.clone()
+                };
+                let cutoff = cutoff_now()?;
+                let mut failed = 0;
+                for tenant in &tenants {
+                    if backoff
+                        .get(tenant)
+                        .is_some_and(|(_, until)| std::time::Instant::now() < *until)
+                    {
+                        continue;
+                    }
+                    match work_on(ctx, &tiering, tenant, cutoff.as_deref(), delete_batch).await {
+                        Ok(()) => {
+                            backoff.remove(tenant);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            let attempts = backoff.get(tenant).map_or(0, |(n, _)| *n) + 1;
+                            let wait = retry_delay(attempts, tenant);
+                            eprintln!(
+                                "{tenant}: {e:#} (attempt {attempts}; next in {:.1}s)",
+                                wait.as_secs_f64()
+                            );
+                            backoff.insert(
+                                tenant.clone(),
+                                (attempts, std::time::Instant::now() + wait),
+                            );
+                        }
+                    }
+                }
+                let collected = tiering.collect_garbage(STALE_RESERVATION).await?;
+                if collected > 0 {
+                    eprintln!("collected {collected} replaced segment(s)");
+                }
+                if !follow {
+                    return Ok(if failed > 0 {
+                        ExitCode::from(exit::REFUSED)
+                    } else {
+                        ExitCode::SUCCESS
+                    });
+                }
+                tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
             }
-            Ok(if failed > 0 {
-                ExitCode::from(exit::REFUSED)
-            } else {
-                ExitCode::SUCCESS
-            })
         }
         TierCmd::Status { migration, json } => status(ctx, &migration, json).await,
     }
+}
+
+/// How long a tenant whose work failed `attempts` times in a row waits: doubling from one
+/// second, at most five minutes, with ±25% jitter (seeded by tenant and attempt) so tenants
+/// failing together do not retry in step.
+pub(crate) fn retry_delay(attempts: u32, tenant: &TenantId) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16)))
+        .min(Duration::from_secs(300));
+    let seed = tenant
+        .as_str()
+        .bytes()
+        .chain(attempts.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let jitter = 0.75 + 0.5 * ((seed % 1000) as f64 / 1000.0);
+    base.mul_f64(jitter)
 }
 
 async fn work_on(
@@ -298,5 +346,30 @@ pub async fn buffer(ctx: &Context, cmd: BufferCmd) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(exit::REFUSED))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_bounded_jitter() {
+        let t = TenantId::new("acme").unwrap();
+        let mut last = Duration::ZERO;
+        for attempts in 1..=6 {
+            let d = retry_delay(attempts, &t);
+            let base = 2f64.powi(attempts as i32 - 1);
+            assert!(
+                d.as_secs_f64() >= base * 0.75 && d.as_secs_f64() <= base * 1.25,
+                "{d:?}"
+            );
+            assert!(d > last, "attempt {attempts}: {d:?} after {last:?}");
+            last = d;
+        }
+        assert!(retry_delay(40, &t) <= Duration::from_secs_f64(300.0 * 1.25));
+        // Two tenants failing together do not retry at the same instant.
+        let other = TenantId::new("globex").unwrap();
+        assert_ne!(retry_delay(3, &t), retry_delay(3, &other));
     }
 }
