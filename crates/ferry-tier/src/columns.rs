@@ -321,6 +321,30 @@ impl TableDecl {
             .join(", ")
     }
 
+    pub fn column(&self, name: &SqlIdent) -> Option<&Column> {
+        self.columns.iter().find(|c| &c.name == name)
+    }
+
+    /// The kind of a key column.
+    pub fn key_kind(&self, key: &SqlIdent) -> Result<ColumnKind, TierError> {
+        self.column(key)
+            .map(|c| c.kind)
+            .ok_or_else(|| TierError::Declaration(format!("no key column {key}")))
+    }
+
+    /// `t.k1 = CAST($first AS type1) AND …`: a row by key, the values bound as text.
+    pub fn key_match(&self, first_param: usize) -> String {
+        self.key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let ty = self.column(k).map_or("text", |c| c.pg_type.as_str());
+                format!("t.{} = CAST(${} AS {ty})", k.quoted(), first_param + i)
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
     /// Index of a column in [`TableDecl::columns`].
     pub fn position(&self, name: &SqlIdent) -> Option<usize> {
         self.columns.iter().position(|c| &c.name == name)

@@ -41,22 +41,7 @@ impl HotTable {
             .find(|c| c.name == decl.age)
             .map(|c| c.pg_type.clone())
             .unwrap_or_else(|| "timestamptz".into());
-        let key_match = |first: usize| {
-            decl.key
-                .iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    let ty = decl
-                        .columns
-                        .iter()
-                        .find(|c| &c.name == k)
-                        .map(|c| c.pg_type.as_str())
-                        .unwrap_or("text");
-                    format!("t.{} = CAST(${} AS {ty})", k.quoted(), first + i)
-                })
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        };
+        let key_match = |first: usize| decl.key_match(first);
         let cols = decl
             .columns
             .iter()
@@ -347,12 +332,7 @@ impl HotTable {
             .key
             .iter()
             .map(|k| {
-                let c = self
-                    .decl
-                    .columns
-                    .iter()
-                    .find(|c| &c.name == k)
-                    .ok_or_else(|| TierError::Declaration(format!("key column {k} is missing")))?;
+                let kind = self.decl.key_kind(k)?;
                 let text = match row.get(k.as_str()) {
                     Some(serde_json::Value::String(s)) => s.clone(),
                     Some(serde_json::Value::Number(n)) => n.to_string(),
@@ -363,7 +343,7 @@ impl HotTable {
                         });
                     }
                 };
-                KeyValue::parse(c.kind, &text, k.as_str())
+                KeyValue::parse(kind, &text, k.as_str())
             })
             .collect()
     }

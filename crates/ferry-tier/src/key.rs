@@ -100,12 +100,7 @@ pub fn key_from_row(decl: &TableDecl, row: &sqlx::postgres::PgRow) -> Result<Row
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            let kind = decl
-                .columns
-                .iter()
-                .find(|c| &c.name == k)
-                .map(|c| c.kind)
-                .ok_or_else(|| TierError::Declaration(format!("no key column {k}")))?;
+            let kind = decl.key_kind(k)?;
             let bad = |e: sqlx::Error| TierError::Value {
                 column: k.to_string(),
                 detail: e.to_string(),

@@ -175,82 +175,41 @@ impl TieredTable {
                 }
                 Ok(hot)
             }
-            Phase::TargetPrimary => match t.cold_get(tenant, key).await {
-                Ok(ColdAnswer::Archived(Some(row))) => {
-                    self.route(
-                        tenant,
-                        "get",
-                        TierRoute {
-                            path: TierPath::Cold,
-                            reason: TierReason::Archived(phase),
-                        },
-                    );
-                    bump(&self.stats.reads_cold);
-                    Ok(Some(row))
+            // The cold tier answers for archived keys; hot for the rest (never archived,
+            // or archived and deleted: only hot can hold such a key now).
+            Phase::TargetPrimary | Phase::TargetOnly | Phase::Complete => {
+                let (path, reason, answer) = match t.cold_get(tenant, key).await {
+                    Ok(ColdAnswer::Archived(Some(row))) => {
+                        (TierPath::Cold, TierReason::Archived(phase), Some(row))
+                    }
+                    Ok(_) => (TierPath::Hot, TierReason::Phase(phase), None),
+                    Err(e) if phase == Phase::TargetPrimary => {
+                        bump(&self.stats.fallbacks);
+                        tracing::warn!(migration = %self.migration(), tenant = %tenant, "cold read failed, answering from hot: {e}");
+                        (TierPath::Hot, TierReason::Fallback(phase), None)
+                    }
+                    Err(cause) => {
+                        bump(&self.stats.cold_errors);
+                        return Err(TableError::ColdUnavailable {
+                            tenant: tenant.clone(),
+                            key: key_text(key),
+                            phase,
+                            cause: Box::new(cause),
+                        });
+                    }
+                };
+                self.route(tenant, "get", TierRoute { path, reason });
+                match answer {
+                    Some(row) => {
+                        bump(&self.stats.reads_cold);
+                        Ok(Some(row))
+                    }
+                    None => {
+                        bump(&self.stats.reads_hot);
+                        Ok(t.hot.get(tenant, key).await?)
+                    }
                 }
-                // Never archived, or archived and deleted: only hot can hold it now.
-                Ok(_) => {
-                    self.route(
-                        tenant,
-                        "get",
-                        TierRoute {
-                            path: TierPath::Hot,
-                            reason: TierReason::Phase(phase),
-                        },
-                    );
-                    bump(&self.stats.reads_hot);
-                    Ok(t.hot.get(tenant, key).await?)
-                }
-                Err(e) => {
-                    self.route(
-                        tenant,
-                        "get",
-                        TierRoute {
-                            path: TierPath::Hot,
-                            reason: TierReason::Fallback(phase),
-                        },
-                    );
-                    bump(&self.stats.fallbacks);
-                    bump(&self.stats.reads_hot);
-                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "cold read failed, answering from hot: {e}");
-                    Ok(t.hot.get(tenant, key).await?)
-                }
-            },
-            Phase::TargetOnly | Phase::Complete => match t.cold_get(tenant, key).await {
-                Ok(ColdAnswer::Archived(Some(row))) => {
-                    self.route(
-                        tenant,
-                        "get",
-                        TierRoute {
-                            path: TierPath::Cold,
-                            reason: TierReason::Archived(phase),
-                        },
-                    );
-                    bump(&self.stats.reads_cold);
-                    Ok(Some(row))
-                }
-                Ok(_) => {
-                    self.route(
-                        tenant,
-                        "get",
-                        TierRoute {
-                            path: TierPath::Hot,
-                            reason: TierReason::Phase(phase),
-                        },
-                    );
-                    bump(&self.stats.reads_hot);
-                    Ok(t.hot.get(tenant, key).await?)
-                }
-                Err(cause) => {
-                    bump(&self.stats.cold_errors);
-                    Err(TableError::ColdUnavailable {
-                        tenant: tenant.clone(),
-                        key: key_text(key),
-                        phase,
-                        cause: Box::new(cause),
-                    })
-                }
-            },
+            }
         }
     }
 
@@ -631,21 +590,7 @@ impl TieredTable {
             return Ok(t.hot.get(tenant, key).await?);
         }
         let list = columns.join(", ");
-        let key_match = decl
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let ty = decl
-                    .columns
-                    .iter()
-                    .find(|c| &c.name == k)
-                    .map(|c| c.pg_type.as_str())
-                    .unwrap_or("text");
-                format!("t.{} = CAST(${} AS {ty})", k.quoted(), i + 3)
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let key_match = decl.key_match(3);
         let sql = format!(
             "UPDATE {table} AS t SET ({list}) = (SELECT {list} FROM json_populate_record(NULL::{table}, $1::json)) \
              WHERE t.{tenant} = $2 AND {key_match} RETURNING to_jsonb(t)::text",

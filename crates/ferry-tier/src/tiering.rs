@@ -160,15 +160,7 @@ impl Tiering {
         decl.key
             .iter()
             .zip(values)
-            .map(|(k, v)| {
-                let kind = decl
-                    .columns
-                    .iter()
-                    .find(|c| &c.name == k)
-                    .map(|c| c.kind)
-                    .ok_or_else(|| TierError::Declaration(format!("no key column {k}")))?;
-                KeyValue::parse(kind, v, k.as_str())
-            })
+            .map(|(k, v)| KeyValue::parse(decl.key_kind(k)?, v, k.as_str()))
             .collect()
     }
 
@@ -477,17 +469,24 @@ impl Tiering {
         // The archive is the forward backfill while the hot table is authoritative; later it
         // simply keeps going as rows age.
         if matches!(phase, Phase::DualWrite | Phase::Shadow) {
-            let mut p = BackfillProgress::new(
-                self.migration.clone(),
-                tenant.clone(),
-                CopyDirection::Forward,
-            );
-            p.rows_done = rows;
-            p.rows_total = rows;
-            p.complete = true;
-            self.store.record_backfill(&p).await.map_err(err_store)?;
+            self.record_complete(tenant, CopyDirection::Forward, rows)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Records a copy in `direction` complete: the fact a phase guard waits for.
+    async fn record_complete(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        rows: u64,
+    ) -> Result<(), TierError> {
+        let mut p = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
+        p.rows_done = rows;
+        p.rows_total = rows;
+        p.complete = true;
+        self.store.record_backfill(&p).await.map_err(err_store)
     }
 
     /// Applies the tenant's pending buffered changes: each affected segment is rewritten
@@ -732,15 +731,8 @@ impl Tiering {
                     .map_err(|e| TierError::db("commit a restore", e))?;
             }
         }
-        let mut p = BackfillProgress::new(
-            self.migration.clone(),
-            tenant.clone(),
-            CopyDirection::Reverse,
-        );
-        p.rows_done = restored;
-        p.rows_total = restored;
-        p.complete = true;
-        self.store.record_backfill(&p).await.map_err(err_store)?;
+        self.record_complete(tenant, CopyDirection::Reverse, restored)
+            .await?;
         Ok(restored)
     }
 
