@@ -1,0 +1,151 @@
+//! The pace controller (RFC 001): keeps a live load's latency near what it was before the copy
+//! started, by adapting a rows/s limit shared by every tenant being copied.
+//!
+//! The absolute thresholds of `backpressure.rs` protect a database from falling over; they
+//! do not notice a load whose latency merely doubles. Here, a baseline probe latency is taken
+//! before the first batch (the median of a few probes: what the application sees under its
+//! own load). While a probe stays under `max(baseline × latency_factor, baseline +
+//! latency_floor_ms)` the limit grows additively; when it goes over, the limit halves (AIMD),
+//! never below `min_rows_per_s`, so the copy always progresses.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::config::BackpressureSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Baseline {
+    pub source: Duration,
+    pub target: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    baseline: Option<Baseline>,
+    /// Rows per second for the whole copy, or `None` before the first signal.
+    limit: Option<f64>,
+    /// The last reason the limit was cut, for the throttle state.
+    reason: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Pace {
+    state: Mutex<State>,
+}
+
+/// The median of some probe times.
+pub fn median(mut probes: Vec<Duration>) -> Duration {
+    probes.sort();
+    probes.get(probes.len() / 2).copied().unwrap_or_default()
+}
+
+impl Pace {
+    pub fn baseline(&self) -> Option<Baseline> {
+        self.state.lock().ok().and_then(|s| s.baseline)
+    }
+
+    pub fn set_baseline(&self, baseline: Baseline) {
+        if let Ok(mut s) = self.state.lock() {
+            s.baseline.get_or_insert(baseline);
+        }
+    }
+
+    /// Adjusts the limit from the latest probes; `observed` is the copy's current rows/s
+    /// (where the first cut starts from). Returns the limit and, if latency is over the
+    /// baseline's allowance, why.
+    pub fn observe(
+        &self,
+        settings: &BackpressureSettings,
+        source: Duration,
+        target: Duration,
+        observed: f64,
+    ) -> (Option<f64>, Option<String>) {
+        let Ok(mut s) = self.state.lock() else {
+            return (None, None);
+        };
+        let Some(base) = s.baseline else {
+            return (s.limit, None);
+        };
+        if settings.latency_factor <= 0.0 {
+            return (None, None);
+        }
+        let allowance = |b: Duration| {
+            b.mul_f64(settings.latency_factor)
+                .max(b + Duration::from_millis(settings.latency_floor_ms))
+        };
+        let over = [("source", source, base.source), ("target", target, base.target)]
+            .into_iter()
+            .find(|(_, now, b)| *now > allowance(*b));
+        let floor = settings.min_rows_per_s.max(1) as f64;
+        match over {
+            Some((side, now, b)) => {
+                let from = s.limit.unwrap_or(observed.max(floor));
+                let limit = (from / 2.0).max(floor);
+                s.limit = Some(limit);
+                s.reason = Some(format!(
+                    "{side} latency {:.1}ms is {:.1}x its {:.1}ms baseline: pace {:.0} rows/s",
+                    now.as_secs_f64() * 1e3,
+                    now.as_secs_f64() / b.as_secs_f64().max(1e-6),
+                    b.as_secs_f64() * 1e3,
+                    limit
+                ));
+                (s.limit, s.reason.clone())
+            }
+            None => {
+                if let Some(limit) = s.limit {
+                    s.limit = Some(limit + settings.pace_step_rows_per_s as f64);
+                }
+                (s.limit, None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn latency_over_the_baseline_halves_the_pace_and_calm_grows_it_back() {
+        let settings = BackpressureSettings::default();
+        let pace = Pace::default();
+        assert_eq!(pace.observe(&settings, ms(90), ms(90), 10_000.0), (None, None), "no baseline yet");
+        pace.set_baseline(Baseline { source: ms(1), target: ms(1) });
+        // Within max(2 × 1ms, 1ms + 2ms) = 3ms: no limit.
+        assert_eq!(pace.observe(&settings, ms(2), ms(3), 10_000.0).0, None);
+        let (limit, why) = pace.observe(&settings, ms(8), ms(1), 10_000.0);
+        assert_eq!(limit, Some(5_000.0));
+        assert!(why.unwrap().starts_with("source latency 8.0ms is 8.0x its 1.0ms baseline"));
+        assert_eq!(pace.observe(&settings, ms(1), ms(9), 10_000.0).0, Some(2_500.0));
+        let calm = pace.observe(&settings, ms(1), ms(1), 10_000.0).0.unwrap();
+        assert_eq!(calm, 2_500.0 + settings.pace_step_rows_per_s as f64);
+        // Never below the floor.
+        for _ in 0..40 {
+            pace.observe(&settings, ms(50), ms(50), 10_000.0);
+        }
+        assert_eq!(
+            pace.observe(&settings, ms(50), ms(50), 10_000.0).0,
+            Some(settings.min_rows_per_s as f64)
+        );
+    }
+
+    #[test]
+    fn a_zero_factor_turns_the_controller_off() {
+        let settings = BackpressureSettings {
+            latency_factor: 0.0,
+            ..BackpressureSettings::default()
+        };
+        let pace = Pace::default();
+        pace.set_baseline(Baseline { source: ms(1), target: ms(1) });
+        assert_eq!(pace.observe(&settings, ms(500), ms(500), 1.0), (None, None));
+    }
+
+    #[test]
+    fn the_baseline_is_the_median() {
+        assert_eq!(median(vec![ms(9), ms(1), ms(2), ms(3), ms(2)]), ms(2));
+    }
+}
