@@ -96,6 +96,26 @@ async fn probe(pool: &PgPool) -> Result<Duration, sqlx::Error> {
     Ok(started.elapsed())
 }
 
+/// One probe's time; a failed probe counts as very slow.
+pub async fn probe_time(pool: &PgPool) -> Duration {
+    probe(pool).await.unwrap_or(Duration::from_secs(3600))
+}
+
+/// The time of a one-record commit: what every writing transaction of the application waits
+/// for (WAL insert and flush), and what a copy's WAL volume slows first. A transactional
+/// logical message writes no table; decoders ignore the `ferry` prefix. Where the function
+/// is not allowed, a `SELECT 1` stands in.
+pub async fn commit_time(pool: &PgPool) -> Duration {
+    let started = Instant::now();
+    match sqlx::query("SELECT pg_logical_emit_message(true, 'ferry', '')")
+        .execute(pool)
+        .await
+    {
+        Ok(_) => started.elapsed(),
+        Err(_) => probe_time(pool).await,
+    }
+}
+
 /// The server's connection saturation. (Not this copier's own pool: a copier waiting for its
 /// own connections is not a database under strain.)
 async fn busy(pool: &PgPool) -> Result<f64, sqlx::Error> {

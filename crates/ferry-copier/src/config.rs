@@ -90,6 +90,15 @@ pub struct BackpressureSettings {
     pub lag_query: Option<String>,
     /// How long to wait before re-reading the signals while holding.
     pub hold_poll_ms: u64,
+    /// The pace controller (RFC 001): a probe slower than `max(baseline × latency_factor,
+    /// baseline + latency_floor_ms)` halves the copy's rows/s; calm grows it back by
+    /// `pace_step_rows_per_s`. The baseline is the probe latency before the first batch.
+    /// 0 turns the controller off.
+    pub latency_factor: f64,
+    pub latency_floor_ms: u64,
+    /// The controller never paces the whole copy below this.
+    pub min_rows_per_s: u64,
+    pub pace_step_rows_per_s: u64,
 }
 
 impl Default for BackpressureSettings {
@@ -101,6 +110,10 @@ impl Default for BackpressureSettings {
             max_pool_busy: 0.9,
             lag_query: None,
             hold_poll_ms: 250,
+            latency_factor: 1.5,
+            latency_floor_ms: 1,
+            min_rows_per_s: 200,
+            pace_step_rows_per_s: 500,
         }
     }
 }

@@ -84,21 +84,35 @@ pub struct Copier {
     /// Same database, and the server hashes rows: ranges are compared by digest.
     hashing: bool,
     verdict: std::sync::Mutex<Option<(Instant, Verdict)>>,
+    /// The pace controller, shared by every tenant being copied (RFC 001).
+    pace: crate::pace::Pace,
+    /// The latest pace: rows/s for the whole copy, and why it was last cut.
+    paced: std::sync::Mutex<(Option<f64>, Option<String>)>,
+    /// Copies running now: each gets an equal share of the pace.
+    running: std::sync::atomic::AtomicUsize,
+    /// Rows/s of the copies running now (their last batches), summed.
+    observed: std::sync::Mutex<std::collections::HashMap<String, f64>>,
 }
 
 /// Sleeps as needed so the copy stays under the operator's (or the config's) row rate.
 async fn rate_limit(
     control: &ferry_store::CopyControl,
     configured: Option<u64>,
+    paced: Option<f64>,
     rows: u64,
     took: Duration,
 ) {
-    let limit = match (control.rate_limit, configured) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    if let Some(limit) = limit.filter(|l| *l > 0) {
-        let minimum = Duration::from_secs_f64(rows as f64 / limit as f64);
+    let limit = [
+        control.rate_limit.map(|l| l as f64),
+        configured.map(|l| l as f64),
+        paced,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|l| *l > 0.0)
+    .reduce(f64::min);
+    if let Some(limit) = limit {
+        let minimum = Duration::from_secs_f64(rows as f64 / limit);
         if minimum > took {
             tokio::time::sleep(minimum - took).await;
         }
@@ -161,6 +175,10 @@ impl Copier {
             same_database,
             hashing,
             verdict: std::sync::Mutex::new(None),
+            pace: crate::pace::Pace::default(),
+            paced: std::sync::Mutex::new((None, None)),
+            running: std::sync::atomic::AtomicUsize::new(0),
+            observed: std::sync::Mutex::new(std::collections::HashMap::new()),
             forward: Statements::new(&plan, CopyDirection::Forward, lock, hashing),
             reverse: Statements::new(&plan, CopyDirection::Reverse, lock, hashing),
             store,
@@ -247,12 +265,42 @@ impl Copier {
         {
             return verdict;
         }
+        if self.config.backpressure.latency_factor > 0.0 && self.pace.baseline().is_none() {
+            // Before the first batch: what the application's own load makes a probe take.
+            let (mut source, mut target) = (Vec::new(), Vec::new());
+            for _ in 0..5 {
+                source.push(backpressure::commit_time(from).await);
+                target.push(backpressure::commit_time(to).await);
+            }
+            self.pace.set_baseline(crate::pace::Baseline {
+                source: crate::pace::median(source),
+                target: crate::pace::median(target),
+            });
+        }
         let signals = backpressure::read(from, to, &self.config.backpressure, None).await;
         let verdict = backpressure::judge(
             &signals,
             &self.config.backpressure,
             self.config.target_batch(),
         );
+        let observed: f64 = self
+            .observed
+            .lock()
+            .map(|o| o.values().sum())
+            .unwrap_or(0.0);
+        let paced = if self.config.backpressure.latency_factor > 0.0 {
+            self.pace.observe(
+                &self.config.backpressure,
+                backpressure::commit_time(from).await,
+                backpressure::commit_time(to).await,
+                observed,
+            )
+        } else {
+            (None, None)
+        };
+        if let Ok(mut p) = self.paced.lock() {
+            *p = paced;
+        }
         *self.verdict.lock().expect("verdict cache") = Some((Instant::now(), verdict.clone()));
         verdict
     }
@@ -334,6 +382,7 @@ impl Copier {
         );
         let (mut repaired, mut mismatches) = (0u64, 0u64);
         let mut last_batch: Option<Duration> = None;
+        let _running = Running::enter(self, tenant);
         let started = Instant::now();
         let rows_at_start = progress.rows_done;
         loop {
@@ -375,10 +424,30 @@ impl Copier {
                     .await;
                 continue;
             }
-            progress.throttled = None;
+            // The pace controller slows the copy without holding it; say so while it does.
+            let (paced, pace_reason) = self.paced.lock().map(|p| p.clone()).unwrap_or_default();
+            if progress.throttled != pace_reason {
+                progress.throttled = pace_reason;
+                if let Some(why) = &progress.throttled {
+                    tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "copier paced");
+                }
+            }
+            let share = paced.map(|p| {
+                p / self
+                    .running
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .max(1) as f64
+            });
 
             let batch_started = Instant::now();
-            let limit = sizer.size();
+            // Paced, batches shrink to a fifth of a second's share: the same rows/s as small
+            // steps the live load barely feels, not bursts it queues behind.
+            let limit = match share {
+                Some(share) => sizer
+                    .size()
+                    .min((share / 5.0).max(settings.min_batch as f64) as u64),
+                None => sizer.size(),
+            };
             let lower = progress.last_key.clone();
             let copied = self
                 .retrying("copy a batch", || {
@@ -427,7 +496,13 @@ impl Copier {
             let took = batch_started.elapsed();
             last_batch = Some(took);
             sizer.observe(rows, took);
-            rate_limit(&control, self.config.copy.rate_limit, rows, took).await;
+            if let Ok(mut o) = self.observed.lock() {
+                o.insert(
+                    tenant.to_string(),
+                    rows as f64 / took.as_secs_f64().max(1e-6),
+                );
+            }
+            rate_limit(&control, self.config.copy.rate_limit, share, rows, took).await;
             progress.rows_done += rows;
             progress.rows_total = progress.rows_total.max(progress.rows_done);
             progress.last_key = Some(last_key);
@@ -684,7 +759,36 @@ impl Copier {
             on_batch(deleted);
             let took = started.elapsed();
             sizer.observe(n, took);
-            rate_limit(&control, self.config.copy.rate_limit, n, took).await;
+            rate_limit(&control, self.config.copy.rate_limit, None, n, took).await;
+        }
+    }
+}
+
+/// Counts a copy as running (for the pace's shares) until dropped.
+struct Running<'a> {
+    copier: &'a Copier,
+    tenant: String,
+}
+
+impl<'a> Running<'a> {
+    fn enter(copier: &'a Copier, tenant: &TenantId) -> Running<'a> {
+        copier
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Running {
+            copier,
+            tenant: tenant.to_string(),
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.copier
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut o) = self.copier.observed.lock() {
+            o.remove(&self.tenant);
         }
     }
 }

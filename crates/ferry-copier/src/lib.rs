@@ -15,6 +15,7 @@ pub mod batch;
 pub mod config;
 pub mod copier;
 mod error;
+pub mod pace;
 pub mod plan;
 mod sql;
 pub mod validate;

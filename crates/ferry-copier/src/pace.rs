@@ -73,9 +73,12 @@ impl Pace {
             b.mul_f64(settings.latency_factor)
                 .max(b + Duration::from_millis(settings.latency_floor_ms))
         };
-        let over = [("source", source, base.source), ("target", target, base.target)]
-            .into_iter()
-            .find(|(_, now, b)| *now > allowance(*b));
+        let over = [
+            ("source", source, base.source),
+            ("target", target, base.target),
+        ]
+        .into_iter()
+        .find(|(_, now, b)| *now > allowance(*b));
         let floor = settings.min_rows_per_s.max(1) as f64;
         match over {
             Some((side, now, b)) => {
@@ -111,16 +114,35 @@ mod tests {
 
     #[test]
     fn latency_over_the_baseline_halves_the_pace_and_calm_grows_it_back() {
-        let settings = BackpressureSettings::default();
+        let settings = BackpressureSettings {
+            latency_factor: 2.0,
+            latency_floor_ms: 2,
+            min_rows_per_s: 200,
+            pace_step_rows_per_s: 1_000,
+            ..BackpressureSettings::default()
+        };
         let pace = Pace::default();
-        assert_eq!(pace.observe(&settings, ms(90), ms(90), 10_000.0), (None, None), "no baseline yet");
-        pace.set_baseline(Baseline { source: ms(1), target: ms(1) });
+        assert_eq!(
+            pace.observe(&settings, ms(90), ms(90), 10_000.0),
+            (None, None),
+            "no baseline yet"
+        );
+        pace.set_baseline(Baseline {
+            source: ms(1),
+            target: ms(1),
+        });
         // Within max(2 × 1ms, 1ms + 2ms) = 3ms: no limit.
         assert_eq!(pace.observe(&settings, ms(2), ms(3), 10_000.0).0, None);
         let (limit, why) = pace.observe(&settings, ms(8), ms(1), 10_000.0);
         assert_eq!(limit, Some(5_000.0));
-        assert!(why.unwrap().starts_with("source latency 8.0ms is 8.0x its 1.0ms baseline"));
-        assert_eq!(pace.observe(&settings, ms(1), ms(9), 10_000.0).0, Some(2_500.0));
+        assert!(
+            why.unwrap()
+                .starts_with("source latency 8.0ms is 8.0x its 1.0ms baseline")
+        );
+        assert_eq!(
+            pace.observe(&settings, ms(1), ms(9), 10_000.0).0,
+            Some(2_500.0)
+        );
         let calm = pace.observe(&settings, ms(1), ms(1), 10_000.0).0.unwrap();
         assert_eq!(calm, 2_500.0 + settings.pace_step_rows_per_s as f64);
         // Never below the floor.
@@ -140,7 +162,10 @@ mod tests {
             ..BackpressureSettings::default()
         };
         let pace = Pace::default();
-        pace.set_baseline(Baseline { source: ms(1), target: ms(1) });
+        pace.set_baseline(Baseline {
+            source: ms(1),
+            target: ms(1),
+        });
         assert_eq!(pace.observe(&settings, ms(500), ms(500), 1.0), (None, None));
     }
 
