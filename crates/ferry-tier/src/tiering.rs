@@ -81,7 +81,7 @@ pub enum ColdAnswer {
     Archived(Option<Row>),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ArchiveReport {
     pub rows: u64,
     pub segments: u64,
@@ -89,6 +89,11 @@ pub struct ArchiveReport {
     pub requeued: u64,
     /// Archiving did not run: the reason (a buffer over its thresholds).
     pub paused: Option<String>,
+    /// Where the time went: reading the hot rows, encoding and uploading the segments, and
+    /// the locked compare-and-commit.
+    pub read: Duration,
+    pub write: Duration,
+    pub commit: Duration,
 }
 
 pub struct Tiering {
@@ -320,7 +325,14 @@ impl Tiering {
             .reserve_segment(&self.migration, tenant)
             .await
             .map_err(err_store)?;
-        let file = write_segment(self.decl(), std::slice::from_ref(batch))?;
+        // Encoding is CPU work: off the async workers, so other tenants' I/O goes on.
+        let (decl, owned) = (self.decl().clone(), batch.clone());
+        let file = tokio::task::spawn_blocking(move || write_segment(&decl, &[owned]))
+            .await
+            .map_err(|e| TierError::Segment {
+                path: "(new segment)".into(),
+                detail: format!("the encoder stopped: {e}"),
+            })??;
         let path = ColdStore::segment_path(&self.migration, tenant, id);
         self.cold.put(&path, file.bytes.clone()).await?;
         // Read back before anyone may rely on it: the stored bytes are the bytes written.
@@ -364,11 +376,14 @@ impl Tiering {
         if from.as_deref().is_some_and(|f| self.not_after(cutoff, f)) {
             return Ok(ArchiveReport::default());
         }
+        let started = std::time::Instant::now();
         let (batch, versions) = self.hot.window(tenant, from.as_deref(), cutoff).await?;
         let mut report = ArchiveReport {
             rows: batch.num_rows() as u64,
+            read: started.elapsed(),
             ..ArchiveReport::default()
         };
+        let started = std::time::Instant::now();
         let mut add = Vec::new();
         let mut offset = 0;
         while offset < batch.num_rows() {
@@ -377,6 +392,8 @@ impl Tiering {
             offset += len;
         }
         report.segments = add.len() as u64;
+        report.write = started.elapsed();
+        let started = std::time::Instant::now();
         // The moment these keys change tier: no write of the tenant is between its location
         // lookup and its hot write while the rows are compared again and the manifest is
         // committed. A row a writer changed since the read is re-sent through the buffer
@@ -404,8 +421,14 @@ impl Tiering {
         lock.commit()
             .await
             .map_err(|e| TierError::db("release the tenant lock", e))?;
+        report.commit = started.elapsed();
         self.record_progress(tenant, report.rows).await?;
-        tracing::info!(migration = %self.migration, tenant = %tenant, rows = report.rows, segments = report.segments, requeued = report.requeued, "archived");
+        tracing::info!(
+            migration = %self.migration, tenant = %tenant, rows = report.rows,
+            segments = report.segments, requeued = report.requeued,
+            read_s = report.read.as_secs_f64(), write_s = report.write.as_secs_f64(),
+            commit_s = report.commit.as_secs_f64(), "archived"
+        );
         Ok(report)
     }
 
