@@ -287,6 +287,66 @@ impl Tiering {
         Ok(rows)
     }
 
+    /// The segment holding `key` (ranges of segments from different runs can overlap, so a
+    /// covering range is not enough), or else the first whose range covers it, or none.
+    async fn home_of(
+        &self,
+        segments: &[SegmentRecord],
+        key: &RowKey,
+    ) -> Result<Option<usize>, TierError> {
+        let mut covering = None;
+        for (i, s) in segments.iter().enumerate() {
+            if !self.covers(s, key)? {
+                continue;
+            }
+            if self
+                .cold
+                .lookup(self.decl(), &Self::path(s), key)
+                .await?
+                .is_some()
+            {
+                return Ok(Some(i));
+            }
+            covering.get_or_insert(i);
+        }
+        Ok(covering)
+    }
+
+    /// The rows of `batch` whose key no live segment holds yet: a row archived before and
+    /// since moved into a later window (its age column changed) stays where it is, and its
+    /// changes reach it through the buffer. Returns the kept rows' indexes.
+    async fn not_yet_archived(
+        &self,
+        segments: &[SegmentRecord],
+        batch: &RecordBatch,
+    ) -> Result<Vec<usize>, TierError> {
+        let columns = key_columns(self.decl());
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let Some(key) = key_at(self.decl(), batch, &columns, row) else {
+                keep.push(row);
+                continue;
+            };
+            let mut archived = false;
+            for s in segments {
+                if self.covers(s, &key)?
+                    && self
+                        .cold
+                        .lookup(self.decl(), &Self::path(s), &key)
+                        .await?
+                        .is_some()
+                {
+                    archived = true;
+                    break;
+                }
+            }
+            if !archived {
+                keep.push(row);
+            }
+        }
+        Ok(keep)
+    }
+
     /// Whether archiving should pause for this tenant: its buffer's depth or age.
     pub async fn buffer_pressure(&self, tenant: &TenantId) -> Result<Option<String>, TierError> {
         let pending = self
@@ -378,6 +438,27 @@ impl Tiering {
         }
         let started = std::time::Instant::now();
         let (batch, versions) = self.hot.window(tenant, from.as_deref(), cutoff).await?;
+        let segments = self
+            .store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        let keep = self.not_yet_archived(&segments, &batch).await?;
+        let (batch, versions) = if keep.len() == batch.num_rows() {
+            (batch, versions)
+        } else {
+            let indices = arrow_array::UInt32Array::from_iter_values(
+                keep.iter().map(|&i| u32::try_from(i).unwrap_or(u32::MAX)),
+            );
+            let taken = arrow_select::take::take_record_batch(&batch, &indices).map_err(|e| {
+                TierError::Value {
+                    column: "*".into(),
+                    detail: e.to_string(),
+                }
+            })?;
+            let versions = keep.iter().map(|&i| versions[i].clone()).collect();
+            (taken, versions)
+        };
         let mut report = ArchiveReport {
             rows: batch.num_rows() as u64,
             read: started.elapsed(),
@@ -535,13 +616,18 @@ impl Tiering {
             BTreeMap::new();
         for u in &pending {
             let key = self.parse_stored_key(&u.key)?;
-            let mut home = None;
-            for (i, s) in segments.iter().enumerate() {
-                if self.covers(s, &key)? {
-                    home = Some(i);
-                    break;
+            let home = match self.home_of(&segments, &key).await {
+                Ok(home) => home,
+                Err(e) => {
+                    // The cold tier cannot be read: every pending change failed an attempt.
+                    let seqs: Vec<i64> = pending.iter().map(|u| u.seq).collect();
+                    self.store
+                        .record_update_failure(&seqs, &e.to_string(), self.config.buffer.dead_after)
+                        .await
+                        .map_err(err_store)?;
+                    return Err(e);
                 }
-            }
+            };
             groups.entry(home).or_default().push(u);
         }
         let mut applied = 0;

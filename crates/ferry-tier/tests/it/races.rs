@@ -11,6 +11,7 @@ both_stores!(
     a_buffered_change_is_read_back_before_it_is_applied,
     an_insert_of_an_archived_key_is_refused,
     an_unavailable_cold_tier_falls_back_errors_and_retries,
+    a_row_whose_age_moves_later_is_archived_once,
 );
 
 /// Archives acme's ids 1..=100 in dual_write and walks it to `to`.
@@ -245,4 +246,45 @@ async fn an_unavailable_cold_tier_falls_back_errors_and_retries(store: &TestStor
     assert_eq!(f.tiering.apply_buffer(&t).await.unwrap(), 1);
     assert_eq!(f.note("acme", 12).await, None);
     assert_eq!(f.note("acme", 10).await.as_deref(), Some("ten, while down"));
+}
+
+/// An update moving an archived row's age into a later window (an `updated_at` age column)
+/// must not archive it a second time: the key stays in its segment, where the buffer brings
+/// the change.
+async fn a_row_whose_age_moves_later_is_archived_once(store: &TestStore) {
+    let f = Fixture::new(store.reopen_as_test_store().await, 300).await;
+    let t = tenant("acme");
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    f.tiering.archive(&t, &cutoff_day(100)).await.unwrap();
+    let mut moved = note("moved later");
+    moved.insert("at".into(), serde_json::json!(cutoff_day(150)));
+    f.table.update(&t, &["5"], moved).await.unwrap().unwrap();
+    let second = f.tiering.archive(&t, &cutoff_day(200)).await.unwrap();
+    assert_eq!(second.rows, 100, "ids 101..=200, not id 5 again");
+    f.tiering.apply_buffer(&t).await.unwrap();
+    let mut keys = Vec::new();
+    for s in f.store.store.segments(&f.migration, &t).await.unwrap() {
+        for b in f
+            .tiering
+            .cold
+            .read(&object_store::path::Path::from(s.path.as_str()))
+            .await
+            .unwrap()
+        {
+            for row in 0..b.num_rows() {
+                keys.push(
+                    f.tiering.hot.normalize(&b, row).await.unwrap()["id"]
+                        .as_i64()
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    let unique: std::collections::BTreeSet<i64> = keys.iter().copied().collect();
+    assert_eq!(keys.len(), unique.len(), "a key in two segments");
+    assert_eq!(unique.len(), 200);
+    for phase in [Phase::Shadow, Phase::TargetPrimary] {
+        assert_eq!(f.change("acme", Action::Advance).await, phase);
+    }
+    assert_eq!(f.note("acme", 5).await.as_deref(), Some("moved later"));
 }
