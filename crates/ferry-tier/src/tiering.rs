@@ -294,22 +294,23 @@ impl Tiering {
         segments: &[SegmentRecord],
         key: &RowKey,
     ) -> Result<Option<usize>, TierError> {
-        let mut covering = None;
+        let mut covering = Vec::new();
         for (i, s) in segments.iter().enumerate() {
-            if !self.covers(s, key)? {
-                continue;
+            if self.covers(s, key)? {
+                covering.push(i);
             }
-            if self
-                .cold
-                .lookup(self.decl(), &Self::path(s), key)
-                .await?
-                .is_some()
-            {
+        }
+        // One covering range (keys that grow with age): it is the only place the key can be.
+        if covering.len() <= 1 {
+            return Ok(covering.first().copied());
+        }
+        for &i in &covering {
+            let path = Self::path(&segments[i]);
+            if self.cold.lookup(self.decl(), &path, key).await?.is_some() {
                 return Ok(Some(i));
             }
-            covering.get_or_insert(i);
         }
-        Ok(covering)
+        Ok(covering.first().copied())
     }
 
     /// The rows of `batch` whose key no live segment holds yet: a row archived before and
