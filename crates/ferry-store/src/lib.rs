@@ -179,7 +179,9 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> Result<i64>;
     /// Marks a buffered change applied, so it no longer counts towards the buffer's depth.
     async fn mark_update_applied(&self, seq: i64) -> Result<()>;
-    /// A tenant's pending buffered changes, in sequence order (reads merge them).
+    /// A tenant's pending and dead buffered changes, in sequence order: reads merge both (a
+    /// dead change was acknowledged all the same); workers apply only pending ones, and none
+    /// for a key with a dead change before it.
     async fn pending_updates(
         &self,
         migration: &MigrationId,

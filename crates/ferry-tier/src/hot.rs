@@ -21,6 +21,9 @@ pub struct HotTable {
     pub pool: PgPool,
     select_window: String,
     select_versions: String,
+    /// The first row of a window holding an infinite date or timestamp, if any: the cold
+    /// tier's types cannot hold one, and it must be refused, not decoded.
+    select_infinite: Option<String>,
     select_key: String,
     normalize: String,
     normalize_many: String,
@@ -93,6 +96,45 @@ impl HotTable {
                     .collect::<Vec<_>>()
                     .join(", "),
             ),
+            select_infinite: {
+                let temporal: Vec<&crate::columns::Column> = decl
+                    .columns
+                    .iter()
+                    .filter(|c| {
+                        matches!(
+                            c.kind,
+                            crate::columns::ColumnKind::Date
+                                | crate::columns::ColumnKind::Timestamp
+                                | crate::columns::ColumnKind::TimestampTz
+                        )
+                    })
+                    .collect();
+                (!temporal.is_empty()).then(|| {
+                    let which = temporal
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "WHEN NOT isfinite(t.{0}) THEN '{1}'",
+                                c.name.quoted(),
+                                c.name.as_str()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let any = temporal
+                        .iter()
+                        .map(|c| format!("NOT isfinite(t.{})", c.name.quoted()))
+                        .collect::<Vec<_>>()
+                        .join(" OR ");
+                    format!(
+                        "SELECT CASE {which} END, json_build_array({})::text FROM {t} AS t \
+                         WHERE t.{tenant} = $1 \
+                         AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
+                         AND t.{age} < CAST($3 AS {age_type}) AND ({any}) LIMIT 1",
+                        decl.key_list("t")
+                    )
+                })
+            },
             select_key: format!(
                 "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
                 key_match(2)
@@ -135,13 +177,40 @@ impl HotTable {
         from: Option<&str>,
         to: &str,
     ) -> Result<(RecordBatch, Vec<String>), TierError> {
+        // One snapshot: the check for infinities covers exactly the rows read.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| TierError::db("begin reading rows to archive", e))?;
+        if let Some(sql) = &self.select_infinite {
+            let found: Option<(String, String)> = sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(tenant.as_str())
+                .bind(from)
+                .bind(to)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| TierError::db("look for infinite dates", e))?;
+            if let Some((column, key)) = found {
+                return Err(TierError::Value {
+                    column,
+                    detail: format!(
+                        "the row of tenant {tenant} with key {key} holds infinity, which the \
+                         cold tier cannot store; change it, or archive with an earlier cutoff"
+                    ),
+                });
+            }
+        }
         let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.select_window.clone()))
             .bind(tenant.as_str())
             .bind(from)
             .bind(to)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(|e| TierError::db("read rows to archive", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| TierError::db("end reading rows to archive", e))?;
         let n = self.decl.columns.len();
         let versions = rows
             .iter()

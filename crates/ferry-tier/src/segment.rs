@@ -95,12 +95,20 @@ pub fn write_segment(decl: &TableDecl, batches: &[RecordBatch]) -> Result<Segmen
     };
     let key = key_columns(decl);
     let mut rows = 0u64;
-    let (mut min_key, mut max_key) = (None, None);
-    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        if min_key.is_none() {
-            min_key = key_at(decl, batch, &key, 0);
+    // The range as Ferry compares keys (bytes for text), over every row: rows come in the
+    // database's collation order, where first and last need not be the byte-order extremes.
+    let (mut min_key, mut max_key): (Option<RowKey>, Option<RowKey>) = (None, None);
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            if let Some(k) = key_at(decl, batch, &key, row) {
+                if min_key.as_ref().is_none_or(|m| k < *m) {
+                    min_key = Some(k.clone());
+                }
+                if max_key.as_ref().is_none_or(|m| k > *m) {
+                    max_key = Some(k);
+                }
+            }
         }
-        max_key = key_at(decl, batch, &key, batch.num_rows() - 1);
         rows += batch.num_rows() as u64;
     }
     let (Some(min_key), Some(max_key)) = (min_key, max_key) else {

@@ -401,6 +401,30 @@ impl TieredTable {
     ) -> Result<Option<Row>, TableError> {
         let t = &self.tiering;
         let key = t.parse_key(key)?;
+        if let Some(changes) = &changes {
+            // Checked before any path: an archived row's new image is built from these.
+            let decl = t.decl();
+            for name in changes.keys() {
+                let column = decl.columns.iter().find(|c| c.name.as_str() == name);
+                match column {
+                    None => {
+                        return Err(TierError::Value {
+                            column: name.clone(),
+                            detail: format!("not a column of {}", decl.quoted()),
+                        }
+                        .into());
+                    }
+                    Some(c) if c.name == decl.tenant || decl.key.contains(&c.name) => {
+                        return Err(TierError::Value {
+                            column: name.clone(),
+                            detail: "tenant and key columns cannot be updated".into(),
+                        }
+                        .into());
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         let (snapshot, phase) = self.phase(tenant)?;
         let op = if changes.is_some() {
             "update"

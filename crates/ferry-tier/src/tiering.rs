@@ -598,11 +598,23 @@ impl Tiering {
     /// (copy-on-write) with the changes in sequence order and swapped in atomically with the
     /// changes marked applied. Returns how many changes were applied.
     pub async fn apply_buffer(&self, tenant: &TenantId) -> Result<u64, TierError> {
-        let pending = self
+        let open = self
             .store
             .pending_updates(&self.migration, tenant)
             .await
             .map_err(err_store)?;
+        // A dead change waits for an operator; later changes to its key wait behind it, or
+        // a retry would apply an older image over a newer one.
+        let blocked: std::collections::HashSet<&str> = open
+            .iter()
+            .filter(|u| u.state == "dead")
+            .map(|u| u.key.as_str())
+            .collect();
+        let pending: Vec<ferry_store::BufferedUpdate> = open
+            .iter()
+            .filter(|u| u.state == "pending" && !blocked.contains(u.key.as_str()))
+            .cloned()
+            .collect();
         if pending.is_empty() {
             return Ok(0);
         }
@@ -846,7 +858,48 @@ impl Tiering {
         Ok(restored)
     }
 
-    /// The advisory lock that orders a tenant's hot mirror writes against a restore.
+    /// After a rollback to `legacy` the hot table is complete and alone authoritative (the
+    /// way back went through a restore): the tenant's segments are retired, its buffered
+    /// changes dropped, and its watermark reset, so a new advance archives afresh instead of
+    /// trusting segments that writes in `legacy` never reached. Returns the segments retired.
+    pub async fn reset(&self, tenant: &TenantId) -> Result<u64, TierError> {
+        let lock = self.lock_tenant(tenant, true).await?;
+        let segments = self
+            .store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        for u in self
+            .store
+            .pending_updates(&self.migration, tenant)
+            .await
+            .map_err(err_store)?
+        {
+            self.store
+                .drop_update(u.seq, "dropped: the tenant was rolled back to legacy")
+                .await
+                .map_err(err_store)?;
+        }
+        self.store
+            .commit_segments(
+                &self.migration,
+                tenant,
+                &SegmentCommit {
+                    retire: segments.iter().map(|s| s.id).collect(),
+                    archived_through: Some("-infinity".into()),
+                    ..SegmentCommit::default()
+                },
+            )
+            .await
+            .map_err(err_store)?;
+        lock.commit()
+            .await
+            .map_err(|e| TierError::db("release the tenant lock", e))?;
+        Ok(segments.len() as u64)
+    }
+
+    /// The advisory lock that orders a tenant's writes (shared) against the moments a key
+    /// changes tier: an archive's commit and a restore (exclusive).
     pub fn lock_name(&self, tenant: &TenantId) -> String {
         format!("ferry:{}:{}", self.migration, tenant)
     }

@@ -134,7 +134,32 @@ async fn work_on(
     let record = ctx.store.tenant(&tiering.migration, tenant).await?;
     let phase = record.state.phase;
     if phase == Phase::Legacy {
-        eprintln!("{tenant}: legacy, nothing to do");
+        if ctx
+            .store
+            .segments(&tiering.migration, tenant)
+            .await?
+            .is_empty()
+        {
+            eprintln!("{tenant}: legacy, nothing to do");
+        } else {
+            let retired = tiering.reset(tenant).await?;
+            eprintln!(
+                "{tenant}: rolled back to legacy; retired {retired} segment(s), the hot table is authoritative"
+            );
+        }
+        return Ok(());
+    }
+    // Archiving changes where keys live: every router must route by this phase first, or a
+    // router still on `legacy` could write an archived key without the buffer.
+    let ack = ctx
+        .engine
+        .acknowledgement(record.changed_at_version)
+        .await?;
+    if !ack.effective() {
+        eprintln!(
+            "{tenant}: waiting for routers {} to acknowledge {phase}; nothing done",
+            ack.lagging.join(", ")
+        );
         return Ok(());
     }
     if let Some(cutoff) = cutoff {

@@ -852,7 +852,7 @@ impl ControlStore for PgStore {
     ) -> Result<Vec<BufferedUpdate>> {
         let sql = format!(
             "SELECT {} FROM ferry_update_buffer
-             WHERE migration_id = $1 AND tenant_id = $2 AND state = 'pending' ORDER BY seq",
+             WHERE migration_id = $1 AND tenant_id = $2 AND state IN ('pending', 'dead') ORDER BY seq",
             rows::UPDATE_COLUMNS
         );
         let found: Vec<PgUpdateRow> = sqlx::query_as(AssertSqlSafe(sql))

@@ -12,6 +12,7 @@ both_stores!(
     an_insert_of_an_archived_key_is_refused,
     an_unavailable_cold_tier_falls_back_errors_and_retries,
     a_row_whose_age_moves_later_is_archived_once,
+    bad_input_is_refused_and_legacy_resets_the_cold_tier,
 );
 
 /// Archives acme's ids 1..=100 in dual_write and walks it to `to`.
@@ -287,4 +288,90 @@ async fn a_row_whose_age_moves_later_is_archived_once(store: &TestStore) {
         assert_eq!(f.change("acme", Action::Advance).await, phase);
     }
     assert_eq!(f.note("acme", 5).await.as_deref(), Some("moved later"));
+}
+
+/// An infinite timestamp cannot be archived: the run says which column and row, and nothing is
+/// committed. Updates of the tenant or key columns, or of columns that do not exist, are
+/// refused. A rollback to legacy retires the tenant's segments, so a new advance archives
+/// afresh.
+async fn bad_input_is_refused_and_legacy_resets_the_cold_tier(store: &TestStore) {
+    let f = Fixture::new(store.reopen_as_test_store().await, 300).await;
+    let t = tenant("acme");
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    sqlx::query("UPDATE public.events SET at = '-infinity' WHERE tenant_id = 'acme' AND id = 3")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let err = f
+        .tiering
+        .archive(&t, &cutoff_day(100))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("column at") && err.contains("infinity") && err.contains("[3]"),
+        "{err}"
+    );
+    assert!(
+        f.store
+            .store
+            .segments(&f.migration, &t)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    sqlx::query("UPDATE public.events SET at = '2020-01-03' WHERE tenant_id = 'acme' AND id = 3")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.tiering.archive(&t, &cutoff_day(100)).await.unwrap().rows,
+        100
+    );
+
+    let mut other = note("x");
+    other.insert("tenant_id".into(), serde_json::json!("other"));
+    let err = f
+        .table
+        .update(&t, &["5"], other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tenant and key columns cannot be updated"),
+        "{err}"
+    );
+    let err = f
+        .table
+        .update(&t, &["5"], {
+            let mut r = note("x");
+            r.insert("nope".into(), serde_json::json!(1));
+            r
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a column"), "{err}");
+    assert_eq!(
+        f.note("acme", 5).await.as_deref(),
+        Some("note 5"),
+        "nothing written"
+    );
+
+    assert_eq!(f.change("acme", Action::Rollback).await, Phase::Legacy);
+    assert_eq!(f.tiering.reset(&t).await.unwrap(), 1);
+    assert!(
+        f.store
+            .store
+            .segments(&f.migration, &t)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    assert_eq!(
+        f.tiering.archive(&t, &cutoff_day(100)).await.unwrap().rows,
+        100,
+        "afresh"
+    );
 }
