@@ -177,6 +177,56 @@ impl ColdStore {
         Ok(meta)
     }
 
+    /// A segment written for another shape of the table (a column added, dropped or retyped
+    /// since) is refused, not decoded by position into the wrong columns.
+    fn check_shape(
+        decl: &TableDecl,
+        path: &Path,
+        meta: &ArrowReaderMetadata,
+    ) -> Result<(), TierError> {
+        let expected = decl.arrow_schema();
+        let found = meta.schema();
+        let same = expected.fields().len() == found.fields().len()
+            && expected
+                .fields()
+                .iter()
+                .zip(found.fields().iter())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+        if same {
+            Ok(())
+        } else {
+            Err(TierError::segment(
+                path,
+                format!(
+                    "written for columns ({}), the table now has ({}); restore the tenant to \
+                     the hot table (roll it back) before changing the table's shape",
+                    found
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    expected
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        }
+    }
+
+    /// Every row of a segment, in key order, checked against the table's declaration.
+    pub async fn read_checked(
+        &self,
+        decl: &TableDecl,
+        path: &Path,
+    ) -> Result<Vec<RecordBatch>, TierError> {
+        Self::check_shape(decl, path, &self.footer(path).await?)?;
+        self.read(path).await
+    }
+
     /// Every row of a segment, in key order.
     pub async fn read(&self, path: &Path) -> Result<Vec<RecordBatch>, TierError> {
         let meta = self.footer(path).await?;
@@ -199,6 +249,7 @@ impl ColdStore {
         key: &RowKey,
     ) -> Result<Option<RecordBatch>, TierError> {
         let meta = self.footer(path).await?;
+        Self::check_shape(decl, path, &meta)?;
         let columns = key_columns(decl);
         let reader = SegmentReader::new(self.store.clone(), path.clone());
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone());
@@ -237,9 +288,14 @@ impl ColdStore {
             columns.iter().copied(),
         );
         let wanted = key.clone();
-        // The projected batch holds only the key columns, in table order.
+        // The projected batch holds the key columns in table order; the key is in key order.
         let keyed = key_only(decl);
-        let positions: Vec<usize> = (0..keyed.columns.len()).collect();
+        let mut in_table_order = columns.clone();
+        in_table_order.sort_unstable();
+        let positions: Vec<usize> = columns
+            .iter()
+            .filter_map(|c| in_table_order.iter().position(|t| t == c))
+            .collect();
         let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
             Ok(BooleanArray::from_iter((0..batch.num_rows()).map(|row| {
                 Some(key_at(&keyed, &batch, &positions, row).as_ref() == Some(&wanted))
@@ -263,10 +319,12 @@ impl ColdStore {
     }
 }
 
-/// A declaration narrowed to its key columns, for decoding projected batches.
+/// A declaration narrowed to its key columns in table order, as a projection returns them.
 fn key_only(decl: &TableDecl) -> TableDecl {
+    let mut positions = key_columns(decl);
+    positions.sort_unstable();
     let mut keyed = decl.clone();
-    keyed.columns = key_columns(decl)
+    keyed.columns = positions
         .into_iter()
         .map(|i| decl.columns[i].clone())
         .collect();

@@ -264,7 +264,7 @@ impl Tiering {
             if from.is_some_and(|f| hi < *f) || to.is_some_and(|t| lo > *t) {
                 continue;
             }
-            for batch in self.cold.read(&Self::path(s)).await? {
+            for batch in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
                 for row in 0..batch.num_rows() {
                     let Some(key) = key_at(self.decl(), &batch, &columns, row) else {
                         continue;
@@ -673,7 +673,7 @@ impl Tiering {
         let mut rows: BTreeMap<RowKey, String> = BTreeMap::new();
         if let Some(s) = segment {
             let columns = key_columns(self.decl());
-            for batch in self.cold.read(&Self::path(s)).await? {
+            for batch in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
                 for row in 0..batch.num_rows() {
                     if let Some(key) = key_at(self.decl(), &batch, &columns, row) {
                         let mut json = String::new();
@@ -759,7 +759,7 @@ impl Tiering {
         let mut deleted = 0;
         for s in &segments {
             let mut pending: Vec<String> = Vec::new();
-            for b in self.cold.read(&Self::path(s)).await? {
+            for b in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
                 for row in 0..b.num_rows() {
                     let Some(key) = key_at(decl, &b, &columns, row) else {
                         continue;
@@ -811,7 +811,7 @@ impl Tiering {
             .map_err(err_store)?;
         let mut restored = 0;
         for s in &segments {
-            for b in self.cold.read(&Self::path(s)).await? {
+            for b in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
                 let mut images: BTreeMap<String, String> = BTreeMap::new();
                 let columns = key_columns(self.decl());
                 for row in 0..b.num_rows() {

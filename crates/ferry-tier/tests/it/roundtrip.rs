@@ -210,3 +210,77 @@ async fn declarations_refuse_what_cannot_be_archived() {
     };
     assert!(TableDecl::declare(&pool, &bad).await.is_err());
 }
+
+/// A composite key whose columns are not in table order (`PRIMARY KEY (tenant, b, a)` with `a`
+/// first in the table) is looked up by value; and a segment written before the table's shape
+/// changed is refused with an error, never decoded into the wrong columns.
+#[tokio::test]
+async fn composite_keys_in_any_order_and_changed_shapes() {
+    let db = TestDb::new().await;
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.pairs (tenant_id text NOT NULL, a bigint NOT NULL, note text,
+             b text NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (tenant_id, b, a));
+         INSERT INTO public.pairs SELECT 'acme', i % 7, 'n' || i, 'k' || (i / 7), now()
+         FROM generate_series(1, 500) AS i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let declaration = Declaration {
+        schema: "public".into(),
+        table: "pairs".into(),
+        tenant_column: "tenant_id".into(),
+        age_column: "at".into(),
+        columns: None,
+    };
+    let decl = TableDecl::declare(&pool, &declaration).await.unwrap();
+    assert_eq!(
+        decl.key.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {} FROM public.pairs AS t ORDER BY {}",
+        decl.select_list(),
+        decl.key_list("t")
+    )))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let segment = write_segment(&decl, &[rows_to_batch(&decl, &rows).unwrap()]).unwrap();
+    let dir = TempDir::new("tier-pairs");
+    let cold = ColdStore::open(dir.path().to_str().unwrap()).unwrap();
+    let path = ColdStore::segment_path(
+        &MigrationId::new("pairs_tier").unwrap(),
+        &TenantId::new("acme").unwrap(),
+        1,
+    );
+    cold.put(&path, segment.bytes).await.unwrap();
+    // i = 100: a = 2, b = 'k14', note 'n100'.
+    let key = vec![KeyValue::Text("k14".into()), KeyValue::Int(2)];
+    let row = cold
+        .lookup(&decl, &path, &key)
+        .await
+        .unwrap()
+        .expect("found");
+    let json = rows_to_json(&decl, &row, [0]);
+    assert!(json.contains("\"note\":\"n100\""), "{json}");
+    let missing = vec![KeyValue::Text("k14".into()), KeyValue::Int(99)];
+    assert!(cold.lookup(&decl, &path, &missing).await.unwrap().is_none());
+
+    sqlx::query("ALTER TABLE public.pairs ADD COLUMN extra int")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let changed = TableDecl::declare(&pool, &declaration).await.unwrap();
+    let err = cold
+        .lookup(&changed, &path, &key)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the table now has") && err.contains("extra"),
+        "{err}"
+    );
+    assert!(cold.read_checked(&changed, &path).await.is_err());
+}
