@@ -269,8 +269,12 @@ impl Copier {
             // Before the first batch: what the application's own load makes a probe take.
             let (mut source, mut target) = (Vec::new(), Vec::new());
             for _ in 0..5 {
-                source.push(backpressure::commit_time(from).await);
-                target.push(backpressure::commit_time(to).await);
+                let (s, t) = tokio::join!(
+                    backpressure::commit_time(from),
+                    backpressure::commit_time(to)
+                );
+                source.push(s);
+                target.push(t);
             }
             self.pace.set_baseline(crate::pace::Baseline {
                 source: crate::pace::median(source),
@@ -289,12 +293,12 @@ impl Copier {
             .map(|o| o.values().sum())
             .unwrap_or(0.0);
         let paced = if self.config.backpressure.latency_factor > 0.0 {
-            self.pace.observe(
-                &self.config.backpressure,
-                backpressure::commit_time(from).await,
-                backpressure::commit_time(to).await,
-                observed,
-            )
+            let (source, target) = tokio::join!(
+                backpressure::commit_time(from),
+                backpressure::commit_time(to)
+            );
+            self.pace
+                .observe(&self.config.backpressure, source, target, observed)
         } else {
             (None, None)
         };

@@ -99,15 +99,16 @@ async fn an_interrupted_copy_resumes_from_its_checkpoint(store: &TestStore) {
             &f.migration,
             None,
             CopyControl {
-                rate_limit: Some(4000),
+                rate_limit: Some(2000),
                 ..CopyControl::default()
             },
         )
         .await
         .unwrap();
     let copier = f.copier().await;
+    // About a second of copying; cut after 0.6 s (start-up, the pace's baseline included).
     let cut = tokio::time::timeout(
-        Duration::from_millis(250),
+        Duration::from_millis(600),
         copier.copy(&tenant("t1"), CopyDirection::Forward, |_| {}),
     )
     .await;
