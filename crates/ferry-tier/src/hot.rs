@@ -21,6 +21,7 @@ pub struct HotTable {
     pub pool: PgPool,
     select_window: String,
     select_versions: String,
+    update_existing: String,
     /// The first row of a window holding an infinite date or timestamp, if any: the cold
     /// tier's types cannot hold one, and it must be refused, not decoded.
     select_infinite: Option<String>,
@@ -134,6 +135,24 @@ impl HotTable {
                         decl.key_list("t")
                     )
                 })
+            },
+            update_existing: {
+                let values = decl
+                    .columns
+                    .iter()
+                    .filter(|c| c.name != decl.tenant && !decl.key.contains(&c.name))
+                    .map(|c| c.name.quoted())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if values.is_empty() {
+                    "SELECT 1".to_owned()
+                } else {
+                    format!(
+                        "UPDATE {t} AS t SET ({values}) = (SELECT {values} FROM json_populate_record(NULL::{t}, $1::json)) \
+                         WHERE t.{tenant} = $2 AND {}",
+                        key_match(3)
+                    )
+                }
             },
             select_key: format!(
                 "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
@@ -380,6 +399,30 @@ impl HotTable {
                     .map_err(|e| TierError::db("delete a hot copy", e))?;
             }
         }
+        Ok(())
+    }
+
+    /// Sets the hot copy of a key to `image` only if the copy still exists, in the caller's
+    /// transaction.
+    pub async fn mirror_existing(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        tenant: &TenantId,
+        key: &RowKey,
+        image: &Row,
+    ) -> Result<(), TierError> {
+        if self.update_existing == "SELECT 1" {
+            return Ok(());
+        }
+        let mut q = sqlx::query(AssertSqlSafe(self.update_existing.clone()))
+            .bind(serde_json::Value::Object(image.clone()).to_string())
+            .bind(tenant.as_str());
+        for v in key {
+            q = q.bind(v.to_text());
+        }
+        q.execute(tx)
+            .await
+            .map_err(|e| TierError::db("update a hot copy", e))?;
         Ok(())
     }
 

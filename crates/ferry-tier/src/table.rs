@@ -514,33 +514,32 @@ impl TieredTable {
                 // The hot copy: kept in step in target_primary (it is the fallback); in
                 // target_only only a delete reaches it, so a deleted key's stale copy can
                 // never be read or block an insert before the copies are deleted.
-                if phase == Phase::TargetPrimary || image.is_none() {
-                    let path = if phase == Phase::TargetPrimary {
-                        TierPath::BufferThenHot
-                    } else {
-                        TierPath::Buffer
-                    };
-                    self.route(
-                        tenant,
-                        op,
-                        TierRoute {
-                            path,
-                            reason: TierReason::Archived(phase),
-                        },
-                    );
-
-                    if let Err(e) = t.hot.mirror(&mut lock, tenant, &key, image.as_ref()).await {
-                        tracing::warn!(migration = %self.migration(), tenant = %tenant, "hot copy not updated: {e}");
-                    }
+                // The hot copy follows in the same lock: in target_primary it is the fallback
+                // (kept whole); later, while it still exists, it is updated or deleted but
+                // never created again, so no key is in both tiers as two different rows.
+                let path = if phase == Phase::TargetPrimary {
+                    TierPath::BufferThenHot
                 } else {
-                    self.route(
-                        tenant,
-                        op,
-                        TierRoute {
-                            path: TierPath::Buffer,
-                            reason: TierReason::Archived(phase),
-                        },
-                    );
+                    TierPath::Buffer
+                };
+                self.route(
+                    tenant,
+                    op,
+                    TierRoute {
+                        path,
+                        reason: TierReason::Archived(phase),
+                    },
+                );
+                let mirrored = if phase == Phase::TargetPrimary || image.is_none() {
+                    t.hot.mirror(&mut lock, tenant, &key, image.as_ref()).await
+                } else {
+                    match &image {
+                        Some(row) => t.hot.mirror_existing(&mut lock, tenant, &key, row).await,
+                        None => Ok(()),
+                    }
+                };
+                if let Err(e) = mirrored {
+                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "hot copy not updated: {e}");
                 }
                 Some(image.unwrap_or(current))
             }

@@ -758,7 +758,7 @@ impl Tiering {
         let columns = key_columns(decl);
         let mut deleted = 0;
         for s in &segments {
-            let mut pending: Vec<String> = Vec::new();
+            let mut chunk: Vec<(String, String)> = Vec::new();
             for b in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
                 for row in 0..b.num_rows() {
                     let Some(key) = key_at(decl, &b, &columns, row) else {
@@ -770,32 +770,70 @@ impl Tiering {
                         .zip(&key)
                         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_text())))
                         .collect();
-                    pending.push(serde_json::Value::Object(object).to_string());
-                    if pending.len() >= batch.max(1) {
-                        deleted += self.delete_keys(&sql, tenant, &pending).await?;
-                        pending.clear();
+                    chunk.push((
+                        key_text(&key),
+                        serde_json::Value::Object(object).to_string(),
+                    ));
+                    if chunk.len() >= batch.max(1) {
+                        deleted += self.delete_keys(&sql, tenant, s.id, &chunk).await?;
+                        chunk.clear();
                     }
                 }
             }
-            if !pending.is_empty() {
-                deleted += self.delete_keys(&sql, tenant, &pending).await?;
+            if !chunk.is_empty() {
+                deleted += self.delete_keys(&sql, tenant, s.id, &chunk).await?;
             }
         }
         Ok(deleted)
     }
 
+    /// Deletes the hot copies of `keys` (key text, key object) of segment `segment`, under the
+    /// tenant's exclusive lock: only while the segment is still live, and never a key with a
+    /// buffered change (a key deleted and inserted again lives in hot as a new row until its
+    /// delete reaches the segment).
     async fn delete_keys(
         &self,
         sql: &str,
         tenant: &TenantId,
-        keys: &[String],
+        segment: i64,
+        keys: &[(String, String)],
     ) -> Result<u64, TierError> {
+        let mut lock = self.lock_tenant(tenant, true).await?;
+        let live = self
+            .store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)?
+            .iter()
+            .any(|s| s.id == segment);
+        if !live {
+            return Ok(0);
+        }
+        let changing: std::collections::HashSet<String> = self
+            .store
+            .pending_updates(&self.migration, tenant)
+            .await
+            .map_err(err_store)?
+            .into_iter()
+            .map(|u| u.key)
+            .collect();
+        let objects: Vec<&str> = keys
+            .iter()
+            .filter(|(text, _)| !changing.contains(text))
+            .map(|(_, object)| object.as_str())
+            .collect();
+        if objects.is_empty() {
+            return Ok(0);
+        }
         let done = sqlx::query(AssertSqlSafe(sql.to_owned()))
             .bind(tenant.as_str())
-            .bind(format!("[{}]", keys.join(",")))
-            .execute(&self.hot.pool)
+            .bind(format!("[{}]", objects.join(",")))
+            .execute(&mut *lock)
             .await
             .map_err(|e| TierError::db("delete hot copies", e))?;
+        lock.commit()
+            .await
+            .map_err(|e| TierError::db("release the tenant lock", e))?;
         Ok(done.rows_affected())
     }
 

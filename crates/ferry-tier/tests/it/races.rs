@@ -13,6 +13,7 @@ both_stores!(
     an_unavailable_cold_tier_falls_back_errors_and_retries,
     a_row_whose_age_moves_later_is_archived_once,
     bad_input_is_refused_and_legacy_resets_the_cold_tier,
+    hot_copies_with_buffered_changes_are_kept,
 );
 
 /// Archives acme's ids 1..=100 in dual_write and walks it to `to`.
@@ -374,4 +375,37 @@ async fn bad_input_is_refused_and_legacy_resets_the_cold_tier(store: &TestStore)
         100,
         "afresh"
     );
+}
+
+/// Hot-copy deletion never deletes the hot row of a key with a buffered change: that row may
+/// be new (the archived one deleted, the key inserted again) until the change reaches the
+/// segment. A dead change (never applied by the worker) keeps it there for good.
+async fn hot_copies_with_buffered_changes_are_kept(store: &TestStore) {
+    let f = Fixture::new(store.reopen_as_test_store().await, 300).await;
+    archived_up_to(&f, Phase::TargetOnly).await;
+    let t = tenant("acme");
+    let seq = f
+        .store
+        .store
+        .enqueue_update(
+            &f.migration,
+            &t,
+            "[\"20\"]",
+            "delete",
+            &serde_json::Value::Null,
+        )
+        .await
+        .unwrap();
+    f.store
+        .store
+        .record_update_failure(&[seq], "test", 1)
+        .await
+        .unwrap();
+    assert_eq!(f.tiering.delete_hot_copies(&t, 7).await.unwrap(), 99);
+    let hot = f.hot_rows("acme").await;
+    assert!(
+        hot.contains_key(&20),
+        "the key with a buffered change keeps its hot row"
+    );
+    assert!(!hot.contains_key(&21));
 }
