@@ -121,22 +121,24 @@ fn key_of(json: &str) -> Result<Key, CopyError> {
 }
 
 impl Copier {
-    async fn checksum(
+    /// One row of a range statement: the tenant, then the range's key values, bound.
+    async fn range_row<T>(
         &self,
         pool: &PgPool,
         sql: &std::sync::Arc<str>,
         tenant: &TenantId,
         lower: Option<&Key>,
         upper: Option<&Key>,
-    ) -> Result<(i64, String), CopyError> {
-        let mut q =
-            sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql.clone())).bind(tenant.as_str());
+        what: &'static str,
+    ) -> Result<T, CopyError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let mut q = sqlx::query_as::<_, T>(AssertSqlSafe(sql.clone())).bind(tenant.as_str());
         for v in range_values(lower, upper) {
             q = q.bind(v);
         }
-        q.fetch_one(pool)
-            .await
-            .map_err(|e| CopyError::db("checksum a range", e))
+        q.fetch_one(pool).await.map_err(|e| CopyError::db(what, e))
     }
 
     async fn digests(
@@ -157,23 +159,6 @@ impl Copier {
             .await
             .map_err(|e| CopyError::db("digest a range", e))?;
         Ok(rows.into_iter().map(|(k, d, x)| (k, (d, x))).collect())
-    }
-
-    async fn digest(
-        &self,
-        pool: &PgPool,
-        sql: &std::sync::Arc<str>,
-        tenant: &TenantId,
-        lower: Option<&Key>,
-        upper: Option<&Key>,
-    ) -> Result<Digest, CopyError> {
-        let mut q = sqlx::query_as::<_, Digest>(AssertSqlSafe(sql.clone())).bind(tenant.as_str());
-        for v in range_values(lower, upper) {
-            q = q.bind(v);
-        }
-        q.fetch_one(pool)
-            .await
-            .map_err(|e| CopyError::db("digest a range", e))
     }
 
     /// Compares `(lower, upper]` of the tenant on both sides of a copy direction.
@@ -203,14 +188,28 @@ impl Copier {
         let i = bounds_index(lower.is_some(), upper.is_some());
         if self.hashing() {
             // Two index scans and a hash per row: cheaper than a join of both ranges.
-            let theirs = self
-                .digest(to, &sql.digest_to[i], tenant, lower, upper)
+            let theirs: Digest = self
+                .range_row(
+                    to,
+                    &sql.digest_to[i],
+                    tenant,
+                    lower,
+                    upper,
+                    "digest a range",
+                )
                 .await?;
             let ours = match expected {
                 Some(d) => d,
                 None => {
-                    self.digest(from, &sql.digest_from[i], tenant, lower, upper)
-                        .await?
+                    self.range_row(
+                        from,
+                        &sql.digest_from[i],
+                        tenant,
+                        lower,
+                        upper,
+                        "digest a range",
+                    )
+                    .await?
                 }
             };
             if ours == theirs {
@@ -218,25 +217,39 @@ impl Copier {
             }
         } else if self.same_database() {
             // One merge of both ranges in the database: no row leaves it, none is hashed.
-            let mut q =
-                sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.differences_local[i].clone()))
-                    .bind(tenant.as_str());
-            for v in range_values(lower, upper) {
-                q = q.bind(v);
-            }
-            let differing = q
-                .fetch_one(from)
-                .await
-                .map_err(|e| CopyError::db("compare a range", e))?;
+            let (differing,): (i64,) = self
+                .range_row(
+                    from,
+                    &sql.differences_local[i],
+                    tenant,
+                    lower,
+                    upper,
+                    "compare a range",
+                )
+                .await?;
             if differing == 0 {
                 return Ok(Diff::default());
             }
         } else {
-            let a = self
-                .checksum(from, &sql.checksum_from[i], tenant, lower, upper)
+            let a: (i64, String) = self
+                .range_row(
+                    from,
+                    &sql.checksum_from[i],
+                    tenant,
+                    lower,
+                    upper,
+                    "checksum a range",
+                )
                 .await?;
-            let b = self
-                .checksum(to, &sql.checksum_to[i], tenant, lower, upper)
+            let b: (i64, String) = self
+                .range_row(
+                    to,
+                    &sql.checksum_to[i],
+                    tenant,
+                    lower,
+                    upper,
+                    "checksum a range",
+                )
                 .await?;
             if a == b {
                 return Ok(Diff::default());

@@ -1,6 +1,8 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TierError {
+    #[error(transparent)]
+    Store(#[from] ferry_store::StoreError),
     #[error("{field}: {source}")]
     Ident {
         field: &'static str,

@@ -68,19 +68,20 @@ impl HotTable {
         } else {
             format!("DO UPDATE SET {set}")
         };
+        // One archive window of one tenant: `$1` tenant, `$2` from (or NULL), `$3` to.
+        let window = format!(
+            "t.{tenant} = $1 AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
+             AND t.{age} < CAST($3 AS {age_type})"
+        );
         HotTable {
             // The rows and, last, their `xmin`: the version the archive compares later.
             select_window: format!(
-                "SELECT {}, t.xmin::text FROM {t} AS t WHERE t.{tenant} = $1 \
-                 AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
-                 AND t.{age} < CAST($3 AS {age_type}) ORDER BY {}",
+                "SELECT {}, t.xmin::text FROM {t} AS t WHERE {window} ORDER BY {}",
                 decl.select_list(),
                 decl.key_list("t"),
             ),
             select_versions: format!(
-                "SELECT {}, t.xmin::text FROM {t} AS t WHERE t.{tenant} = $1 \
-                 AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
-                 AND t.{age} < CAST($3 AS {age_type})",
+                "SELECT {}, t.xmin::text FROM {t} AS t WHERE {window}",
                 decl.key
                     .iter()
                     .map(|k| {
@@ -129,9 +130,7 @@ impl HotTable {
                         .join(" OR ");
                     format!(
                         "SELECT CASE {which} END, json_build_array({})::text FROM {t} AS t \
-                         WHERE t.{tenant} = $1 \
-                         AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
-                         AND t.{age} < CAST($3 AS {age_type}) AND ({any}) LIMIT 1",
+                         WHERE {window} AND ({any}) LIMIT 1",
                         decl.key_list("t")
                     )
                 })

@@ -571,7 +571,7 @@ impl TieredTable {
                 &payload,
             )
             .await
-            .map_err(|e| TierError::Declaration(e.to_string()))?;
+            .map_err(TierError::Store)?;
         bump(&self.stats.buffered);
         Ok(())
     }

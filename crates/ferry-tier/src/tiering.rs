@@ -110,7 +110,7 @@ pub fn key_text(key: &RowKey) -> String {
 }
 
 fn err_store(e: StoreError) -> TierError {
-    TierError::Declaration(e.to_string())
+    TierError::Store(e)
 }
 
 impl Tiering {
@@ -181,6 +181,19 @@ impl Tiering {
     fn covers(&self, segment: &SegmentRecord, key: &RowKey) -> Result<bool, TierError> {
         Ok(self.parse_stored_key(&segment.min_key)? <= *key
             && *key <= self.parse_stored_key(&segment.max_key)?)
+    }
+
+    /// Every row of a segment batch as `(key, the codec's JSON image)`.
+    fn batch_images(&self, batch: &RecordBatch) -> Vec<(RowKey, String)> {
+        let columns = key_columns(self.decl());
+        (0..batch.num_rows())
+            .filter_map(|row| {
+                let key = key_at(self.decl(), batch, &columns, row)?;
+                let mut json = String::new();
+                crate::codec::row_to_json(self.decl(), batch, row, &mut json);
+                Some((key, json))
+            })
+            .collect()
     }
 
     fn path(segment: &SegmentRecord) -> object_store::path::Path {
@@ -254,7 +267,6 @@ impl Tiering {
             .segments(&self.migration, tenant)
             .await
             .map_err(err_store)?;
-        let columns = key_columns(self.decl());
         let mut rows: BTreeMap<RowKey, Option<String>> = BTreeMap::new();
         for s in &segments {
             let (lo, hi) = (
@@ -265,13 +277,8 @@ impl Tiering {
                 continue;
             }
             for batch in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
-                for row in 0..batch.num_rows() {
-                    let Some(key) = key_at(self.decl(), &batch, &columns, row) else {
-                        continue;
-                    };
+                for (key, json) in self.batch_images(&batch) {
                     if inside(&key) {
-                        let mut json = String::new();
-                        crate::codec::row_to_json(self.decl(), &batch, row, &mut json);
                         rows.insert(key, Some(json));
                     }
                 }
@@ -672,15 +679,8 @@ impl Tiering {
         // key text -> row JSON (the codec's or to_jsonb form: PostgreSQL reads both).
         let mut rows: BTreeMap<RowKey, String> = BTreeMap::new();
         if let Some(s) = segment {
-            let columns = key_columns(self.decl());
             for batch in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
-                for row in 0..batch.num_rows() {
-                    if let Some(key) = key_at(self.decl(), &batch, &columns, row) {
-                        let mut json = String::new();
-                        crate::codec::row_to_json(self.decl(), &batch, row, &mut json);
-                        rows.insert(key, json);
-                    }
-                }
+                rows.extend(self.batch_images(&batch));
             }
         }
         for u in changes {
@@ -850,15 +850,11 @@ impl Tiering {
         let mut restored = 0;
         for s in &segments {
             for b in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
-                let mut images: BTreeMap<String, String> = BTreeMap::new();
-                let columns = key_columns(self.decl());
-                for row in 0..b.num_rows() {
-                    if let Some(key) = key_at(self.decl(), &b, &columns, row) {
-                        let mut json = String::new();
-                        crate::codec::row_to_json(self.decl(), &b, row, &mut json);
-                        images.insert(key_text(&key), json);
-                    }
-                }
+                let mut images: BTreeMap<String, String> = self
+                    .batch_images(&b)
+                    .into_iter()
+                    .map(|(key, json)| (key_text(&key), json))
+                    .collect();
                 // Under the tenant's lock (writers mirror into hot under it too), with the
                 // changes buffered until now merged in: a writer is either in these images
                 // or writes its own after them.
