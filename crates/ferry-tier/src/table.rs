@@ -139,19 +139,7 @@ impl TieredTable {
     ) -> Result<Option<Row>, TableError> {
         let t = &self.tiering;
         match phase {
-            Phase::Legacy | Phase::DualWrite => {
-                self.route(
-                    tenant,
-                    "get",
-                    TierRoute {
-                        path: TierPath::Hot,
-                        reason: TierReason::Phase(phase),
-                    },
-                );
-                bump(&self.stats.reads_hot);
-                Ok(t.hot.get(tenant, key).await?)
-            }
-            Phase::Shadow => {
+            Phase::Legacy | Phase::DualWrite | Phase::Shadow => {
                 self.route(
                     tenant,
                     "get",
@@ -162,7 +150,10 @@ impl TieredTable {
                 );
                 bump(&self.stats.reads_hot);
                 let hot = t.hot.get(tenant, key).await?;
-                // Compare, never answer from it, never fail the request for it.
+                if phase != Phase::Shadow {
+                    return Ok(hot);
+                }
+                // Shadow: compare, never answer from it, never fail the request for it.
                 match t.cold_get(tenant, key).await {
                     Ok(ColdAnswer::Archived(Some(cold))) if Some(&cold) != hot.as_ref() => {
                         bump(&self.stats.shadow_mismatches);
