@@ -32,7 +32,7 @@ pub use model::*;
 pub use open::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_PG_SCHEMA, DEFAULT_STORE_URL, StoreOptions, open};
 
 /// The schema version this binary writes. A store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A router whose last heartbeat is older than this is presumed dead and no longer holds back
 /// phase changes. Routers heartbeat every [`DEFAULT_HEARTBEAT`], so a live one is never
@@ -232,6 +232,23 @@ pub trait ControlStore: Send + Sync + 'static {
         tenant: &TenantId,
     ) -> Result<Option<String>>;
 
+    /// The update buffer and validation of a migration, summed (for metrics and status).
+    async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth>;
+
+    // --- the admin API's tokens and the operator log ---
+
+    /// Stores a token's hash under a unique name; `InvalidRequest` if the name is taken.
+    async fn create_token(&self, new: &NewToken) -> Result<TokenRecord>;
+    /// Every token, revoked ones included, by name.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token for good. False if no live token has that name.
+    async fn revoke_token(&self, name: &str) -> Result<bool>;
+    /// Appends one entry to the operator log (append-only, like the audit log).
+    async fn record_operation(&self, op: &NewOperation) -> Result<i64>;
+    /// The operator log from `after_seq` (exclusive), newest last; `limit` most recent if
+    /// `after_seq` is 0.
+    async fn operations(&self, after_seq: i64, limit: u64) -> Result<Vec<OperationRecord>>;
+
     // --- routers and the acknowledgement barrier ---
 
     /// The current value of the store-wide change counter.
@@ -248,6 +265,10 @@ pub trait ControlStore: Send + Sync + 'static {
         seen_version: i64,
     ) -> Result<()>;
     async fn deregister_router(&self, router: &RouterId) -> Result<()>;
+    /// Replaces a router's cumulative route-decision counts (sent with its heartbeat).
+    async fn record_route_counts(&self, router: &RouterId, counts: &[RouteCount]) -> Result<()>;
+    /// Route-decision counts per router, for every registered router.
+    async fn route_counts(&self) -> Result<Vec<(RouterId, RouteCount)>>;
     /// Registered routers, each marked live if it beat within `lease`.
     async fn routers(&self, lease: Duration) -> Result<Vec<RouterRecord>>;
     /// Follows the change counter; wakes when it moves.

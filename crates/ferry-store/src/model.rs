@@ -307,3 +307,99 @@ pub struct BufferedUpdate {
     pub last_error: Option<String>,
     pub enqueued_at: DateTime<Utc>,
 }
+
+/// What an admin API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TokenScope {
+    /// Read status, tenants, history, metrics.
+    Read,
+    /// Everything `Read` may, plus phase changes, copy controls and buffer operations.
+    Operator,
+}
+
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Read => "read",
+            TokenScope::Operator => "operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenScope> {
+        match s {
+            "read" => Some(TokenScope::Read),
+            "operator" => Some(TokenScope::Operator),
+            _ => None,
+        }
+    }
+}
+
+/// A new admin API token. Only its SHA-256 is stored; the token itself is shown once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// Who or what holds it; the actor of its audit entries. Letters, digits, '-', '_', '.'.
+    pub name: String,
+    pub scope: TokenScope,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub name: String,
+    pub scope: TokenScope,
+    pub sha256: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One mutating operator call (API or CLI), as the operator log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOperation {
+    pub actor: String,
+    /// What was asked, e.g. `advance`, `buffer.drop`, `copy.throttle`.
+    pub operation: String,
+    /// What it was asked of: `migration` or `migration/tenant`, or `migration#seq`.
+    pub target: String,
+    /// The answer: `ok: …`, `refused: …`, `error: …`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRecord {
+    pub seq: i64,
+    pub actor: String,
+    pub operation: String,
+    pub target: String,
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A router's cumulative count of one kind of route decision since it started.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteCount {
+    pub migration: String,
+    /// `read` or `write`.
+    pub operation: String,
+    /// Where it went, e.g. `source`, `target`, `both`, `hot`, `cold`, `buffer`.
+    pub path: String,
+    /// Why, e.g. `phase`, `archived`, `fallback`, `buffered`.
+    pub reason: String,
+    pub count: u64,
+}
+
+/// A migration's update buffer and validation, summed over its tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MigrationHealth {
+    pub buffer_pending: u64,
+    pub buffer_dead: u64,
+    /// Pending changes that have failed at least once (being retried).
+    pub buffer_retrying: u64,
+    /// Failed attempts summed over open changes.
+    pub buffer_attempts: u64,
+    pub buffer_oldest_pending_at: Option<DateTime<Utc>>,
+    pub mismatches_open: u64,
+    pub mismatches_total: u64,
+}

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use ferry_domain::{Action, Guard, MigrationId, Phase, RouterId, TenantId, TenantPhase};
 
 use crate::error::{Result, StoreError};
-use crate::model::{AuditEntry, Migration, MigrationKind, RouterRecord, TenantRecord};
+use crate::model::{
+    AuditEntry, Migration, MigrationKind, OperationRecord, RouteCount, RouterRecord, TenantRecord,
+    TokenRecord, TokenScope,
+};
 
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt { what: what.into() }
@@ -245,4 +248,58 @@ pub(crate) fn update(
         last_error,
         enqueued_at,
     })
+}
+
+/// `name, scope, token_sha256, created_by, created_at, revoked_at`.
+pub(crate) type TokenRow<T> = (String, String, String, String, T, Option<T>);
+
+pub(crate) fn token<T>(
+    row: TokenRow<T>,
+    at: impl Fn(T) -> Result<DateTime<Utc>>,
+) -> Result<TokenRecord> {
+    let (name, scope, sha256, created_by, created_at, revoked_at) = row;
+    Ok(TokenRecord {
+        scope: TokenScope::parse(&scope)
+            .ok_or_else(|| corrupt(format!("token {name} has unknown scope {scope:?}")))?,
+        name,
+        sha256,
+        created_by,
+        created_at: at(created_at)?,
+        revoked_at: revoked_at.map(&at).transpose()?,
+    })
+}
+
+/// `seq, actor, operation, target, outcome, at`.
+pub(crate) type OperationRow<T> = (i64, String, String, String, String, T);
+
+pub(crate) fn operation<T>(
+    row: OperationRow<T>,
+    at: impl Fn(T) -> Result<DateTime<Utc>>,
+) -> Result<OperationRecord> {
+    let (seq, actor, operation, target, outcome, when) = row;
+    Ok(OperationRecord {
+        seq,
+        actor,
+        operation,
+        target,
+        outcome,
+        at: at(when)?,
+    })
+}
+
+/// `router_id, migration_id, operation, path, reason, count`.
+pub(crate) type RouteCountRow = (String, String, String, String, String, i64);
+
+pub(crate) fn route_count(row: RouteCountRow) -> Result<(RouterId, RouteCount)> {
+    let (router, migration, operation, path, reason, n) = row;
+    Ok((
+        router_id(router)?,
+        RouteCount {
+            migration,
+            operation,
+            path,
+            reason,
+            count: count(n)?,
+        },
+    ))
 }

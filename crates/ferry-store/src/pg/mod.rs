@@ -1068,6 +1068,113 @@ impl ControlStore for PgStore {
         .doing("read the archive watermark")
     }
 
+    async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth> {
+        let (pending, dead, retrying, attempts, oldest): (i64, i64, i64, i64, Option<DateTime<Utc>>) =
+            sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE state = 'pending'),
+                        count(*) FILTER (WHERE state = 'dead'),
+                        count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+                        coalesce(sum(attempts), 0)::bigint,
+                        min(enqueued_at) FILTER (WHERE state = 'pending')
+                 FROM ferry_update_buffer WHERE migration_id = $1 AND state <> 'applied'",
+            )
+            .bind(migration.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .doing("sum the update buffer")?;
+        let (open, total): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE resolved_at IS NULL), count(*)
+             FROM ferry_mismatches WHERE migration_id = $1",
+        )
+        .bind(migration.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .doing("count mismatches")?;
+        Ok(MigrationHealth {
+            buffer_pending: rows::count(pending)?,
+            buffer_dead: rows::count(dead)?,
+            buffer_retrying: rows::count(retrying)?,
+            buffer_attempts: rows::count(attempts)?,
+            buffer_oldest_pending_at: oldest,
+            mismatches_open: rows::count(open)?,
+            mismatches_total: rows::count(total)?,
+        })
+    }
+
+    async fn create_token(&self, new: &NewToken) -> Result<TokenRecord> {
+        let row: Option<rows::TokenRow<DateTime<Utc>>> = sqlx::query_as(
+            "INSERT INTO ferry_api_tokens (name, scope, token_sha256, created_by)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
+             RETURNING name, scope, token_sha256, created_by, created_at, revoked_at",
+        )
+        .bind(&new.name)
+        .bind(new.scope.as_str())
+        .bind(&new.sha256)
+        .bind(&new.created_by)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("create an API token")?;
+        let row = row.ok_or_else(|| {
+            StoreError::InvalidRequest(format!(
+                "a token named {:?} already exists (names are never reused, even revoked)",
+                new.name
+            ))
+        })?;
+        rows::token(row, Ok)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let found: Vec<rows::TokenRow<DateTime<Utc>>> = sqlx::query_as(
+            "SELECT name, scope, token_sha256, created_by, created_at, revoked_at
+             FROM ferry_api_tokens ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("list API tokens")?;
+        found.into_iter().map(|r| rows::token(r, Ok)).collect()
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE ferry_api_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .doing("revoke an API token")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_operation(&self, op: &NewOperation) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO ferry_operator_log (actor, operation, target, outcome)
+             VALUES ($1, $2, $3, $4) RETURNING seq",
+        )
+        .bind(&op.actor)
+        .bind(&op.operation)
+        .bind(&op.target)
+        .bind(&op.outcome)
+        .fetch_one(&self.pool)
+        .await
+        .doing("append to the operator log")
+    }
+
+    async fn operations(&self, after_seq: i64, limit: u64) -> Result<Vec<OperationRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let found: Vec<rows::OperationRow<DateTime<Utc>>> = sqlx::query_as(
+            "SELECT * FROM (
+                 SELECT seq, actor, operation, target, outcome, at FROM ferry_operator_log
+                 WHERE seq > $1 ORDER BY CASE WHEN $1 = 0 THEN -seq ELSE seq END LIMIT $2
+             ) recent ORDER BY seq",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing("read the operator log")?;
+        found.into_iter().map(|r| rows::operation(r, Ok)).collect()
+    }
+
     async fn change_version(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT version FROM ferry_change_counter WHERE id = 1")
             .fetch_one(&self.pool)
@@ -1125,12 +1232,54 @@ impl ControlStore for PgStore {
     }
 
     async fn deregister_router(&self, router: &RouterId) -> Result<()> {
-        sqlx::query("DELETE FROM ferry_routers WHERE router_id = $1")
-            .bind(router.as_str())
-            .execute(&self.pool)
-            .await
-            .doing("deregister router")?;
+        sqlx::query(
+            "WITH gone AS (DELETE FROM ferry_route_counts WHERE router_id = $1)
+             DELETE FROM ferry_routers WHERE router_id = $1",
+        )
+        .bind(router.as_str())
+        .execute(&self.pool)
+        .await
+        .doing("deregister router")?;
         Ok(())
+    }
+
+    async fn record_route_counts(&self, router: &RouterId, counts: &[RouteCount]) -> Result<()> {
+        let mut tx = self.pool.begin().await.doing("begin route counts")?;
+        sqlx::query("DELETE FROM ferry_route_counts WHERE router_id = $1")
+            .bind(router.as_str())
+            .execute(&mut *tx)
+            .await
+            .doing("replace route counts")?;
+        let col = |f: fn(&RouteCount) -> &str| counts.iter().map(f).collect::<Vec<&str>>();
+        let n: Vec<i64> = counts
+            .iter()
+            .map(|c| i64::try_from(c.count).unwrap_or(i64::MAX))
+            .collect();
+        sqlx::query(
+            "INSERT INTO ferry_route_counts (router_id, migration_id, operation, path, reason, count)
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
+        )
+        .bind(router.as_str())
+        .bind(col(|c| &c.migration))
+        .bind(col(|c| &c.operation))
+        .bind(col(|c| &c.path))
+        .bind(col(|c| &c.reason))
+        .bind(n)
+        .execute(&mut *tx)
+        .await
+        .doing("record route counts")?;
+        tx.commit().await.doing("commit route counts")
+    }
+
+    async fn route_counts(&self) -> Result<Vec<(RouterId, RouteCount)>> {
+        let found: Vec<rows::RouteCountRow> = sqlx::query_as(
+            "SELECT router_id, migration_id, operation, path, reason, count
+             FROM ferry_route_counts ORDER BY 1, 2, 3, 4, 5",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("read route counts")?;
+        found.into_iter().map(rows::route_count).collect()
     }
 
     async fn routers(&self, lease: Duration) -> Result<Vec<RouterRecord>> {

@@ -7,7 +7,7 @@
 //! a large rollout. Routers find what changed through the audit log's `change_version`
 //! index instead, which is append-only and cheap to maintain.
 
-pub(crate) const STEPS: &[&str] = &[V1, V2];
+pub(crate) const STEPS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = r#"
 CREATE TABLE ferry_change_counter (
@@ -147,5 +147,38 @@ CREATE TABLE ferry_tier_watermarks (
     tenant_id text NOT NULL,
     archived_through text NOT NULL,
     PRIMARY KEY (migration_id, tenant_id)
+);
+"#;
+
+/// The admin API's tokens (hashes only), the operator log, and routers' route-decision counts.
+const V3: &str = r#"
+CREATE TABLE ferry_api_tokens (
+    name text PRIMARY KEY,
+    scope text NOT NULL CHECK (scope IN ('read', 'operator')),
+    token_sha256 text NOT NULL UNIQUE,
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+
+CREATE TABLE ferry_operator_log (
+    seq bigserial PRIMARY KEY,
+    actor text NOT NULL,
+    operation text NOT NULL,
+    target text NOT NULL,
+    outcome text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TRIGGER ferry_operator_log_append_only BEFORE UPDATE OR DELETE ON ferry_operator_log
+    FOR EACH ROW EXECUTE FUNCTION ferry_audit_log_append_only();
+
+CREATE TABLE ferry_route_counts (
+    router_id text NOT NULL,
+    migration_id text NOT NULL,
+    operation text NOT NULL,
+    path text NOT NULL,
+    reason text NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (router_id, migration_id, operation, path, reason)
 );
 "#;

@@ -1055,6 +1055,122 @@ impl ControlStore for SqliteStore {
         .doing("read the archive watermark")
     }
 
+    async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth> {
+        let (pending, dead, retrying, attempts, oldest): (i64, i64, i64, i64, Option<i64>) =
+            sqlx::query_as(
+                "SELECT coalesce(sum(state = 'pending'), 0),
+                        coalesce(sum(state = 'dead'), 0),
+                        coalesce(sum(state = 'pending' AND attempts > 0), 0),
+                        coalesce(sum(attempts), 0),
+                        min(CASE WHEN state = 'pending' THEN enqueued_at END)
+                 FROM ferry_update_buffer WHERE migration_id = ?1 AND state <> 'applied'",
+            )
+            .bind(migration.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .doing("sum the update buffer")?;
+        let (open, total): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(resolved_at IS NULL), 0), count(*)
+             FROM ferry_mismatches WHERE migration_id = ?1",
+        )
+        .bind(migration.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .doing("count mismatches")?;
+        Ok(MigrationHealth {
+            buffer_pending: rows::count(pending)?,
+            buffer_dead: rows::count(dead)?,
+            buffer_retrying: rows::count(retrying)?,
+            buffer_attempts: rows::count(attempts)?,
+            buffer_oldest_pending_at: oldest.map(rows::from_millis).transpose()?,
+            mismatches_open: rows::count(open)?,
+            mismatches_total: rows::count(total)?,
+        })
+    }
+
+    async fn create_token(&self, new: &NewToken) -> Result<TokenRecord> {
+        let row: Option<rows::TokenRow<i64>> = sqlx::query_as(
+            "INSERT INTO ferry_api_tokens (name, scope, token_sha256, created_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING
+             RETURNING name, scope, token_sha256, created_by, created_at, revoked_at",
+        )
+        .bind(&new.name)
+        .bind(new.scope.as_str())
+        .bind(&new.sha256)
+        .bind(&new.created_by)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("create an API token")?;
+        let row = row.ok_or_else(|| {
+            StoreError::InvalidRequest(format!(
+                "a token named {:?} already exists (names are never reused, even revoked)",
+                new.name
+            ))
+        })?;
+        rows::token(row, rows::from_millis)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let found: Vec<rows::TokenRow<i64>> = sqlx::query_as(
+            "SELECT name, scope, token_sha256, created_by, created_at, revoked_at
+             FROM ferry_api_tokens ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("list API tokens")?;
+        found
+            .into_iter()
+            .map(|r| rows::token(r, rows::from_millis))
+            .collect()
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE ferry_api_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+        )
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .doing("revoke an API token")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_operation(&self, op: &NewOperation) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO ferry_operator_log (actor, operation, target, outcome, at)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
+        )
+        .bind(&op.actor)
+        .bind(&op.operation)
+        .bind(&op.target)
+        .bind(&op.outcome)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .doing("append to the operator log")
+    }
+
+    async fn operations(&self, after_seq: i64, limit: u64) -> Result<Vec<OperationRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let found: Vec<rows::OperationRow<i64>> = sqlx::query_as(
+            "SELECT * FROM (
+                 SELECT seq, actor, operation, target, outcome, at FROM ferry_operator_log
+                 WHERE seq > ?1 ORDER BY CASE WHEN ?1 = 0 THEN -seq ELSE seq END LIMIT ?2
+             ) ORDER BY seq",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .doing("read the operator log")?;
+        found
+            .into_iter()
+            .map(|r| rows::operation(r, rows::from_millis))
+            .collect()
+    }
+
     async fn change_version(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT version FROM ferry_change_counter WHERE id = 1")
             .fetch_one(&self.pool)
@@ -1114,12 +1230,63 @@ impl ControlStore for SqliteStore {
     }
 
     async fn deregister_router(&self, router: &RouterId) -> Result<()> {
-        sqlx::query("DELETE FROM ferry_routers WHERE router_id = ?1")
-            .bind(router.as_str())
-            .execute(&self.pool)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .doing("deregister router")?;
+            .doing("begin deregistering a router")?;
+        for sql in [
+            "DELETE FROM ferry_route_counts WHERE router_id = ?1",
+            "DELETE FROM ferry_routers WHERE router_id = ?1",
+        ] {
+            sqlx::query(sql)
+                .bind(router.as_str())
+                .execute(&mut *tx)
+                .await
+                .doing("deregister router")?;
+        }
+        tx.commit().await.doing("commit deregistering a router")?;
         Ok(())
+    }
+
+    async fn record_route_counts(&self, router: &RouterId, counts: &[RouteCount]) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing("begin route counts")?;
+        sqlx::query("DELETE FROM ferry_route_counts WHERE router_id = ?1")
+            .bind(router.as_str())
+            .execute(&mut *tx)
+            .await
+            .doing("replace route counts")?;
+        for c in counts {
+            sqlx::query(
+                "INSERT INTO ferry_route_counts (router_id, migration_id, operation, path, reason, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(router.as_str())
+            .bind(&c.migration)
+            .bind(&c.operation)
+            .bind(&c.path)
+            .bind(&c.reason)
+            .bind(i64::try_from(c.count).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .doing("record route counts")?;
+        }
+        tx.commit().await.doing("commit route counts")
+    }
+
+    async fn route_counts(&self) -> Result<Vec<(RouterId, RouteCount)>> {
+        let found: Vec<rows::RouteCountRow> = sqlx::query_as(
+            "SELECT router_id, migration_id, operation, path, reason, count
+             FROM ferry_route_counts ORDER BY 1, 2, 3, 4, 5",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("read route counts")?;
+        found.into_iter().map(rows::route_count).collect()
     }
 
     async fn routers(&self, lease: Duration) -> Result<Vec<RouterRecord>> {

@@ -1,7 +1,7 @@
 //! The SQLite control-store schema, one entry per version (see `pg/schema.rs`; the two are
 //! kept equivalent, with timestamps as Unix milliseconds here).
 
-pub(crate) const STEPS: &[&str] = &[V1, V2];
+pub(crate) const STEPS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = r#"
 CREATE TABLE ferry_change_counter (
@@ -138,4 +138,38 @@ CREATE TABLE ferry_tier_watermarks (
     archived_through TEXT NOT NULL,
     PRIMARY KEY (migration_id, tenant_id)
 );
+"#;
+
+const V3: &str = r#"
+CREATE TABLE ferry_api_tokens (
+    name TEXT PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('read', 'operator')),
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+
+CREATE TABLE ferry_operator_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    actor TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TRIGGER ferry_operator_log_no_update BEFORE UPDATE ON ferry_operator_log
+BEGIN SELECT RAISE(ABORT, 'ferry_operator_log is append-only'); END;
+CREATE TRIGGER ferry_operator_log_no_delete BEFORE DELETE ON ferry_operator_log
+BEGIN SELECT RAISE(ABORT, 'ferry_operator_log is append-only'); END;
+
+CREATE TABLE ferry_route_counts (
+    router_id TEXT NOT NULL,
+    migration_id TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    path TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (router_id, migration_id, operation, path, reason)
+) WITHOUT ROWID;
 "#;

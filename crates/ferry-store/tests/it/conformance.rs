@@ -80,6 +80,10 @@ both_stores!(
     guards_are_rechecked_inside_the_write,
     segment_commits_are_atomic_and_exclusive,
     the_update_buffer_retries_then_parks_changes,
+    health_sums_the_buffer_and_mismatches,
+    tokens_are_unique_and_revocable,
+    the_operator_log_is_append_only_and_pages,
+    route_counts_are_replaced_per_router,
 );
 
 async fn guards_are_rechecked_inside_the_write(s: &TestStore) {
@@ -1059,4 +1063,177 @@ async fn the_update_buffer_retries_then_parks_changes(s: &TestStore) {
     assert!(!s.store.drop_update(seqs[2], "again").await.unwrap());
     let open = s.store.open_updates(&m).await.unwrap();
     assert!(open.iter().all(|u| u.seq != seqs[2]));
+}
+
+async fn health_sums_the_buffer_and_mismatches(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1), ("b", 1)]).await;
+    let other = migration_with_tenants(s, "other", &[("a", 1)]).await;
+    assert_eq!(
+        s.store.migration_health(&m).await.unwrap(),
+        MigrationHealth::default()
+    );
+    let mut seqs = vec![];
+    for (t, key) in [("a", "k1"), ("a", "k2"), ("b", "k1")] {
+        seqs.push(
+            s.store
+                .enqueue_update(&m, &tenant(t), key, "update", &serde_json::json!({}))
+                .await
+                .unwrap(),
+        );
+    }
+    s.store
+        .enqueue_update(&other, &tenant("a"), "k", "update", &serde_json::json!({}))
+        .await
+        .unwrap();
+    s.store
+        .record_update_failure(&[seqs[0]], "down", 2)
+        .await
+        .unwrap();
+    s.store
+        .record_update_failure(&[seqs[0], seqs[1]], "down", 2)
+        .await
+        .unwrap();
+    s.store.mark_update_applied(seqs[2]).await.unwrap();
+    let id = s
+        .store
+        .record_mismatch(&m, &tenant("a"), "k1", "differs")
+        .await
+        .unwrap();
+    s.store
+        .record_mismatch(&m, &tenant("b"), "k9", "missing")
+        .await
+        .unwrap();
+    s.store.resolve_mismatch(id).await.unwrap();
+    let h = s.store.migration_health(&m).await.unwrap();
+    assert_eq!(
+        (
+            h.buffer_pending,
+            h.buffer_dead,
+            h.buffer_retrying,
+            h.buffer_attempts
+        ),
+        (1, 1, 1, 3),
+        "{h:?}"
+    );
+    assert!(h.buffer_oldest_pending_at.is_some());
+    assert_eq!((h.mismatches_open, h.mismatches_total), (1, 2));
+}
+
+async fn tokens_are_unique_and_revocable(s: &TestStore) {
+    let new = |name: &str, scope, hash: &str| NewToken {
+        name: name.into(),
+        scope,
+        sha256: hash.into(),
+        created_by: "alice".into(),
+    };
+    let t = s
+        .store
+        .create_token(&new("grafana", TokenScope::Read, "aa"))
+        .await
+        .unwrap();
+    assert_eq!((t.scope, t.revoked_at), (TokenScope::Read, None));
+    s.store
+        .create_token(&new("oncall", TokenScope::Operator, "bb"))
+        .await
+        .unwrap();
+    let err = s
+        .store
+        .create_token(&new("grafana", TokenScope::Operator, "cc"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert!(s.store.revoke_token("grafana").await.unwrap());
+    assert!(!s.store.revoke_token("grafana").await.unwrap());
+    assert!(!s.store.revoke_token("nobody").await.unwrap());
+    let all = s.store.tokens().await.unwrap();
+    let names: Vec<(&str, bool)> = all
+        .iter()
+        .map(|t| (t.name.as_str(), t.revoked_at.is_some()))
+        .collect();
+    assert_eq!(names, [("grafana", true), ("oncall", false)]);
+    assert_eq!(all[1].sha256, "bb");
+}
+
+async fn the_operator_log_is_append_only_and_pages(s: &TestStore) {
+    for i in 1..=5 {
+        s.store
+            .record_operation(&NewOperation {
+                actor: "token:oncall".into(),
+                operation: "advance".into(),
+                target: format!("m/t{i}"),
+                outcome: "ok".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let recent = s.store.operations(0, 2).await.unwrap();
+    let targets: Vec<&str> = recent.iter().map(|o| o.target.as_str()).collect();
+    assert_eq!(targets, ["m/t4", "m/t5"], "the most recent, oldest first");
+    let next = s.store.operations(recent[0].seq - 3, 2).await.unwrap();
+    let targets: Vec<&str> = next.iter().map(|o| o.target.as_str()).collect();
+    assert_eq!(targets, ["m/t2", "m/t3"]);
+    let refused = match s.store.kind() {
+        StoreKind::Postgres => {
+            let pg = sqlx::PgPool::connect(&s.url).await.unwrap();
+            let delete = sqlx::query("DELETE FROM ferry.ferry_operator_log")
+                .execute(&pg)
+                .await;
+            pg.close().await;
+            delete.is_err()
+        }
+        StoreKind::Sqlite => {
+            let path = s.url.trim_start_matches("sqlite://");
+            let db = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+                .await
+                .unwrap();
+            let delete = sqlx::query("DELETE FROM ferry_operator_log")
+                .execute(&db)
+                .await;
+            db.close().await;
+            delete.is_err()
+        }
+    };
+    assert!(refused, "operator log rows must not be deleted");
+    assert_eq!(s.store.operations(0, 100).await.unwrap().len(), 5);
+}
+
+async fn route_counts_are_replaced_per_router(s: &TestStore) {
+    let count = |path: &str, n| RouteCount {
+        migration: "m".into(),
+        operation: "read".into(),
+        path: path.into(),
+        reason: "phase".into(),
+        count: n,
+    };
+    let (r1, r2) = (router("app-1"), router("app-2"));
+    s.store.heartbeat(&r1, "app", 0).await.unwrap();
+    s.store.heartbeat(&r2, "app", 0).await.unwrap();
+    s.store
+        .record_route_counts(&r1, &[count("source", 3)])
+        .await
+        .unwrap();
+    s.store
+        .record_route_counts(&r1, &[count("source", 5), count("target", 1)])
+        .await
+        .unwrap();
+    s.store
+        .record_route_counts(&r2, &[count("source", 7)])
+        .await
+        .unwrap();
+    let all = s.store.route_counts().await.unwrap();
+    let flat: Vec<(&str, &str, u64)> = all
+        .iter()
+        .map(|(r, c)| (r.as_str(), c.path.as_str(), c.count))
+        .collect();
+    assert_eq!(
+        flat,
+        [
+            ("app-1", "source", 5),
+            ("app-1", "target", 1),
+            ("app-2", "source", 7)
+        ]
+    );
+    s.store.deregister_router(&r1).await.unwrap();
+    let all = s.store.route_counts().await.unwrap();
+    assert_eq!(all.len(), 1, "a router's counts leave with it");
 }
