@@ -72,6 +72,28 @@ impl RouteDecision {
         }
     }
 
+    /// The path as a metrics label.
+    pub fn path_label(&self) -> &'static str {
+        match self.path {
+            Path::Source => "source",
+            Path::Target => "target",
+            Path::Both {
+                first: Side::Source,
+            } => "source_then_target",
+            Path::Both {
+                first: Side::Target,
+            } => "target_then_source",
+        }
+    }
+
+    /// The reason as a metrics label, and the phase it was taken in.
+    pub fn reason_label(&self) -> (&'static str, Phase) {
+        match self.reason {
+            RouteReason::Phase(p) => ("phase", p),
+            RouteReason::Fallback(p) => ("fallback", p),
+        }
+    }
+
     pub fn served(&self) -> Side {
         match self.path {
             Path::Source => Side::Source,

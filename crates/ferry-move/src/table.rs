@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ferry_copier::TenantMoveConfig;
 use ferry_copier::plan::{Column, Key, TablePlan};
 use ferry_domain::{MigrationId, Side, TenantId};
-use ferry_router::{Router, RouterError};
+use ferry_router::{RouteOp, Router, RouterError};
 use ferry_store::{ControlStore, CopyDirection};
 use sqlx::{AssertSqlSafe, PgPool};
 
-use crate::route::{RouteDecision, RouteReason};
+use crate::route::{Path, RouteDecision, RouteReason};
 
 /// A row as column name -> JSON value (PostgreSQL's own `to_jsonb` form, so every type round
 /// trips: numerics exact, timestamps ISO, bytea `\x…`).
@@ -182,6 +182,19 @@ impl MovedTable {
         text.map(|t| parse_row(&t)).transpose()
     }
 
+    /// Counts a route decision (by migration, phase, path and reason) and logs it at debug.
+    fn record(&self, tenant: &TenantId, op: RouteOp, decision: &RouteDecision) {
+        let (reason, phase) = decision.reason_label();
+        self.router.record_route(
+            self.migration.as_str(),
+            op,
+            phase,
+            decision.path_label(),
+            reason,
+        );
+        tracing::debug!(migration = %self.migration, tenant = %tenant, op = op.as_str(), ?decision, "route");
+    }
+
     /// Reads one row by key, from where the tenant's phase says.
     pub async fn get(&self, tenant: &TenantId, key: &[&str]) -> Result<Option<Row>, MoveError> {
         let key = self.check_key(key)?;
@@ -190,15 +203,20 @@ impl MovedTable {
             .phase(self.migration.as_str(), tenant.as_str())
             .phase;
         let decision = RouteDecision::read(phase);
-        tracing::debug!(migration = %self.migration, tenant = %tenant, ?decision, "route read");
+        self.record(tenant, RouteOp::Read, &decision);
         let served = match self.read_side(decision.served(), tenant, &key).await {
             Ok(row) => row,
             Err(e) => match decision.fallback {
                 Some(other) => {
                     let fallback = RouteDecision {
+                        path: match other {
+                            Side::Source => Path::Source,
+                            Side::Target => Path::Target,
+                        },
                         reason: RouteReason::Fallback(phase),
                         ..RouteDecision::read(phase)
                     };
+                    self.record(tenant, RouteOp::Read, &fallback);
                     self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(migration = %self.migration, tenant = %tenant, ?fallback, "read fell back: {e}");
                     self.read_side(other, tenant, &key).await?
@@ -240,7 +258,7 @@ impl MovedTable {
                 .phase(self.migration.as_str(), tenant.as_str())
                 .phase,
         );
-        tracing::debug!(migration = %self.migration, tenant = %tenant, ?decision, "route insert");
+        self.record(tenant, RouteOp::Write, &decision);
         let (first, then) = decision.write_sides();
         let columns: Vec<Column> = self
             .plan
@@ -289,7 +307,7 @@ impl MovedTable {
                 .phase(self.migration.as_str(), tenant.as_str())
                 .phase,
         );
-        tracing::debug!(migration = %self.migration, tenant = %tenant, ?decision, "route update");
+        self.record(tenant, RouteOp::Write, &decision);
         let (first, then) = decision.write_sides();
         let sql = self.shaped(false, first, &columns);
         let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(tenant.as_str());
@@ -328,7 +346,7 @@ impl MovedTable {
                 .phase(self.migration.as_str(), tenant.as_str())
                 .phase,
         );
-        tracing::debug!(migration = %self.migration, tenant = %tenant, ?decision, "route delete");
+        self.record(tenant, RouteOp::Write, &decision);
         let (first, then) = decision.write_sides();
         let mut tx = self
             .pool(first)

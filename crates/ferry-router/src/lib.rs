@@ -21,8 +21,10 @@
 //!   fails. Otherwise a router cut off from the store would be presumed dead by the engine
 //!   while still routing by stale phases.
 
+mod counters;
 mod router;
 mod snapshot;
 
+pub use counters::RouteOp;
 pub use router::{Router, RouterError, RouterSettings};
 pub use snapshot::Snapshot;

@@ -6,6 +6,7 @@ use ferry_store::{ControlStore, StoreError};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::counters::{RouteCounters, RouteOp};
 use crate::snapshot::Snapshot;
 
 #[derive(Debug, Clone)]
@@ -62,6 +63,7 @@ struct Shared {
     last_beat: Mutex<Instant>,
     refresh_now: Notify,
     stop: Notify,
+    routes: RouteCounters,
 }
 
 /// A running router: cached phases plus the task that keeps them current.
@@ -84,6 +86,7 @@ impl Router {
             last_beat: Mutex::new(Instant::now()),
             refresh_now: Notify::new(),
             stop: Notify::new(),
+            routes: RouteCounters::default(),
             settings,
         });
         // Load, register, then load again: a change committed before the registration was
@@ -129,6 +132,32 @@ impl Router {
     /// [`Router::snapshot`] instead.
     pub fn phase(&self, migration: &str, tenant: &str) -> Result<TenantPhase, RouterError> {
         Ok(self.snapshot()?.phase(migration, tenant))
+    }
+
+    /// Counts one route decision (see [`crate::counters`]); the tables that route by this
+    /// router call it for every operation.
+    pub fn record_route(
+        &self,
+        migration: &str,
+        op: RouteOp,
+        phase: ferry_domain::Phase,
+        path: &'static str,
+        reason: &'static str,
+    ) {
+        self.shared
+            .routes
+            .record(migration, op, phase, path, reason);
+    }
+
+    /// The route decisions counted since this router started.
+    pub fn route_counts(&self) -> Vec<ferry_store::RouteCount> {
+        self.shared.routes.snapshot()
+    }
+
+    /// Sends the route counts to the control store now (they also go with heartbeats).
+    pub async fn flush_route_counts(&self) -> Result<(), RouterError> {
+        self.shared.send_route_counts().await?;
+        Ok(())
     }
 
     /// Asks the background task to refresh now rather than at the next notification or beat.
@@ -224,6 +253,20 @@ impl Shared {
             .expect("the heartbeat clock is only ever replaced, never poisoned mid-update") = sent;
         Ok(draining)
     }
+
+    async fn send_route_counts(&self) -> Result<(), StoreError> {
+        let Some(counts) = self.routes.take_changed() else {
+            return Ok(());
+        };
+        let sent = self
+            .store
+            .record_route_counts(&self.settings.id, &counts)
+            .await;
+        if sent.is_err() {
+            self.routes.mark_dirty();
+        }
+        sent
+    }
 }
 
 /// How often to re-check snapshots still held by operations, so an acknowledgement goes out
@@ -289,6 +332,9 @@ async fn follow(shared: Arc<Shared>, mut feed: ferry_store::ChangeFeed) {
                 }
             }
             Err(e) => tracing::warn!(router = %shared.settings.id, "failed to heartbeat: {e}"),
+        }
+        if let Err(e) = shared.send_route_counts().await {
+            tracing::warn!(router = %shared.settings.id, "failed to send route counts: {e}");
         }
     }
 }

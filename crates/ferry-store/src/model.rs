@@ -383,6 +383,8 @@ pub struct RouteCount {
     pub migration: String,
     /// `read` or `write`.
     pub operation: String,
+    /// The tenant's phase when the decision was taken.
+    pub phase: String,
     /// Where it went, e.g. `source`, `target`, `both`, `hot`, `cold`, `buffer`.
     pub path: String,
     /// Why, e.g. `phase`, `archived`, `fallback`, `buffered`.

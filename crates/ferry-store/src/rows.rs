@@ -287,16 +287,17 @@ pub(crate) fn operation<T>(
     })
 }
 
-/// `router_id, migration_id, operation, path, reason, count`.
-pub(crate) type RouteCountRow = (String, String, String, String, String, i64);
+/// `router_id, migration_id, operation, phase, path, reason, count`.
+pub(crate) type RouteCountRow = (String, String, String, String, String, String, i64);
 
 pub(crate) fn route_count(row: RouteCountRow) -> Result<(RouterId, RouteCount)> {
-    let (router, migration, operation, path, reason, n) = row;
+    let (router, migration, operation, phase, path, reason, n) = row;
     Ok((
         router_id(router)?,
         RouteCount {
             migration,
             operation,
+            phase,
             path,
             reason,
             count: count(n)?,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_domain::{MigrationId, Phase, TenantId};
-use ferry_router::{Router, RouterError};
+use ferry_router::{RouteOp, Router, RouterError};
 use sqlx::AssertSqlSafe;
 
 use crate::error::TierError;
@@ -44,6 +44,30 @@ pub enum TierReason {
     Archived(Phase),
     /// The cold tier failed and the phase allows answering from hot.
     Fallback(Phase),
+}
+
+impl TierPath {
+    /// As a metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TierPath::Hot => "hot",
+            TierPath::Cold => "cold",
+            TierPath::HotThenBuffer => "hot_then_buffer",
+            TierPath::BufferThenHot => "buffer_then_hot",
+            TierPath::Buffer => "buffer",
+        }
+    }
+}
+
+impl TierReason {
+    /// As a metrics label, with the phase the decision was taken in.
+    pub fn label(self) -> (&'static str, Phase) {
+        match self {
+            TierReason::Phase(p) => ("phase", p),
+            TierReason::Archived(p) => ("archived", p),
+            TierReason::Fallback(p) => ("fallback", p),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +142,20 @@ impl TieredTable {
         Ok((snapshot, phase))
     }
 
+    /// Counts a route decision (by migration, phase, path and reason) and logs it at debug.
     fn route(&self, tenant: &TenantId, op: &str, route: TierRoute) {
+        let kind = match op {
+            "get" | "scan" => RouteOp::Read,
+            _ => RouteOp::Write,
+        };
+        let (reason, phase) = route.reason.label();
+        self.router.record_route(
+            self.migration().as_str(),
+            kind,
+            phase,
+            route.path.label(),
+            reason,
+        );
         tracing::debug!(migration = %self.migration(), tenant = %tenant, op, ?route, "route");
     }
 

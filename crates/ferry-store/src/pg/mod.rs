@@ -1256,12 +1256,14 @@ impl ControlStore for PgStore {
             .map(|c| i64::try_from(c.count).unwrap_or(i64::MAX))
             .collect();
         sqlx::query(
-            "INSERT INTO ferry_route_counts (router_id, migration_id, operation, path, reason, count)
-             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
+            "INSERT INTO ferry_route_counts
+                 (router_id, migration_id, operation, phase, path, reason, count)
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
         )
         .bind(router.as_str())
         .bind(col(|c| &c.migration))
         .bind(col(|c| &c.operation))
+        .bind(col(|c| &c.phase))
         .bind(col(|c| &c.path))
         .bind(col(|c| &c.reason))
         .bind(n)
@@ -1273,8 +1275,8 @@ impl ControlStore for PgStore {
 
     async fn route_counts(&self) -> Result<Vec<(RouterId, RouteCount)>> {
         let found: Vec<rows::RouteCountRow> = sqlx::query_as(
-            "SELECT router_id, migration_id, operation, path, reason, count
-             FROM ferry_route_counts ORDER BY 1, 2, 3, 4, 5",
+            "SELECT router_id, migration_id, operation, phase, path, reason, count
+             FROM ferry_route_counts ORDER BY 1, 2, 3, 4, 5, 6",
         )
         .fetch_all(&self.pool)
         .await

@@ -176,9 +176,10 @@ CREATE TABLE ferry_route_counts (
     router_id text NOT NULL,
     migration_id text NOT NULL,
     operation text NOT NULL,
+    phase text NOT NULL,
     path text NOT NULL,
     reason text NOT NULL,
     count bigint NOT NULL,
-    PRIMARY KEY (router_id, migration_id, operation, path, reason)
+    PRIMARY KEY (router_id, migration_id, operation, phase, path, reason)
 );
 "#;

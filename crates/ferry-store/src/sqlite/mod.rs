@@ -1262,12 +1262,14 @@ impl ControlStore for SqliteStore {
             .doing("replace route counts")?;
         for c in counts {
             sqlx::query(
-                "INSERT INTO ferry_route_counts (router_id, migration_id, operation, path, reason, count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO ferry_route_counts
+                     (router_id, migration_id, operation, phase, path, reason, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .bind(router.as_str())
             .bind(&c.migration)
             .bind(&c.operation)
+            .bind(&c.phase)
             .bind(&c.path)
             .bind(&c.reason)
             .bind(i64::try_from(c.count).unwrap_or(i64::MAX))
@@ -1280,8 +1282,8 @@ impl ControlStore for SqliteStore {
 
     async fn route_counts(&self) -> Result<Vec<(RouterId, RouteCount)>> {
         let found: Vec<rows::RouteCountRow> = sqlx::query_as(
-            "SELECT router_id, migration_id, operation, path, reason, count
-             FROM ferry_route_counts ORDER BY 1, 2, 3, 4, 5",
+            "SELECT router_id, migration_id, operation, phase, path, reason, count
+             FROM ferry_route_counts ORDER BY 1, 2, 3, 4, 5, 6",
         )
         .fetch_all(&self.pool)
         .await

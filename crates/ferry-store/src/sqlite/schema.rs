@@ -167,9 +167,10 @@ CREATE TABLE ferry_route_counts (
     router_id TEXT NOT NULL,
     migration_id TEXT NOT NULL,
     operation TEXT NOT NULL,
+    phase TEXT NOT NULL,
     path TEXT NOT NULL,
     reason TEXT NOT NULL,
     count INTEGER NOT NULL,
-    PRIMARY KEY (router_id, migration_id, operation, path, reason)
+    PRIMARY KEY (router_id, migration_id, operation, phase, path, reason)
 ) WITHOUT ROWID;
 "#;

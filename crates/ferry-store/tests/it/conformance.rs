@@ -1201,6 +1201,7 @@ async fn route_counts_are_replaced_per_router(s: &TestStore) {
     let count = |path: &str, n| RouteCount {
         migration: "m".into(),
         operation: "read".into(),
+        phase: "shadow".into(),
         path: path.into(),
         reason: "phase".into(),
         count: n,
