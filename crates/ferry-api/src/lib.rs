@@ -1,11 +1,22 @@
 //! The serialized shape of what Ferry reports: `--json` output of the CLI today, the admin
 //! HTTP API's bodies later. Domain and store types stay free of serde; these views are built
 //! from them at the boundary, and their field names are a compatibility promise.
+//!
+//! [`ops::Operations`] is the one implementation of every operator action and query: the CLI
+//! prints its answers, the admin API serializes them.
+
+mod error;
+pub mod ops;
+
+pub use error::OpsError;
 
 use chrono::{DateTime, Utc};
 use ferry_domain::Phase;
 use ferry_engine::{Moved, RolloutReport};
-use ferry_store::{AuditEntry, Migration, PhaseCount, RouterRecord, TenantRecord};
+use ferry_store::{
+    AuditEntry, BackfillProgress, Migration, MigrationHealth, OperationRecord, PhaseCount,
+    RouteCount, RouterRecord, TenantRecord,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,8 +52,9 @@ pub struct PhaseTally {
     pub rows: u64,
 }
 
-/// One migration's tenants per phase; every phase is present, zeros included, in phase order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One migration's tenants per phase (every phase present, zeros included, in phase order),
+/// its update buffer, validation, copies in progress and the routers' decisions for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationStatus {
     pub migration: String,
@@ -50,6 +62,67 @@ pub struct MigrationStatus {
     pub tenants: u64,
     pub paused: u64,
     pub phases: Vec<PhaseTally>,
+    pub buffer: BufferSummary,
+    pub mismatches: MismatchSummary,
+    pub copies: CopySummary,
+    /// Route decisions summed over registered routers, by operation, phase, path and reason.
+    pub routes: Vec<RouteTally>,
+    /// Of those, how many fell back to the other side because the served one failed.
+    pub fallbacks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BufferSummary {
+    /// Changes waiting to be applied.
+    pub pending: u64,
+    /// Changes that failed too often and wait for an operator (`ferry buffer retry|drop`).
+    pub dead: u64,
+    /// Pending changes that have failed at least once.
+    pub retrying: u64,
+    /// Failed attempts, summed over open changes.
+    pub attempts: u64,
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MismatchSummary {
+    pub open: u64,
+    pub total: u64,
+}
+
+/// The copies (backfills, reverse syncs) of a migration's tenants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CopySummary {
+    pub running: u64,
+    pub complete: u64,
+    pub rows_done: u64,
+    pub rows_total: u64,
+    /// Summed over running copies.
+    pub rows_per_s: f64,
+    /// Running copies held back or slowed, by cause (e.g. `replication lag`).
+    pub throttled: Vec<ThrottleTally>,
+    /// The running copies, largest first (at most 20).
+    pub active: Vec<CopyProgressView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleTally {
+    pub cause: String,
+    pub tenants: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTally {
+    pub operation: String,
+    pub phase: String,
+    pub path: String,
+    pub reason: String,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,8 +147,8 @@ impl From<&RouterRecord> for RouterView {
     }
 }
 
-/// What `ferry status` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What `ferry status` and `GET /api/v1/status` show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Status {
     pub store: String,
@@ -84,17 +157,30 @@ pub struct Status {
     pub routers: Vec<RouterView>,
 }
 
+/// What a migration's status is built from, besides its phase counts.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationFacts {
+    pub health: MigrationHealth,
+    pub progress: Vec<BackfillProgress>,
+}
+
 impl Status {
+    /// `facts` holds one entry per migration, in the same order; route counts are per router.
     pub fn build(
         store: String,
         change_version: i64,
         migrations: &[Migration],
         counts: &[PhaseCount],
+        facts: &[MigrationFacts],
+        route_counts: &[(ferry_domain::RouterId, RouteCount)],
         routers: &[RouterRecord],
     ) -> Status {
+        let empty = MigrationFacts::default();
         let migrations = migrations
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(i, m)| {
+                let facts = facts.get(i).unwrap_or(&empty);
                 let mut phases: Vec<PhaseTally> = Phase::ALL
                     .iter()
                     .map(|p| PhaseTally {
@@ -113,12 +199,31 @@ impl Status {
                     tenants += c.tenants;
                     paused += c.paused;
                 }
+                let routes = route_tallies(m.id.as_str(), route_counts);
                 MigrationStatus {
                     migration: m.id.to_string(),
                     kind: m.kind.as_str().to_owned(),
                     tenants,
                     paused,
                     phases,
+                    buffer: BufferSummary {
+                        pending: facts.health.buffer_pending,
+                        dead: facts.health.buffer_dead,
+                        retrying: facts.health.buffer_retrying,
+                        attempts: facts.health.buffer_attempts,
+                        oldest_pending_at: facts.health.buffer_oldest_pending_at,
+                    },
+                    mismatches: MismatchSummary {
+                        open: facts.health.mismatches_open,
+                        total: facts.health.mismatches_total,
+                    },
+                    copies: CopySummary::build(&facts.progress),
+                    fallbacks: routes
+                        .iter()
+                        .filter(|r| r.reason == "fallback")
+                        .map(|r| r.count)
+                        .sum(),
+                    routes,
                 }
             })
             .collect();
@@ -230,11 +335,20 @@ pub struct RefusedView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RefusalTally {
+    pub reason: String,
+    pub tenants: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RolloutView {
     pub action: String,
     pub dry_run: bool,
     pub moved: Vec<MovedView>,
     pub refused: Vec<RefusedView>,
+    /// Refusals grouped by kind (per-tenant figures left out), most frequent first.
+    pub refusal_summary: Vec<RefusalTally>,
     pub change_version: i64,
     /// Live routers that had not acknowledged the change when the command returned.
     pub pending_acknowledgement: Vec<String>,
@@ -259,6 +373,14 @@ impl RolloutView {
                     reason: r.reason.to_string(),
                 })
                 .collect(),
+            refusal_summary: report
+                .refusal_summary()
+                .into_iter()
+                .map(|(reason, n)| RefusalTally {
+                    reason,
+                    tenants: n as u64,
+                })
+                .collect(),
             change_version: report.change_version(),
             pending_acknowledgement: pending,
         }
@@ -266,7 +388,7 @@ impl RolloutView {
 }
 
 /// `ferry migration show --json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationDetail {
     pub migration: MigrationView,
@@ -348,4 +470,174 @@ pub struct VerifyView {
     pub missing: Vec<String>,
     pub differing: Vec<String>,
     pub extra: Vec<String>,
+}
+
+/// Route counts of one migration summed over routers.
+fn route_tallies(
+    migration: &str,
+    counts: &[(ferry_domain::RouterId, RouteCount)],
+) -> Vec<RouteTally> {
+    let mut sums: std::collections::BTreeMap<(&str, &str, &str, &str), u64> = Default::default();
+    for (_, c) in counts.iter().filter(|(_, c)| c.migration == migration) {
+        *sums
+            .entry((&c.operation, &c.phase, &c.path, &c.reason))
+            .or_default() += c.count;
+    }
+    sums.into_iter()
+        .map(|((operation, phase, path, reason), count)| RouteTally {
+            operation: operation.to_owned(),
+            phase: phase.to_owned(),
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+            count,
+        })
+        .collect()
+}
+
+/// The signal a throttle reason names, without its figures: `replication lag 12.0s > 5.0s`
+/// is `replication lag`.
+pub fn throttle_cause(reason: &str) -> String {
+    let cut = reason
+        .find(|c: char| c.is_ascii_digit() || c == ':' || c == '(')
+        .unwrap_or(reason.len());
+    let cause = reason[..cut].trim_end_matches([' ', '>', '<', '=']).trim();
+    if cause.is_empty() {
+        reason.trim().to_owned()
+    } else {
+        cause.to_owned()
+    }
+}
+
+impl CopySummary {
+    pub fn build(progress: &[BackfillProgress]) -> CopySummary {
+        let mut summary = CopySummary::default();
+        let mut causes: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut active: Vec<&BackfillProgress> = Vec::new();
+        for p in progress {
+            summary.rows_done += p.rows_done;
+            summary.rows_total += p.rows_total.max(p.rows_done);
+            if p.complete {
+                summary.complete += 1;
+                continue;
+            }
+            summary.running += 1;
+            summary.rows_per_s += p.rows_per_s;
+            if let Some(why) = &p.throttled {
+                *causes.entry(throttle_cause(why)).or_default() += 1;
+            }
+            active.push(p);
+        }
+        active.sort_by(|a, b| {
+            b.rows_total
+                .cmp(&a.rows_total)
+                .then_with(|| a.tenant.cmp(&b.tenant))
+        });
+        summary.active = active
+            .into_iter()
+            .take(20)
+            .map(CopyProgressView::from)
+            .collect();
+        summary.throttled = causes
+            .into_iter()
+            .map(|(cause, tenants)| ThrottleTally { cause, tenants })
+            .collect();
+        summary
+    }
+}
+
+/// A change in, or parked by, the update buffer (`ferry buffer list`, `GET …/buffer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferView {
+    pub seq: i64,
+    pub tenant: String,
+    pub key: String,
+    pub operation: String,
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub enqueued_at: DateTime<Utc>,
+}
+
+impl From<&ferry_store::BufferedUpdate> for BufferView {
+    fn from(u: &ferry_store::BufferedUpdate) -> Self {
+        BufferView {
+            seq: u.seq,
+            tenant: u.tenant.to_string(),
+            key: u.key.clone(),
+            operation: u.operation.clone(),
+            state: u.state.clone(),
+            attempts: u.attempts,
+            last_error: u.last_error.clone(),
+            enqueued_at: u.enqueued_at,
+        }
+    }
+}
+
+/// One entry of the operator log: a mutating call, who made it, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationView {
+    pub seq: i64,
+    pub actor: String,
+    pub operation: String,
+    pub target: String,
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+}
+
+impl From<&OperationRecord> for OperationView {
+    fn from(o: &OperationRecord) -> Self {
+        OperationView {
+            seq: o.seq,
+            actor: o.actor.clone(),
+            operation: o.operation.clone(),
+            target: o.target.clone(),
+            outcome: o.outcome.clone(),
+            at: o.at,
+        }
+    }
+}
+
+/// The copy controls in force for a scope after a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyControlView {
+    pub migration: String,
+    pub tenant: Option<String>,
+    pub paused: bool,
+    pub cancelled: bool,
+    pub rows_per_s: Option<u64>,
+}
+
+/// The answer to a buffer operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferActionView {
+    pub seq: i64,
+    pub action: String,
+    pub state: String,
+}
+
+/// An API token as listed (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenView {
+    pub name: String,
+    pub scope: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ferry_store::TokenRecord> for TokenView {
+    fn from(t: &ferry_store::TokenRecord) -> Self {
+        TokenView {
+            name: t.name.clone(),
+            scope: t.scope.as_str().to_owned(),
+            created_by: t.created_by.clone(),
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+        }
+    }
 }

@@ -3,15 +3,17 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use ferry_api::ops::Operations;
 use ferry_domain::SqlIdent;
-use ferry_engine::{EngineSettings, PhaseEngine};
+use ferry_engine::PhaseEngine;
 use ferry_store::{ControlStore, StoreOptions};
 
 use crate::args::Global;
 
 pub struct Context {
     pub store: Arc<dyn ControlStore>,
-    pub engine: PhaseEngine,
+    /// Every operator query and action, shared with the admin API.
+    pub ops: Operations,
     pub actor: String,
 }
 
@@ -25,11 +27,19 @@ impl Context {
         let store = ferry_store::open(&global.database_url, &options)
             .await
             .context("open the control store")?;
-        Ok(Context {
-            engine: PhaseEngine::new(store.clone(), EngineSettings::default()),
+        Ok(Context::new(store, actor(global.actor.as_deref())))
+    }
+
+    pub fn new(store: Arc<dyn ControlStore>, actor: String) -> Context {
+        Context {
+            ops: Operations::new(store.clone()),
             store,
-            actor: actor(global.actor.as_deref()),
-        })
+            actor,
+        }
+    }
+
+    pub fn engine(&self) -> &PhaseEngine {
+        self.ops.engine()
     }
 }
 

@@ -446,11 +446,7 @@ async fn run_in(
         routers[0].id(),
         seen.phase
     );
-    let ctx = Context {
-        engine: PhaseEngine::new(store.clone(), EngineSettings::default()),
-        store: store.clone(),
-        actor: demo.actor.clone(),
-    };
+    let ctx = Context::new(store.clone(), demo.actor.clone());
     println!();
     crate::commands::status_report(&ctx).await?;
     for router in routers {

@@ -1,43 +1,42 @@
-//! Phase changes from the CLI: one tenant, or a cohort.
+//! Phase changes from the CLI: one tenant, or a cohort. The work is `ferry_api::ops`; this
+//! module picks the output and the exit code.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferry_api::RolloutView;
-use ferry_domain::{Action, Cohort, Percent};
-use ferry_engine::{EngineError, Request, RolloutReport};
+use ferry_api::ops::ChangeOptions;
+use ferry_api::{OpsError, RolloutView};
+use ferry_domain::{Action, Cohort, Percent, Phase};
 
 use crate::args::{ActionArg, ChangeArgs, ChangeFlags, RollbackArgs, RolloutArgs};
 use crate::context::Context;
 use crate::{exit, output};
 
-fn request(ctx: &Context, flags: &ChangeFlags) -> Request {
-    Request {
-        actor: ctx.actor.clone(),
+fn options(flags: &ChangeFlags) -> ChangeOptions {
+    ChangeOptions {
         reason: flags.reason.clone(),
         force: flags.force,
         dry_run: flags.dry_run,
-        expect_phase: flags.from_phase,
+        from_phase: flags.from_phase,
+        wait: Duration::from_secs(flags.wait),
     }
 }
 
 pub async fn one(ctx: &Context, args: ChangeArgs, action: Action) -> anyhow::Result<ExitCode> {
     let result = ctx
-        .engine
+        .ops
         .change(
+            &ctx.actor,
             &args.migration,
             &args.tenant,
             action,
-            &request(ctx, &args.change),
+            &options(&args.change),
         )
         .await;
-    let report = match result {
-        Ok(moved) => RolloutReport {
-            moved: vec![moved],
-            refused: vec![],
-        },
-        Err(e @ EngineError::Refused { .. }) => {
+    let view = match result {
+        Ok(view) => view,
+        Err(e @ OpsError::Refused(_)) => {
             eprintln!("error: {e}");
             if !args.change.force {
                 eprintln!(
@@ -49,7 +48,7 @@ pub async fn one(ctx: &Context, args: ChangeArgs, action: Action) -> anyhow::Res
         }
         Err(e) => return Err(e).with_context(|| format!("{action} tenant {}", args.tenant)),
     };
-    finish(ctx, action, &args.change, report).await
+    finish(&args.change, &view)
 }
 
 /// Walks a tenant back towards legacy, one guarded step at a time, waiting for every live
@@ -65,41 +64,42 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> anyhow::Result<ExitC
     } = &args.base;
     let mut steps = 0;
     loop {
-        let moved = match ctx
-            .engine
-            .change(migration, tenant, Action::Rollback, &request(ctx, change))
+        let view = match ctx
+            .ops
+            .change(
+                &ctx.actor,
+                migration,
+                tenant,
+                Action::Rollback,
+                &options(change),
+            )
             .await
         {
-            Ok(moved) => moved,
-            Err(e @ EngineError::Refused { .. }) if steps > 0 => {
+            Ok(view) => view,
+            Err(e @ OpsError::Refused(_)) if steps > 0 => {
                 println!("stopped after {steps} step(s): {e}");
                 return Ok(ExitCode::from(exit::REFUSED));
             }
-            Err(e @ EngineError::Refused { .. }) => {
+            Err(e @ OpsError::Refused(_)) => {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::from(exit::REFUSED));
             }
             Err(e) => return Err(e).with_context(|| format!("roll back tenant {tenant}")),
         };
         steps += 1;
-        println!(
-            "rolled back {tenant}: {} -> {}",
-            moved.from.phase, moved.to_phase
-        );
-        let ack = ctx
-            .engine
-            .wait_acknowledged(moved.change_version, Duration::from_secs(change.wait))
-            .await
-            .context("wait for routers to acknowledge")?;
-        if !ack.effective() {
+        let Some(moved) = view.moved.first() else {
+            anyhow::bail!("roll back tenant {tenant}: the engine reported no change");
+        };
+        println!("rolled back {tenant}: {} -> {}", moved.from, moved.to);
+        if !view.pending_acknowledgement.is_empty() {
             println!(
                 "NOT YET EFFECTIVE: waiting for {} to acknowledge change {}; not taking the next step",
-                ack.lagging.join(", "),
-                moved.change_version
+                view.pending_acknowledgement.join(", "),
+                view.change_version
             );
             return Ok(ExitCode::from(exit::NOT_EFFECTIVE));
         }
-        if moved.to_phase == ferry_domain::Phase::Legacy {
+        if moved.to == Phase::Legacy.as_str() {
             println!("effective: {tenant} is back on the source (legacy)");
             return Ok(ExitCode::SUCCESS);
         }
@@ -123,13 +123,14 @@ pub async fn rollout(ctx: &Context, args: RolloutArgs) -> anyhow::Result<ExitCod
         ActionArg::Resume => Action::Resume,
     };
     let bar = output::progress(0, action.as_str());
-    let report = ctx
-        .engine
+    let view = ctx
+        .ops
         .rollout(
+            &ctx.actor,
             &args.migration,
             &cohort,
             action,
-            &request(ctx, &args.change),
+            &options(&args.change),
             |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
@@ -138,42 +139,26 @@ pub async fn rollout(ctx: &Context, args: RolloutArgs) -> anyhow::Result<ExitCod
         .await
         .with_context(|| format!("roll out {action} on {}", args.migration))?;
     bar.finish_and_clear();
-    finish(ctx, action, &args.change, report).await
+    finish(&args.change, &view)
 }
 
-/// Prints what happened, waits for routers, and picks the exit code.
-async fn finish(
-    ctx: &Context,
-    action: Action,
-    flags: &ChangeFlags,
-    report: RolloutReport,
-) -> anyhow::Result<ExitCode> {
-    let version = report.change_version();
-    let pending = if version > 0 && !flags.dry_run {
-        ctx.engine
-            .wait_acknowledged(version, Duration::from_secs(flags.wait))
-            .await
-            .context("wait for routers to acknowledge")?
-            .lagging
-    } else {
-        vec![]
-    };
-    let view = RolloutView::build(action, flags.dry_run, &report, pending.clone());
+/// Prints what happened and picks the exit code.
+fn finish(flags: &ChangeFlags, view: &RolloutView) -> anyhow::Result<ExitCode> {
     if flags.json {
-        output::json(&view)?;
+        output::json(view)?;
     } else {
-        print_report(&view, &report);
+        print_report(view);
     }
-    Ok(if !report.refused.is_empty() {
+    Ok(if !view.refused.is_empty() {
         ExitCode::from(exit::REFUSED)
-    } else if !pending.is_empty() {
+    } else if !view.pending_acknowledgement.is_empty() {
         ExitCode::from(exit::NOT_EFFECTIVE)
     } else {
         ExitCode::SUCCESS
     })
 }
 
-fn print_report(view: &RolloutView, report: &RolloutReport) {
+fn print_report(view: &RolloutView) {
     let verb = if view.dry_run { "would move" } else { "moved" };
     let mut transitions: std::collections::BTreeMap<(String, String), usize> = Default::default();
     for m in &view.moved {
@@ -200,18 +185,18 @@ fn print_report(view: &RolloutView, report: &RolloutReport) {
     if forced > 0 {
         println!("FORCED past failed guards for {forced} tenant(s); recorded in the audit log");
     }
-    if !report.refused.is_empty() {
-        println!("refused {} tenant(s):", report.refused.len());
-        for (reason, n) in report.refusal_summary() {
-            println!("  {n} × {reason}");
+    if !view.refused.is_empty() {
+        println!("refused {} tenant(s):", view.refused.len());
+        for tally in &view.refusal_summary {
+            println!("  {} × {}", tally.tenants, tally.reason);
         }
-        for r in report.refused.iter().take(10) {
+        for r in view.refused.iter().take(10) {
             println!("    {}: {}", r.tenant, r.reason);
         }
-        if report.refused.len() > 10 {
+        if view.refused.len() > 10 {
             println!(
                 "    … and {} more (--json lists all)",
-                report.refused.len() - 10
+                view.refused.len() - 10
             );
         }
     }

@@ -3,11 +3,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use ferry_api::ops::CopyChange;
 use ferry_api::{CopyProgressView, VerifyView};
 use ferry_copier::{Copier, Outcome};
 use ferry_domain::{Phase, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine};
-use ferry_store::{CopyControl, CopyDirection};
+use ferry_store::CopyDirection;
 
 use crate::args::{CopyCmd, CopyScope, DataUrls, VerifyArgs};
 use crate::context::Context;
@@ -72,33 +73,11 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             })
         }
         CopyCmd::Status { migration, json } => status(ctx, &migration, json).await,
-        CopyCmd::Pause(scope) => control(ctx, scope, |c| c.paused = true, "paused").await,
-        CopyCmd::Resume(scope) => {
-            control(
-                ctx,
-                scope,
-                |c| {
-                    c.paused = false;
-                    c.cancelled = false;
-                },
-                "resumed",
-            )
-            .await
-        }
-        CopyCmd::Cancel(scope) => control(ctx, scope, |c| c.cancelled = true, "cancelled").await,
+        CopyCmd::Pause(scope) => control(ctx, scope, CopyChange::Pause).await,
+        CopyCmd::Resume(scope) => control(ctx, scope, CopyChange::Resume).await,
+        CopyCmd::Cancel(scope) => control(ctx, scope, CopyChange::Cancel).await,
         CopyCmd::Throttle { scope, rows_per_s } => {
-            let what = if rows_per_s == 0 {
-                "unthrottled".to_owned()
-            } else {
-                format!("throttled to {rows_per_s} rows/s")
-            };
-            control(
-                ctx,
-                scope,
-                |c| c.rate_limit = (rows_per_s > 0).then_some(rows_per_s),
-                &what,
-            )
-            .await
+            control(ctx, scope, CopyChange::Throttle(rows_per_s)).await
         }
     }
 }
@@ -243,24 +222,21 @@ async fn status(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn control(
-    ctx: &Context,
-    scope: CopyScope,
-    change: impl FnOnce(&mut CopyControl),
-    what: &str,
-) -> anyhow::Result<ExitCode> {
-    // This scope's own row, not the merged one: a tenant's setting must not copy the
-    // migration's into the tenant's row.
-    let mut current = ctx
-        .store
-        .scope_control(&scope.migration, scope.tenant.as_ref())
-        .await
-        .context("read copy controls")?;
-    change(&mut current);
-    ctx.store
-        .set_control(&scope.migration, scope.tenant.as_ref(), current)
+async fn control(ctx: &Context, scope: CopyScope, change: CopyChange) -> anyhow::Result<ExitCode> {
+    let view = ctx
+        .ops
+        .copy_control(&ctx.actor, &scope.migration, scope.tenant.as_ref(), change)
         .await
         .context("set copy controls")?;
+    let what = match change {
+        CopyChange::Pause => "paused".to_owned(),
+        CopyChange::Resume => "resumed".to_owned(),
+        CopyChange::Cancel => "cancelled".to_owned(),
+        CopyChange::Throttle(_) => match view.rows_per_s {
+            Some(r) => format!("throttled to {r} rows/s"),
+            None => "unthrottled".to_owned(),
+        },
+    };
     match &scope.tenant {
         Some(t) => println!("copy of {t} in {}: {what}", scope.migration),
         None => println!("copy of every tenant in {}: {what}", scope.migration),

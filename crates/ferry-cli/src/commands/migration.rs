@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use ferry_api::{MigrationView, Status};
+use ferry_api::MigrationView;
 use ferry_store::{MigrationKind, NewMigration};
 
 use crate::args::{KindArg, MigrationCmd};
@@ -65,32 +65,22 @@ pub async fn run(ctx: &Context, cmd: MigrationCmd) -> anyhow::Result<ExitCode> {
             }
         }
         MigrationCmd::Show { id, json } => {
-            let migration = ctx.store.migration(&id).await.context("read migration")?;
-            let counts = ctx.store.status().await.context("count tenants")?;
-            let status = Status::build(
-                ctx.store.describe(),
-                0,
-                std::slice::from_ref(&migration),
-                &counts,
-                &[],
-            );
+            let detail = ctx.ops.migration(&id).await?;
             if json {
-                output::json(&ferry_api::MigrationDetail {
-                    migration: MigrationView::from(&migration),
-                    status: status.migrations[0].clone(),
-                })?;
+                output::json(&detail)?;
             } else {
-                println!("migration   {}", migration.id);
-                println!("kind        {}", migration.kind.as_str());
-                println!("description {}", migration.description);
+                let m = &detail.migration;
+                println!("migration   {}", m.id);
+                println!("kind        {}", m.kind);
+                println!("description {}", m.description);
                 println!(
                     "created     {} by {}",
-                    migration.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    migration.created_by
+                    m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    m.created_by
                 );
-                println!("config      {}", migration.config);
+                println!("config      {}", m.config);
                 println!();
-                crate::commands::status::print_migration(&status.migrations[0]);
+                crate::commands::status::print_migration(&detail.status);
             }
         }
         MigrationCmd::Verify { id } => {

@@ -7,38 +7,12 @@ use crate::args::StatusArgs;
 use crate::context::Context;
 use crate::output;
 
-/// Builds the status every surface shows (terminal, `--json`, later the API).
+/// Builds the status every surface shows (terminal, `--json`, the API).
 pub async fn build(
     ctx: &Context,
     only: Option<&ferry_domain::MigrationId>,
 ) -> anyhow::Result<Status> {
-    let mut migrations = ctx.store.migrations().await.context("list migrations")?;
-    if let Some(only) = only {
-        ctx.store.migration(only).await.context("read migration")?;
-        migrations.retain(|m| &m.id == only);
-    }
-    let counts = ctx
-        .store
-        .status()
-        .await
-        .context("count tenants per phase")?;
-    let routers = ctx
-        .store
-        .routers(ferry_store::DEFAULT_ROUTER_LEASE)
-        .await
-        .context("list routers")?;
-    let version = ctx
-        .store
-        .change_version()
-        .await
-        .context("read change counter")?;
-    Ok(Status::build(
-        ctx.store.describe(),
-        version,
-        &migrations,
-        &counts,
-        &routers,
-    ))
+    Ok(ctx.ops.status(only).await?)
 }
 
 pub async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<ExitCode> {

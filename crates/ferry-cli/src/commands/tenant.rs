@@ -2,8 +2,7 @@ use std::io::Read as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use ferry_api::{AuditView, TenantView};
-use ferry_domain::{Action, TenantId, Transition};
+use ferry_domain::{Action, TenantId};
 use ferry_store::{TenantQuery, TenantSize};
 
 use crate::args::TenantCmd;
@@ -70,7 +69,7 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let tenants = ctx
-                .store
+                .ops
                 .tenants(
                     &migration,
                     &TenantQuery {
@@ -82,24 +81,16 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                 )
                 .await
                 .context("list tenants")?;
-            if tenants.is_empty() {
-                // Distinguish "no such migration" from "no tenants match".
-                ctx.store
-                    .migration(&migration)
-                    .await
-                    .context("read migration")?;
-            }
             if json {
-                let views: Vec<TenantView> = tenants.iter().map(TenantView::from).collect();
-                output::json(&views)?;
+                output::json(&tenants)?;
             } else {
                 let rows: Vec<Vec<String>> = tenants
                     .iter()
                     .map(|t| {
                         vec![
-                            t.tenant.to_string(),
-                            t.state.phase.to_string(),
-                            if t.state.paused { "paused" } else { "" }.to_owned(),
+                            t.tenant.clone(),
+                            t.phase.clone(),
+                            if t.paused { "paused" } else { "" }.to_owned(),
                             output::count(t.rows),
                             t.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         ]
@@ -116,55 +107,35 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             tenant,
             json,
         } => {
-            let record = ctx
-                .store
-                .tenant(&migration, &tenant)
-                .await
-                .context("read tenant")?;
-            let facts = ctx
-                .store
-                .guard_facts(
-                    &migration,
-                    std::slice::from_ref(&record),
-                    ferry_store::DEFAULT_ROUTER_LEASE,
-                )
-                .await
-                .context("read guard facts")?
-                .pop()
-                .expect("one fact set per tenant asked for");
-            let next = Transition::plan(record.state, Action::Advance)
-                .and_then(|t| t.check(&facts, false));
-            let next_text = match &next {
-                Ok(c) => format!("-> {} (all guards pass)", c.transition.to_phase),
-                Err(e) => format!("blocked: {e}"),
-            };
+            let detail = ctx.ops.tenant(&migration, &tenant).await?;
             if json {
-                output::json(&ferry_api::TenantDetail::build(&record, &facts, next_text))?;
+                output::json(&detail)?;
             } else {
-                println!("tenant        {} (migration {migration})", record.tenant);
+                let t = &detail.tenant;
+                println!("tenant        {} (migration {migration})", t.tenant);
                 println!(
                     "phase         {}{}",
-                    record.state.phase,
-                    if record.state.paused { " (paused)" } else { "" }
+                    t.phase,
+                    if t.paused { " (paused)" } else { "" }
                 );
-                println!("version       {}", record.state.version);
-                println!("rows          {}", output::count(record.rows));
+                println!("version       {}", t.version);
+                println!("rows          {}", output::count(t.rows));
                 println!(
                     "backfill      {} of ~{} rows{}",
-                    output::count(facts.backfill_rows_done),
-                    output::count(facts.backfill_rows_total),
-                    if facts.backfill_complete {
+                    output::count(detail.backfill_rows_done),
+                    output::count(detail.backfill_rows_total),
+                    if detail.backfill_complete {
                         ", complete"
                     } else {
                         ""
                     }
                 );
-                println!("mismatches    {} unresolved", facts.unresolved_mismatches);
-                println!("buffer        {} pending", facts.buffer_depth);
-                if !facts.lagging_routers.is_empty() {
-                    println!("lagging       {}", facts.lagging_routers.join(", "));
+                println!("mismatches    {} unresolved", detail.unresolved_mismatches);
+                println!("buffer        {} pending", detail.buffer_depth);
+                if !detail.lagging_routers.is_empty() {
+                    println!("lagging       {}", detail.lagging_routers.join(", "));
                 }
-                println!("next advance  {next_text}");
+                println!("next advance  {}", detail.next_advance);
             }
         }
         TenantCmd::Advance(args) => return super::change::one(ctx, args, Action::Advance).await,
@@ -177,41 +148,34 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let history = ctx
-                .store
+                .ops
                 .history(&migration, &tenant)
                 .await
                 .context("read tenant history")?;
             if json {
-                let views: Vec<AuditView> = history.iter().map(AuditView::from).collect();
-                output::json(&views)?;
+                output::json(&history)?;
             } else if history.is_empty() {
                 println!("{tenant} has not changed phase since it was registered (legacy)");
             } else {
+                let paused = |p: bool| if p { " (paused)" } else { "" };
                 let rows: Vec<Vec<String>> = history
                     .iter()
                     .map(|e| {
                         vec![
                             e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                            e.action.to_string(),
+                            e.action.clone(),
                             format!(
                                 "{}{} -> {}{}",
                                 e.from_phase,
-                                if e.from_paused { " (paused)" } else { "" },
+                                paused(e.from_paused),
                                 e.to_phase,
-                                if e.to_paused { " (paused)" } else { "" }
+                                paused(e.to_paused)
                             ),
                             e.actor.clone(),
-                            if e.forced() {
-                                format!(
-                                    "FORCED {}",
-                                    e.forced_guards
-                                        .iter()
-                                        .map(|g| g.as_str())
-                                        .collect::<Vec<_>>()
-                                        .join(",")
-                                )
-                            } else {
+                            if e.forced_guards.is_empty() {
                                 String::new()
+                            } else {
+                                format!("FORCED {}", e.forced_guards.join(","))
                             },
                             e.reason.clone(),
                         ]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ferry_api::OpsError;
 use ferry_domain::{MigrationId, Phase, TenantId};
 use ferry_tier::Tiering;
 use serde::Serialize;
@@ -152,7 +153,7 @@ async fn work_on(
     // Archiving changes where keys live: every router must route by this phase first, or a
     // router still on `legacy` could write an archived key without the buffer.
     let ack = ctx
-        .engine
+        .engine()
         .acknowledgement(record.changed_at_version)
         .await?;
     if !ack.effective() {
@@ -274,40 +275,14 @@ async fn status(ctx: &Context, migration: &MigrationId, json: bool) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
-struct BufferView {
-    seq: i64,
-    tenant: String,
-    key: String,
-    operation: String,
-    state: String,
-    attempts: i32,
-    last_error: Option<String>,
-    enqueued_at: String,
-}
-
 pub async fn buffer(ctx: &Context, cmd: BufferCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BufferCmd::List { migration, json } => {
-            ctx.store.migration(&migration).await?;
-            let views: Vec<BufferView> = ctx
-                .store
-                .open_updates(&migration)
-                .await?
-                .into_iter()
-                .map(|u| BufferView {
-                    seq: u.seq,
-                    tenant: u.tenant.to_string(),
-                    key: u.key,
-                    operation: u.operation,
-                    state: u.state,
-                    attempts: u.attempts,
-                    last_error: u.last_error,
-                    enqueued_at: u.enqueued_at.to_rfc3339(),
-                })
-                .collect();
+            let views = ctx.ops.buffer(&migration).await?;
             if json {
                 output::json(&views)?;
+            } else if views.is_empty() {
+                println!("the update buffer of {migration} is empty");
             } else {
                 let rows: Vec<Vec<String>> = views
                     .iter()
@@ -339,14 +314,16 @@ pub async fn buffer(ctx: &Context, cmd: BufferCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BufferCmd::Retry { migration, seq } => {
-            ctx.store.migration(&migration).await?;
-            if ctx.store.retry_update(seq).await? {
-                tracing::warn!(migration = %migration, seq, actor = %ctx.actor, "buffered change retried");
-                println!("change {seq} is pending again");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("change {seq} is not dead (see `ferry buffer list {migration}`)");
-                Ok(ExitCode::from(exit::REFUSED))
+            match ctx.ops.buffer_retry(&ctx.actor, &migration, seq).await {
+                Ok(_) => {
+                    println!("change {seq} is pending again");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ OpsError::Refused(_)) => {
+                    eprintln!("{e} (see `ferry buffer list {migration}`)");
+                    Ok(ExitCode::from(exit::REFUSED))
+                }
+                Err(e) => Err(e.into()),
             }
         }
         BufferCmd::Drop {
@@ -354,22 +331,11 @@ pub async fn buffer(ctx: &Context, cmd: BufferCmd) -> anyhow::Result<ExitCode> {
             seq,
             reason,
         } => {
-            ctx.store.migration(&migration).await?;
-            anyhow::ensure!(
-                !reason.trim().is_empty(),
-                "--reason must say why the change is dropped"
-            );
-            let note = format!("dropped by {}: {}", ctx.actor, reason.trim());
-            if ctx.store.drop_update(seq, &note).await? {
-                tracing::warn!(migration = %migration, seq, actor = %ctx.actor, reason = %reason, "buffered change dropped");
-                println!("change {seq} dropped; it will not be applied");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!(
-                    "change {seq} is neither pending nor dead (see `ferry buffer list {migration}`)"
-                );
-                Ok(ExitCode::from(exit::REFUSED))
-            }
+            ctx.ops
+                .buffer_drop(&ctx.actor, &migration, seq, &reason)
+                .await?;
+            println!("change {seq} dropped; it will not be applied");
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

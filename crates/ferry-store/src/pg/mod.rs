@@ -1069,19 +1069,24 @@ impl ControlStore for PgStore {
     }
 
     async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth> {
-        let (pending, dead, retrying, attempts, oldest): (i64, i64, i64, i64, Option<DateTime<Utc>>) =
-            sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE state = 'pending'),
+        let (pending, dead, retrying, attempts, oldest): (
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<DateTime<Utc>>,
+        ) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'pending'),
                         count(*) FILTER (WHERE state = 'dead'),
                         count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
                         coalesce(sum(attempts), 0)::bigint,
                         min(enqueued_at) FILTER (WHERE state = 'pending')
                  FROM ferry_update_buffer WHERE migration_id = $1 AND state <> 'applied'",
-            )
-            .bind(migration.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .doing("sum the update buffer")?;
+        )
+        .bind(migration.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .doing("sum the update buffer")?;
         let (open, total): (i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE resolved_at IS NULL), count(*)
              FROM ferry_mismatches WHERE migration_id = $1",

@@ -1,0 +1,75 @@
+//! What can go wrong with an operator action, sorted by whose fault it is: the HTTP API turns
+//! each kind into a status code, the CLI into an exit code.
+
+use ferry_engine::EngineError;
+use ferry_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// A migration, tenant or buffered change that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request itself is wrong (a bad id, a missing reason, an unknown phase).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request is well formed but the rules refuse it now (a guard, a state).
+    #[error("{0}")]
+    Refused(String),
+    /// Someone else changed the same thing first; re-read and retry.
+    #[error("{0}")]
+    Conflict(String),
+    /// The control store cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl OpsError {
+    /// A short stable code for machines (`not_found`, `invalid`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpsError::NotFound(_) => "not_found",
+            OpsError::Invalid(_) => "invalid",
+            OpsError::Refused(_) => "refused",
+            OpsError::Conflict(_) => "conflict",
+            OpsError::Unavailable(_) => "unavailable",
+            OpsError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for OpsError {
+    fn from(e: StoreError) -> Self {
+        let text = e.to_string();
+        match e {
+            StoreError::MigrationNotFound(_) | StoreError::TenantNotFound { .. } => {
+                OpsError::NotFound(text)
+            }
+            StoreError::InvalidRequest(_) | StoreError::MigrationExists(_) => {
+                OpsError::Invalid(text)
+            }
+            StoreError::Conflict { .. } | StoreError::ProgressOutOfPhase { .. } => {
+                OpsError::Conflict(text)
+            }
+            StoreError::Unreachable { .. } => OpsError::Unavailable(text),
+            _ => OpsError::Internal(text),
+        }
+    }
+}
+
+impl From<EngineError> for OpsError {
+    fn from(e: EngineError) -> Self {
+        let text = e.to_string();
+        match e {
+            EngineError::Store(store) => OpsError::from(store),
+            EngineError::Refused { .. } => OpsError::Refused(text),
+            EngineError::ForceWithoutReason => OpsError::Invalid(
+                "force (--force) overrides safety guards and needs a --reason for the audit log"
+                    .into(),
+            ),
+            _ => OpsError::Internal(text),
+        }
+    }
+}

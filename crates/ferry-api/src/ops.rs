@@ -1,0 +1,548 @@
+//! Every operator query and action, implemented once. The CLI prints what these return; the
+//! admin API serializes it. Each mutating call appends one entry to the operator log (who,
+//! what, on what, and what came of it, refusals and failures included).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_domain::{Action, Cohort, MigrationId, Phase, TenantId, Transition};
+use ferry_engine::{EngineSettings, PhaseEngine, Request, RolloutReport};
+use ferry_store::{ControlStore, NewOperation, TenantQuery};
+
+use crate::{
+    AuditView, BufferActionView, BufferView, CopyControlView, CopyProgressView, MigrationDetail,
+    MigrationFacts, MigrationView, OperationView, OpsError, RolloutView, RouterView, Status,
+    TenantDetail, TenantView,
+};
+
+type Result<T> = std::result::Result<T, OpsError>;
+
+/// How a phase change is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeOptions {
+    /// Why, for the audit log. Required with `force`.
+    pub reason: String,
+    /// Override failed guards (each one is recorded).
+    pub force: bool,
+    /// Check and report, change nothing.
+    pub dry_run: bool,
+    /// Act only on tenants currently in this phase.
+    pub from_phase: Option<Phase>,
+    /// How long to wait for every live router to acknowledge before answering.
+    pub wait: Duration,
+}
+
+/// A change of the copier's controls for a migration or one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyChange {
+    Pause,
+    /// Undoes pause and cancel.
+    Resume,
+    Cancel,
+    /// Rows per second at most; 0 removes the limit.
+    Throttle(u64),
+}
+
+impl CopyChange {
+    fn name(self) -> &'static str {
+        match self {
+            CopyChange::Pause => "copy.pause",
+            CopyChange::Resume => "copy.resume",
+            CopyChange::Cancel => "copy.cancel",
+            CopyChange::Throttle(_) => "copy.throttle",
+        }
+    }
+}
+
+/// The most entries one page of a list may hold.
+pub const MAX_PAGE: u64 = 10_000;
+
+pub struct Operations {
+    store: Arc<dyn ControlStore>,
+    engine: PhaseEngine,
+}
+
+impl Operations {
+    pub fn new(store: Arc<dyn ControlStore>) -> Operations {
+        Operations {
+            engine: PhaseEngine::new(store.clone(), EngineSettings::default()),
+            store,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ControlStore> {
+        &self.store
+    }
+
+    pub fn engine(&self) -> &PhaseEngine {
+        &self.engine
+    }
+
+    // --- queries ---
+
+    /// Every migration (or one) with its tenants per phase, buffer, mismatches, copies and
+    /// route decisions, plus the routers.
+    pub async fn status(&self, only: Option<&MigrationId>) -> Result<Status> {
+        let mut migrations = self.store.migrations().await?;
+        if let Some(only) = only {
+            self.store.migration(only).await?;
+            migrations.retain(|m| &m.id == only);
+        }
+        let counts = self.store.status().await?;
+        let mut facts = Vec::with_capacity(migrations.len());
+        for m in &migrations {
+            facts.push(MigrationFacts {
+                health: self.store.migration_health(&m.id).await?,
+                progress: self.store.progress(&m.id, None).await?,
+            });
+        }
+        let route_counts = self.store.route_counts().await?;
+        let routers = self
+            .store
+            .routers(ferry_store::DEFAULT_ROUTER_LEASE)
+            .await?;
+        let version = self.store.change_version().await?;
+        Ok(Status::build(
+            self.store.describe(),
+            version,
+            &migrations,
+            &counts,
+            &facts,
+            &route_counts,
+            &routers,
+        ))
+    }
+
+    pub async fn migrations(&self) -> Result<Vec<MigrationView>> {
+        let all = self.store.migrations().await?;
+        Ok(all.iter().map(MigrationView::from).collect())
+    }
+
+    pub async fn migration(&self, id: &MigrationId) -> Result<MigrationDetail> {
+        let migration = self.store.migration(id).await?;
+        let mut status = self.status(Some(id)).await?;
+        let status = status.migrations.pop().ok_or_else(|| {
+            OpsError::Internal(format!("migration {id} vanished while reading it"))
+        })?;
+        Ok(MigrationDetail {
+            migration: MigrationView::from(&migration),
+            status,
+        })
+    }
+
+    pub async fn tenants(
+        &self,
+        migration: &MigrationId,
+        query: &TenantQuery,
+    ) -> Result<Vec<TenantView>> {
+        if query.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
+            return Err(OpsError::Invalid(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        let tenants = self.store.tenants(migration, query).await?;
+        if tenants.is_empty() {
+            // "No such migration" is not "no tenants match".
+            self.store.migration(migration).await?;
+        }
+        Ok(tenants.iter().map(TenantView::from).collect())
+    }
+
+    /// A tenant and what its next advance waits for.
+    pub async fn tenant(&self, migration: &MigrationId, tenant: &TenantId) -> Result<TenantDetail> {
+        let record = self.store.tenant(migration, tenant).await?;
+        let facts = self
+            .store
+            .guard_facts(
+                migration,
+                std::slice::from_ref(&record),
+                ferry_store::DEFAULT_ROUTER_LEASE,
+            )
+            .await?
+            .pop()
+            .ok_or_else(|| OpsError::Internal("the store returned no guard facts".into()))?;
+        let next =
+            Transition::plan(record.state, Action::Advance).and_then(|t| t.check(&facts, false));
+        let next_text = match &next {
+            Ok(c) => format!("-> {} (all guards pass)", c.transition.to_phase),
+            Err(e) => format!("blocked: {e}"),
+        };
+        Ok(TenantDetail::build(&record, &facts, next_text))
+    }
+
+    pub async fn history(
+        &self,
+        migration: &MigrationId,
+        tenant: &TenantId,
+    ) -> Result<Vec<AuditView>> {
+        self.store.tenant(migration, tenant).await?;
+        let history = self.store.history(migration, tenant).await?;
+        Ok(history.iter().map(AuditView::from).collect())
+    }
+
+    /// A migration's audit log after `after_seq`; with 0, the most recent `limit` entries.
+    pub async fn audit(
+        &self,
+        migration: &MigrationId,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditView>> {
+        check_limit(limit)?;
+        self.store.migration(migration).await?;
+        if after_seq > 0 {
+            let page = self.store.audit_log(migration, after_seq, limit).await?;
+            return Ok(page.iter().map(AuditView::from).collect());
+        }
+        // The store pages forwards; walk to the end keeping the last `limit`.
+        let mut recent: std::collections::VecDeque<AuditView> = Default::default();
+        let mut after = 0;
+        loop {
+            let page = self.store.audit_log(migration, after, 5_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in &page {
+                recent.push_back(AuditView::from(entry));
+                if recent.len() as u64 > limit {
+                    recent.pop_front();
+                }
+            }
+        }
+        Ok(recent.into())
+    }
+
+    pub async fn progress(&self, migration: &MigrationId) -> Result<Vec<CopyProgressView>> {
+        self.store.migration(migration).await?;
+        let progress = self.store.progress(migration, None).await?;
+        Ok(progress.iter().map(CopyProgressView::from).collect())
+    }
+
+    pub async fn buffer(&self, migration: &MigrationId) -> Result<Vec<BufferView>> {
+        self.store.migration(migration).await?;
+        let open = self.store.open_updates(migration).await?;
+        Ok(open.iter().map(BufferView::from).collect())
+    }
+
+    pub async fn routers(&self) -> Result<Vec<RouterView>> {
+        let routers = self
+            .store
+            .routers(ferry_store::DEFAULT_ROUTER_LEASE)
+            .await?;
+        Ok(routers.iter().map(RouterView::from).collect())
+    }
+
+    pub async fn operations(&self, after_seq: i64, limit: u64) -> Result<Vec<OperationView>> {
+        check_limit(limit)?;
+        let ops = self.store.operations(after_seq, limit).await?;
+        Ok(ops.iter().map(OperationView::from).collect())
+    }
+
+    // --- actions ---
+
+    /// One phase change of one tenant; a refusal is `OpsError::Refused`.
+    pub async fn change(
+        &self,
+        actor: &str,
+        migration: &MigrationId,
+        tenant: &TenantId,
+        action: Action,
+        options: &ChangeOptions,
+    ) -> Result<RolloutView> {
+        let target = format!("{migration}/{tenant}");
+        let result = async {
+            let moved = self
+                .engine
+                .change(migration, tenant, action, &request(actor, options))
+                .await?;
+            let report = RolloutReport {
+                moved: vec![moved],
+                refused: vec![],
+            };
+            self.finish(action, options, &report).await
+        }
+        .await;
+        self.log(actor, action.as_str(), &target, options.dry_run, &result)
+            .await;
+        result
+    }
+
+    /// One action over a cohort; tenants whose guards refuse are listed, not an error.
+    pub async fn rollout(
+        &self,
+        actor: &str,
+        migration: &MigrationId,
+        cohort: &Cohort,
+        action: Action,
+        options: &ChangeOptions,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<RolloutView> {
+        let result = async {
+            let report = self
+                .engine
+                .rollout(
+                    migration,
+                    cohort,
+                    action,
+                    &request(actor, options),
+                    progress,
+                )
+                .await?;
+            self.finish(action, options, &report).await
+        }
+        .await;
+        let operation = format!("rollout.{}", action.as_str());
+        self.log(
+            actor,
+            &operation,
+            migration.as_str(),
+            options.dry_run,
+            &result,
+        )
+        .await;
+        result
+    }
+
+    async fn finish(
+        &self,
+        action: Action,
+        options: &ChangeOptions,
+        report: &RolloutReport,
+    ) -> Result<RolloutView> {
+        let version = report.change_version();
+        let pending = if version > 0 && !options.dry_run {
+            self.engine
+                .wait_acknowledged(version, options.wait)
+                .await?
+                .lagging
+        } else {
+            vec![]
+        };
+        Ok(RolloutView::build(action, options.dry_run, report, pending))
+    }
+
+    /// A dead buffered change back to pending.
+    pub async fn buffer_retry(
+        &self,
+        actor: &str,
+        migration: &MigrationId,
+        seq: i64,
+    ) -> Result<BufferActionView> {
+        let result = async {
+            let change = self.open_change(migration, seq).await?;
+            if change.state != "dead" || !self.store.retry_update(seq).await? {
+                return Err(OpsError::Refused(format!(
+                    "change {seq} is {}, not dead; only dead changes are retried",
+                    change.state
+                )));
+            }
+            Ok(BufferActionView {
+                seq,
+                action: "retry".into(),
+                state: "pending".into(),
+            })
+        }
+        .await;
+        self.log(
+            actor,
+            "buffer.retry",
+            &format!("{migration}#{seq}"),
+            false,
+            &result,
+        )
+        .await;
+        result
+    }
+
+    /// Gives up on a buffered change: it is never applied; who and why stay on it.
+    pub async fn buffer_drop(
+        &self,
+        actor: &str,
+        migration: &MigrationId,
+        seq: i64,
+        reason: &str,
+    ) -> Result<BufferActionView> {
+        let result = async {
+            if reason.trim().is_empty() {
+                return Err(OpsError::Invalid(
+                    "a reason is required: say why the change is dropped".into(),
+                ));
+            }
+            self.open_change(migration, seq).await?;
+            let note = format!("dropped by {actor}: {}", reason.trim());
+            if !self.store.drop_update(seq, &note).await? {
+                return Err(OpsError::Conflict(format!(
+                    "change {seq} was applied or dropped concurrently"
+                )));
+            }
+            Ok(BufferActionView {
+                seq,
+                action: "drop".into(),
+                state: "dropped".into(),
+            })
+        }
+        .await;
+        self.log(
+            actor,
+            "buffer.drop",
+            &format!("{migration}#{seq}"),
+            false,
+            &result,
+        )
+        .await;
+        result
+    }
+
+    async fn open_change(
+        &self,
+        migration: &MigrationId,
+        seq: i64,
+    ) -> Result<ferry_store::BufferedUpdate> {
+        self.store.migration(migration).await?;
+        self.store
+            .open_updates(migration)
+            .await?
+            .into_iter()
+            .find(|u| u.seq == seq)
+            .ok_or_else(|| {
+                OpsError::NotFound(format!(
+                    "no pending or dead change {seq} in migration {migration}"
+                ))
+            })
+    }
+
+    /// Pause, resume, cancel or throttle the copier, migration-wide or for one tenant.
+    pub async fn copy_control(
+        &self,
+        actor: &str,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+        change: CopyChange,
+    ) -> Result<CopyControlView> {
+        let result = async {
+            match tenant {
+                Some(t) => drop(self.store.tenant(migration, t).await?),
+                None => drop(self.store.migration(migration).await?),
+            }
+            // This scope's own row, not the merged one: a tenant's setting must not copy the
+            // migration's into the tenant's row.
+            let mut control = self.store.scope_control(migration, tenant).await?;
+            match change {
+                CopyChange::Pause => control.paused = true,
+                CopyChange::Resume => {
+                    control.paused = false;
+                    control.cancelled = false;
+                }
+                CopyChange::Cancel => control.cancelled = true,
+                CopyChange::Throttle(rows_per_s) => {
+                    control.rate_limit = (rows_per_s > 0).then_some(rows_per_s)
+                }
+            }
+            self.store.set_control(migration, tenant, control).await?;
+            Ok(CopyControlView {
+                migration: migration.to_string(),
+                tenant: tenant.map(|t| t.to_string()),
+                paused: control.paused,
+                cancelled: control.cancelled,
+                rows_per_s: control.rate_limit,
+            })
+        }
+        .await;
+        let target = match tenant {
+            Some(t) => format!("{migration}/{t}"),
+            None => migration.to_string(),
+        };
+        self.log(actor, change.name(), &target, false, &result)
+            .await;
+        result
+    }
+
+    /// Appends the operator-log entry of a mutating call. A dry run changes nothing and is
+    /// not logged.
+    async fn log<T: Summary>(
+        &self,
+        actor: &str,
+        operation: &str,
+        target: &str,
+        dry_run: bool,
+        result: &Result<T>,
+    ) {
+        if dry_run {
+            return;
+        }
+        let outcome = match result {
+            Ok(v) => format!("ok: {}", v.summary()),
+            Err(e) => format!("{}: {e}", e.code()),
+        };
+        let entry = NewOperation {
+            actor: actor.to_owned(),
+            operation: operation.to_owned(),
+            target: target.to_owned(),
+            outcome,
+        };
+        if let Err(e) = self.store.record_operation(&entry).await {
+            tracing::error!(
+                actor,
+                operation,
+                target,
+                "could not append to the operator log: {e}"
+            );
+        }
+    }
+}
+
+fn check_limit(limit: u64) -> Result<()> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(OpsError::Invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(())
+}
+
+fn request(actor: &str, options: &ChangeOptions) -> Request {
+    Request {
+        actor: actor.to_owned(),
+        reason: options.reason.clone(),
+        force: options.force,
+        dry_run: options.dry_run,
+        expect_phase: options.from_phase,
+    }
+}
+
+/// One line for the operator log.
+trait Summary {
+    fn summary(&self) -> String;
+}
+
+impl Summary for RolloutView {
+    fn summary(&self) -> String {
+        let mut out = match self.moved.as_slice() {
+            [one] => format!("{} -> {}", one.from, one.to),
+            many => format!("moved {}", many.len()),
+        };
+        if !self.refused.is_empty() {
+            out.push_str(&format!(", refused {}", self.refused.len()));
+        }
+        if self.moved.iter().any(|m| !m.forced.is_empty()) {
+            out.push_str(", forced");
+        }
+        out
+    }
+}
+
+impl Summary for BufferActionView {
+    fn summary(&self) -> String {
+        format!("change {} {}", self.seq, self.state)
+    }
+}
+
+impl Summary for CopyControlView {
+    fn summary(&self) -> String {
+        format!(
+            "paused={} cancelled={} rows_per_s={}",
+            self.paused,
+            self.cancelled,
+            self.rows_per_s
+                .map_or_else(|| "unlimited".to_owned(), |r| r.to_string())
+        )
+    }
+}
