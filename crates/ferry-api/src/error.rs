@@ -4,7 +4,7 @@
 use ferry_engine::EngineError;
 use ferry_store::StoreError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpsError {
     /// A migration, tenant or buffered change that does not exist.

@@ -7,6 +7,7 @@
 
 mod error;
 pub mod ops;
+pub mod tokens;
 
 pub use error::OpsError;
 

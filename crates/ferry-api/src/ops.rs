@@ -12,7 +12,7 @@ use ferry_store::{ControlStore, NewOperation, TenantQuery};
 use crate::{
     AuditView, BufferActionView, BufferView, CopyControlView, CopyProgressView, MigrationDetail,
     MigrationFacts, MigrationView, OperationView, OpsError, RolloutView, RouterView, Status,
-    TenantDetail, TenantView,
+    TenantDetail, TenantView, TokenView,
 };
 
 type Result<T> = std::result::Result<T, OpsError>;
@@ -257,7 +257,7 @@ impl Operations {
                 moved: vec![moved],
                 refused: vec![],
             };
-            self.finish(action, options, &report).await
+            self.finish(migration, action, options, &report).await
         }
         .await;
         self.log(actor, action.as_str(), &target, options.dry_run, &result)
@@ -286,7 +286,7 @@ impl Operations {
                     progress,
                 )
                 .await?;
-            self.finish(action, options, &report).await
+            self.finish(migration, action, options, &report).await
         }
         .await;
         let operation = format!("rollout.{}", action.as_str());
@@ -303,10 +303,22 @@ impl Operations {
 
     async fn finish(
         &self,
+        migration: &MigrationId,
         action: Action,
         options: &ChangeOptions,
         report: &RolloutReport,
     ) -> Result<RolloutView> {
+        if !options.dry_run {
+            for m in &report.moved {
+                metrics::counter!(
+                    "ferry_phase_changes_total",
+                    "migration" => migration.to_string(),
+                    "action" => action.as_str(),
+                    "to_phase" => m.to_phase.as_str(),
+                )
+                .increment(1);
+            }
+        }
         let version = report.change_version();
         let pending = if version > 0 && !options.dry_run {
             self.engine
@@ -455,6 +467,55 @@ impl Operations {
         result
     }
 
+    /// Creates an admin API token; returns it (the only time it is shown) and its listing.
+    pub async fn create_token(
+        &self,
+        actor: &str,
+        name: &str,
+        scope: ferry_store::TokenScope,
+    ) -> Result<(TokenView, String)> {
+        let result = async {
+            crate::tokens::check_name(name)?;
+            let secret = crate::tokens::generate()?;
+            let record = self
+                .store
+                .create_token(&crate::tokens::new_token(name, scope, &secret, actor))
+                .await?;
+            Ok((TokenView::from(&record), secret))
+        }
+        .await;
+        let logged = result
+            .as_ref()
+            .map(|(view, _)| view.clone())
+            .map_err(OpsError::clone);
+        self.log(actor, "token.create", name, false, &logged).await;
+        result
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenView>> {
+        let all = self.store.tokens().await?;
+        Ok(all.iter().map(TokenView::from).collect())
+    }
+
+    /// Revokes a token for good (its name is never reused).
+    pub async fn revoke_token(&self, actor: &str, name: &str) -> Result<TokenView> {
+        let result = async {
+            if !self.store.revoke_token(name).await? {
+                return Err(OpsError::NotFound(format!(
+                    "no live token named {name:?} (see `ferry token list`)"
+                )));
+            }
+            let all = self.store.tokens().await?;
+            all.iter()
+                .find(|t| t.name == name)
+                .map(TokenView::from)
+                .ok_or_else(|| OpsError::Internal(format!("token {name:?} vanished")))
+        }
+        .await;
+        self.log(actor, "token.revoke", name, false, &result).await;
+        result
+    }
+
     /// Appends the operator-log entry of a mutating call. A dry run changes nothing and is
     /// not logged.
     async fn log<T: Summary>(
@@ -526,6 +587,12 @@ impl Summary for RolloutView {
             out.push_str(", forced");
         }
         out
+    }
+}
+
+impl Summary for TokenView {
+    fn summary(&self) -> String {
+        format!("{} token {}", self.scope, self.name)
     }
 }
 

@@ -94,6 +94,16 @@ pub enum Command {
     /// The update buffer: changes to archived rows waiting to be applied to their segments.
     #[command(subcommand)]
     Buffer(BufferCmd),
+    /// Serve the admin HTTP API (/api/v1), Prometheus metrics (/metrics) and the live
+    /// dashboard (/) over the control store.
+    ///
+    /// Every API route and /metrics needs `Authorization: Bearer TOKEN`: a `read` token for
+    /// GET, an `operator` token for actions. Create tokens with `ferry token create`. Open
+    /// the dashboard at http://ADDR/ and paste a token, or at http://ADDR/#token=TOKEN.
+    Serve(ServeArgs),
+    /// Admin API tokens: create (shown once, stored hashed), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Run the end-to-end demo on a fresh embedded store (no server needed).
     ///
     /// Creates a migration with ~1,000 tenants of skewed sizes, starts two in-process routers,
@@ -363,14 +373,58 @@ pub struct StatusArgs {
     /// Only this migration.
     #[arg(long)]
     pub migration: Option<MigrationId>,
+    /// The same object `GET /api/v1/status` answers.
     #[arg(long)]
     pub json: bool,
+    /// Redraw every SECS seconds (default 2) until Ctrl-C; with --json, one object per line.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
 }
 
 #[derive(Debug, Args)]
 pub struct JsonFlag {
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Keep it on loopback (the default) or behind a TLS proxy: tokens
+    /// travel in a header.
+    #[arg(long, default_value = "127.0.0.1:7070", env = "FERRY_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Seconds between the samples the dashboard charts (ten minutes of history are kept at 5).
+    #[arg(long, default_value_t = 5)]
+    pub sample_every: u64,
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    /// GET routes and /metrics.
+    Read,
+    /// Everything: phase changes, rollouts, copy controls, buffer operations.
+    Operator,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token and print it. It is shown this once; only its SHA-256 is stored.
+    Create {
+        /// Who or what holds it (audit entries name it): letters, digits, '-', '_', '.', '@'.
+        name: String,
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+        /// Print {"token": ..., "name": ..., "scope": ...}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (names, scopes, creation, revocation; never the tokens).
+    List(JsonFlag),
+    /// Revoke a token; requests with it are refused from then on.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Args)]

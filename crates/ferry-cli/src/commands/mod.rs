@@ -3,6 +3,7 @@
 mod change;
 mod copy;
 mod migration;
+mod serve;
 mod status;
 mod tenant;
 mod tier;
@@ -56,6 +57,8 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => copy::verify(ctx, args).await,
         Command::Tier(cmd) => tier::run(ctx, cmd).await,
         Command::Buffer(cmd) => tier::buffer(ctx, cmd).await,
+        Command::Serve(args) => serve::serve(ctx, args).await,
+        Command::Token(cmd) => serve::token(ctx, cmd).await,
         Command::Demo(_) | Command::Bench(_) => {
             unreachable!("demo and bench open their own stores and are dispatched in main")
         }
