@@ -521,6 +521,12 @@ impl CopySummary {
                 summary.complete += 1;
                 continue;
             }
+            // A copy the store set up but no copier has touched (e.g. the reverse sync a
+            // tenant in target_only would need after a rollback) is not running.
+            let started = p.rows_done > 0 || p.rows_total > 0 || p.throttled.is_some();
+            if !started {
+                continue;
+            }
             summary.running += 1;
             summary.rows_per_s += p.rows_per_s;
             if let Some(why) = &p.throttled {

@@ -438,6 +438,16 @@ pub struct DemoArgs {
     /// Seed for the tenant sizes, for a repeatable run.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Also serve the admin API, metrics and dashboard over the demo's store at this address
+    /// (e.g. 127.0.0.1:7070); the URL, with a fresh operator token, is printed at the start.
+    #[arg(long)]
+    pub serve: Option<std::net::SocketAddr>,
+    /// Pause after every step, to watch the dashboard move.
+    #[arg(long, default_value_t = 0)]
+    pub step_delay_ms: u64,
+    /// With --serve: keep serving this many seconds after the demo ends.
+    #[arg(long, default_value_t = 0, requires = "serve")]
+    pub linger: u64,
 }
 
 #[derive(Debug, Subcommand)]

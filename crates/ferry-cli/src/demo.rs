@@ -5,8 +5,14 @@
 //! way. Every step waits for both routers to acknowledge it. At the end the audit log is
 //! replayed against the stored phases; any inconsistency fails the demo.
 //!
-//! The copier is not part of this release: where a tenant needs a backfill, the demo records
-//! the progress the copier would report, and says so.
+//! The demo has no database to copy from: where a tenant needs a backfill, it records the
+//! progress the copier would report, and says so (`ferry copy run` does it for real). The
+//! application's requests are simulated too, but each one is a real route decision taken by
+//! a router from its cached phases, and counted like any other (so the dashboard's routing
+//! charts have something to show).
+//!
+//! With `--serve ADDR`, `ferry serve`'s API, metrics and dashboard run over the demo's store
+//! while it runs; `--step-delay-ms` slows the story down enough to watch it.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ferry_domain::{Action, Cohort, MigrationId, Percent, Phase, RouterId, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine, Request, RolloutReport};
-use ferry_router::{Router, RouterSettings};
+use ferry_move::RouteDecision;
+use ferry_router::{RouteOp, Router, RouterSettings};
 use ferry_store::{
     BackfillProgress, ControlStore, CopyDirection, MigrationKind, NewMigration, StoreOptions,
     TenantQuery, TenantSize,
@@ -66,6 +73,11 @@ struct Demo {
     actor: String,
     bar: ProgressBar,
     steps: usize,
+    /// The application processes: each routes simulated requests after every step.
+    routers: Vec<Router>,
+    tenants: Vec<TenantId>,
+    traffic: SplitMix,
+    step_delay: Duration,
 }
 
 impl Demo {
@@ -116,6 +128,10 @@ impl Demo {
             );
         }
         self.steps += 1;
+        self.serve_requests(200)?;
+        if !self.step_delay.is_zero() {
+            tokio::time::sleep(self.step_delay).await;
+        }
         let mut moves: std::collections::BTreeMap<(Phase, Phase), usize> = Default::default();
         for m in &report.moved {
             *moves.entry((m.from.phase, m.to_phase)).or_default() += 1;
@@ -144,6 +160,35 @@ impl Demo {
         self.say(line);
         self.update_bar().await?;
         Ok(report)
+    }
+
+    /// Each router routes `n` simulated requests (4 reads to 1 write) for random tenants, by
+    /// the phase in its cache, counting each decision.
+    fn serve_requests(&mut self, n: usize) -> anyhow::Result<()> {
+        for router in &self.routers {
+            let snapshot = router.snapshot()?;
+            for _ in 0..n {
+                let pick = self.traffic.next();
+                let tenant = &self.tenants[(pick % self.tenants.len() as u64) as usize];
+                let phase = snapshot
+                    .phase(self.migration.as_str(), tenant.as_str())
+                    .phase;
+                let (op, decision) = if pick % 5 == 0 {
+                    (RouteOp::Write, RouteDecision::write(phase))
+                } else {
+                    (RouteOp::Read, RouteDecision::read(phase))
+                };
+                let (reason, phase) = decision.reason_label();
+                router.record_route(
+                    self.migration.as_str(),
+                    op,
+                    phase,
+                    decision.path_label(),
+                    reason,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Records, for every tenant of the cohort now in dual_write, the backfill the copier
@@ -206,7 +251,7 @@ impl Demo {
             let backfilled = self.backfill(&remaining).await?;
             if backfilled > 0 {
                 self.say(format!(
-                    "  {label:<9} copier   {backfilled} backfilled (simulated: the copier ships in a later release)"
+                    "  {label:<9} copier   {backfilled} backfilled (simulated: the demo has no database to copy)"
                 ));
             }
             self.step(
@@ -421,6 +466,11 @@ async fn run_in(
         "2 application routers following the phases; every step waits for both to acknowledge\n"
     );
 
+    let server = match args.serve {
+        Some(addr) => Some(start_server(store.clone(), addr).await?),
+        None => None,
+    };
+
     let bar = output::progress((args.tenants * (Phase::ALL.len() - 1)) as u64, "phases");
     let mut demo = Demo {
         engine: PhaseEngine::new(store.clone(), EngineSettings::default()),
@@ -429,6 +479,10 @@ async fn run_in(
         actor: context::actor(global.actor.as_deref()),
         bar,
         steps: 0,
+        routers,
+        tenants: sizes.iter().map(|t| t.tenant.clone()).collect(),
+        traffic: SplitMix(args.seed ^ 0x5eed),
+        step_delay: Duration::from_millis(args.step_delay_ms),
     };
     let canary = Cohort::Percent(Percent::parse("5").expect("a valid percentage"));
     demo.drive("canary", canary, CanaryStory { paused: vec![] })
@@ -438,6 +492,7 @@ async fn run_in(
         .await?;
     demo.bar.finish_and_clear();
 
+    let routers = std::mem::take(&mut demo.routers);
     // What a router sees now, straight from its cache.
     let sample = &sizes[0].tenant;
     let seen = routers[0].phase(migration.as_str(), sample.as_str())?;
@@ -449,8 +504,9 @@ async fn run_in(
     let ctx = Context::new(store.clone(), demo.actor.clone());
     println!();
     crate::commands::status_report(&ctx).await?;
-    for router in routers {
-        router.shutdown().await?;
+    for router in &routers {
+        // The last counts reach the store before the routers leave (the dashboard keeps them).
+        router.flush_route_counts().await?;
     }
 
     let verification = ferry_engine::verify_audit(store.as_ref(), &migration).await?;
@@ -482,7 +538,54 @@ async fn run_in(
         demo.steps,
         started.elapsed().as_secs_f64()
     );
+    if let Some(server) = server {
+        if args.linger > 0 {
+            println!(
+                "still serving the dashboard for {}s (--linger); Ctrl-C to stop",
+                args.linger
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(args.linger)) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        server.abort();
+    }
+    for router in routers {
+        router.shutdown().await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `ferry serve` over the demo's store with a fresh operator token, and prints where.
+async fn start_server(
+    store: Arc<dyn ControlStore>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let ops = ferry_api::ops::Operations::new(store.clone());
+    let (_, token) = ops
+        .create_token("demo", "demo-operator", ferry_store::TokenScope::Operator)
+        .await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let state = ferry_server::AppState::new(
+        store,
+        ferry_server::metrics::recorder(),
+        ferry_server::ServeSettings {
+            sample_every: Duration::from_secs(1),
+            ..ferry_server::ServeSettings::default()
+        },
+    );
+    println!("dashboard: http://{addr}/#token={token}");
+    println!("api:       http://{addr}/api/v1/status (Authorization: Bearer {token})");
+    Ok(tokio::spawn(async move {
+        let never = std::future::pending::<()>();
+        if let Err(e) = ferry_server::serve(listener, state, never).await {
+            tracing::error!("the demo's server stopped: {e}");
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -105,7 +105,8 @@ function drawChart(canvas, series, options) {
   for (let i = 0; i <= 2; i++) {
     const y = h - pad / 2 - ((h - pad) * i) / 2;
     ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(w - 4, y); ctx.stroke();
-    ctx.fillText(fmt(Math.round((ymax * i) / 2)), 2, y - 2);
+    const tick = (ymax * i) / 2;
+    ctx.fillText(ymax < 10 ? tick.toFixed(1) : fmt(Math.round(tick)), 2, y - 2);
   }
   ctx.fillText(`last ${Math.round((t1 - t0) / 60000 * 10) / 10} min`, w - 70, h - 2);
   for (const s of series) {

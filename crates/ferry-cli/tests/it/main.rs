@@ -5,6 +5,8 @@
 //! - `examples.rs`: the scripts under `examples/` run as documented.
 //! - `kill.rs`: `kill -9` of the real copier, many times; it resumes to an exact target.
 //! - `bench.rs`: each bench's `--json` output has the promised shape.
+//! - `serve.rs`: `ferry serve` answers what the CLI prints; the dashboard in headless Chromium
+//!   shows the API's numbers during a running demo.
 //! - `tidy.rs`: the docs stay true to the code.
 
 // Test helpers outside #[test] functions may unwrap too: a panic is a failed test.
@@ -15,6 +17,7 @@ mod cli;
 mod demo;
 mod examples;
 mod kill;
+mod serve;
 mod tidy;
 mod tier_kill;
 
