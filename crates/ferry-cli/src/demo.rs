@@ -173,7 +173,7 @@ impl Demo {
                 let phase = snapshot
                     .phase(self.migration.as_str(), tenant.as_str())
                     .phase;
-                let (op, decision) = if pick % 5 == 0 {
+                let (op, decision) = if pick.is_multiple_of(5) {
                     (RouteOp::Write, RouteDecision::write(phase))
                 } else {
                     (RouteOp::Read, RouteDecision::read(phase))

@@ -135,3 +135,43 @@ async fn tiering_example_runs_as_documented() {
         "acme's archived rows left hot; globex untouched"
     );
 }
+
+#[test]
+fn operator_api_example_runs_as_documented() {
+    let dir = TempDir::new("example");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/operator_api.sh"
+    );
+    // A free port for the script's server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = ok(Command::new("bash")
+        .arg(script)
+        .env("FERRY", env!("CARGO_BIN_EXE_ferry"))
+        .env(
+            "FERRY_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("ops.db").display()),
+        )
+        .env("FERRY_EXAMPLE_PORT", port.to_string())
+        .env("TMPDIR", dir.path())
+        .env("FERRY_ACTOR", "example"));
+    assert!(out.contains(r#""migration":"orders_move""#), "{out}");
+    assert!(
+        out.contains(r#""from":"legacy","to":"dual_write""#),
+        "{out}"
+    );
+    assert!(out.contains("HTTP 403"), "{out}");
+    assert!(
+        out.contains(r#"ferry_tenants{migration="orders_move",phase="dual_write"} 1"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#""actor":"token:oncall","operation":"advance""#),
+        "{out}"
+    );
+    assert!(out.contains("token:oncall"), "{out}");
+}

@@ -74,6 +74,10 @@ fn collect_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "polls lines a reader thread collects; only a test waits here"
+)]
 fn wait_for_line(lines: &Mutex<Vec<String>>, needle: &str, limit: Duration) -> String {
     let start = Instant::now();
     loop {
@@ -285,6 +289,10 @@ fn from_api(status: &serde_json::Value) -> BTreeMap<String, u64> {
 }
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a plain thread polls the API while Chromium renders"
+)]
 fn the_dashboard_in_headless_chromium_shows_the_apis_numbers() {
     chromium();
     let mut demo = KillOnDrop(
