@@ -522,6 +522,12 @@ impl Copier {
                 progress.throttled = None;
             }
             self.store.record_backfill(&progress).await?;
+            tracing::info!(
+                migration = %self.migration, tenant = %tenant, direction = direction.as_str(),
+                rows, batch_ms = took.as_millis() as u64, rows_done = progress.rows_done,
+                rows_total = progress.rows_total, repaired = check.repaired,
+                mismatches = check.mismatches, "batch copied"
+            );
             on_batch(&progress);
             if last {
                 return Ok(Outcome::Complete {
