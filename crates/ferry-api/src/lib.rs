@@ -67,8 +67,11 @@ pub struct MigrationStatus {
     pub mismatches: MismatchSummary,
     pub copies: CopySummary,
     /// Route decisions summed over registered routers, by operation, phase, path and reason.
+    /// An operation that falls back has two: its first decision and a `fallback` one.
     pub routes: Vec<RouteTally>,
-    /// Of those, how many fell back to the other side because the served one failed.
+    /// Operations routed: decisions other than fallbacks.
+    pub routed: u64,
+    /// Reads answered by the other side because the served one failed.
     pub fallbacks: u64,
 }
 
@@ -222,6 +225,11 @@ impl Status {
                     fallbacks: routes
                         .iter()
                         .filter(|r| r.reason == "fallback")
+                        .map(|r| r.count)
+                        .sum(),
+                    routed: routes
+                        .iter()
+                        .filter(|r| r.reason != "fallback")
                         .map(|r| r.count)
                         .sum(),
                     routes,

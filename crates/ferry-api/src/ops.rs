@@ -135,10 +135,8 @@ impl Operations {
         migration: &MigrationId,
         query: &TenantQuery,
     ) -> Result<Vec<TenantView>> {
-        if query.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
-            return Err(OpsError::Invalid(format!(
-                "limit must be between 1 and {MAX_PAGE}"
-            )));
+        if query.limit == Some(0) {
+            return Err(OpsError::Invalid("limit must be at least 1".into()));
         }
         let tenants = self.store.tenants(migration, query).await?;
         if tenants.is_empty() {
@@ -189,25 +187,12 @@ impl Operations {
     ) -> Result<Vec<AuditView>> {
         check_limit(limit)?;
         self.store.migration(migration).await?;
-        if after_seq > 0 {
-            let page = self.store.audit_log(migration, after_seq, limit).await?;
-            return Ok(page.iter().map(AuditView::from).collect());
-        }
-        // The store pages forwards; walk to the end keeping the last `limit`.
-        let mut recent: std::collections::VecDeque<AuditView> = Default::default();
-        let mut after = 0;
-        loop {
-            let page = self.store.audit_log(migration, after, 5_000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for entry in &page {
-                recent.push_back(AuditView::from(entry));
-                if recent.len() as u64 > limit {
-                    recent.pop_front();
-                }
-            }
-        }
-        Ok(recent.into())
+        let page = if after_seq > 0 {
+            self.store.audit_log(migration, after_seq, limit).await?
+        } else {
+            self.store.recent_audit(migration, limit).await?
+        };
+        Ok(page.iter().map(AuditView::from).collect())
     }
 
     pub async fn progress(&self, migration: &MigrationId) -> Result<Vec<CopyProgressView>> {
@@ -248,21 +233,25 @@ impl Operations {
         options: &ChangeOptions,
     ) -> Result<RolloutView> {
         let target = format!("{migration}/{tenant}");
-        let result = async {
-            let moved = self
-                .engine
-                .change(migration, tenant, action, &request(actor, options))
-                .await?;
-            let report = RolloutReport {
+        let changed = self
+            .engine
+            .change(migration, tenant, action, &request(actor, options))
+            .await
+            .map_err(OpsError::from)
+            .map(|moved| RolloutReport {
                 moved: vec![moved],
                 refused: vec![],
-            };
-            self.finish(migration, action, options, &report).await
-        }
-        .await;
-        self.log(actor, action.as_str(), &target, options.dry_run, &result)
-            .await;
-        result
+            });
+        self.committed(
+            actor,
+            action.as_str(),
+            &target,
+            migration,
+            action,
+            options,
+            changed,
+        )
+        .await
     }
 
     /// One action over a cohort; tenants whose guards refuse are listed, not an error.
@@ -275,60 +264,80 @@ impl Operations {
         options: &ChangeOptions,
         progress: impl FnMut(usize, usize),
     ) -> Result<RolloutView> {
-        let result = async {
-            let report = self
-                .engine
-                .rollout(
-                    migration,
-                    cohort,
-                    action,
-                    &request(actor, options),
-                    progress,
-                )
-                .await?;
-            self.finish(migration, action, options, &report).await
-        }
-        .await;
+        let changed = self
+            .engine
+            .rollout(
+                migration,
+                cohort,
+                action,
+                &request(actor, options),
+                progress,
+            )
+            .await
+            .map_err(OpsError::from);
         let operation = format!("rollout.{}", action.as_str());
-        self.log(
+        self.committed(
             actor,
             &operation,
             migration.as_str(),
-            options.dry_run,
-            &result,
+            migration,
+            action,
+            options,
+            changed,
         )
-        .await;
-        result
+        .await
     }
 
-    async fn finish(
+    /// After the engine answered: log the call at once (the change is committed whatever
+    /// happens next), then wait for the routers. A failure while waiting does not turn a
+    /// committed change into an error; the routers are reported as not yet acknowledged.
+    #[allow(clippy::too_many_arguments)]
+    async fn committed(
         &self,
+        actor: &str,
+        operation: &str,
+        target: &str,
         migration: &MigrationId,
         action: Action,
         options: &ChangeOptions,
-        report: &RolloutReport,
+        changed: Result<RolloutReport>,
     ) -> Result<RolloutView> {
-        if !options.dry_run {
-            for m in &report.moved {
-                metrics::counter!(
-                    "ferry_phase_changes_total",
-                    "migration" => migration.to_string(),
-                    "action" => action.as_str(),
-                    "to_phase" => m.to_phase.as_str(),
-                )
-                .increment(1);
+        let report = match changed {
+            Ok(report) => report,
+            Err(e) => {
+                let failed: Result<RolloutView> = Err(e);
+                self.log(actor, operation, target, options.dry_run, &failed)
+                    .await;
+                return failed;
             }
+        };
+        let view = RolloutView::build(action, options.dry_run, &report, vec![]);
+        self.log(actor, operation, target, options.dry_run, &Ok(view.clone()))
+            .await;
+        if options.dry_run {
+            return Ok(view);
+        }
+        for m in &report.moved {
+            metrics::counter!(
+                "ferry_phase_changes_total",
+                "migration" => migration.to_string(),
+                "action" => action.as_str(),
+                "to_phase" => m.to_phase.as_str(),
+            )
+            .increment(1);
         }
         let version = report.change_version();
-        let pending = if version > 0 && !options.dry_run {
-            self.engine
-                .wait_acknowledged(version, options.wait)
-                .await?
-                .lagging
-        } else {
-            vec![]
+        if version == 0 {
+            return Ok(view);
+        }
+        let pending = match self.engine.wait_acknowledged(version, options.wait).await {
+            Ok(ack) => ack.lagging,
+            Err(e) => {
+                tracing::warn!(%migration, version, "could not check the routers' acknowledgement: {e}");
+                vec![format!("unknown (could not read the routers: {e})")]
+            }
         };
-        Ok(RolloutView::build(action, options.dry_run, report, pending))
+        Ok(RolloutView::build(action, false, &report, pending))
     }
 
     /// A dead buffered change back to pending.
@@ -340,10 +349,15 @@ impl Operations {
     ) -> Result<BufferActionView> {
         let result = async {
             let change = self.open_change(migration, seq).await?;
-            if change.state != "dead" || !self.store.retry_update(seq).await? {
+            if change.state != "dead" {
                 return Err(OpsError::Refused(format!(
                     "change {seq} is {}, not dead; only dead changes are retried",
                     change.state
+                )));
+            }
+            if !self.store.retry_update(seq).await? {
+                return Err(OpsError::Conflict(format!(
+                    "change {seq} was retried, applied or dropped concurrently"
                 )));
             }
             Ok(BufferActionView {
@@ -430,25 +444,26 @@ impl Operations {
         change: CopyChange,
     ) -> Result<CopyControlView> {
         let result = async {
-            match tenant {
-                Some(t) => drop(self.store.tenant(migration, t).await?),
-                None => drop(self.store.migration(migration).await?),
-            }
-            // This scope's own row, not the merged one: a tenant's setting must not copy the
-            // migration's into the tenant's row.
-            let mut control = self.store.scope_control(migration, tenant).await?;
-            match change {
-                CopyChange::Pause => control.paused = true,
-                CopyChange::Resume => {
-                    control.paused = false;
-                    control.cancelled = false;
-                }
-                CopyChange::Cancel => control.cancelled = true,
-                CopyChange::Throttle(rows_per_s) => {
-                    control.rate_limit = (rows_per_s > 0).then_some(rows_per_s)
-                }
-            }
-            self.store.set_control(migration, tenant, control).await?;
+            let change = match change {
+                CopyChange::Pause => ferry_store::ControlChange {
+                    paused: Some(true),
+                    ..Default::default()
+                },
+                CopyChange::Resume => ferry_store::ControlChange {
+                    paused: Some(false),
+                    cancelled: Some(false),
+                    ..Default::default()
+                },
+                CopyChange::Cancel => ferry_store::ControlChange {
+                    cancelled: Some(true),
+                    ..Default::default()
+                },
+                CopyChange::Throttle(rows_per_s) => ferry_store::ControlChange {
+                    rate_limit: Some((rows_per_s > 0).then_some(rows_per_s)),
+                    ..Default::default()
+                },
+            };
+            let control = self.store.change_control(migration, tenant, change).await?;
             Ok(CopyControlView {
                 migration: migration.to_string(),
                 tenant: tenant.map(|t| t.to_string()),

@@ -64,6 +64,8 @@ struct Shared {
     refresh_now: Notify,
     stop: Notify,
     routes: RouteCounters,
+    /// One send of the route counts at a time, so an older snapshot never lands last.
+    sending: tokio::sync::Mutex<()>,
 }
 
 /// A running router: cached phases plus the task that keeps them current.
@@ -87,6 +89,7 @@ impl Router {
             refresh_now: Notify::new(),
             stop: Notify::new(),
             routes: RouteCounters::default(),
+            sending: tokio::sync::Mutex::new(()),
             settings,
         });
         // Load, register, then load again: a change committed before the registration was
@@ -255,6 +258,7 @@ impl Shared {
     }
 
     async fn send_route_counts(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.sending.lock().await;
         let Some(counts) = self.routes.take_changed() else {
             return Ok(());
         };

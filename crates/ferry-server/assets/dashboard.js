@@ -65,7 +65,6 @@ function renderMigrations(status) {
     }
     const tile = (label, value, testid, warn) =>
       el("div", { class: warn ? "tile warn" : "tile" }, label, el("b", { "data-testid": testid, "data-migration": m.migration }, value));
-    const routed = m.routes.reduce((a, r) => a + r.count, 0);
     const throttled = m.copies.throttled.map(t => `${t.cause} (${t.tenants})`).join(", ") || "none";
     const tiles = el("div", { class: "tiles" },
       tile("tenants", fmt(m.tenants), "tenants"),
@@ -75,7 +74,7 @@ function renderMigrations(status) {
       tile("buffer retrying", fmt(m.buffer.retrying), "buffer-retrying"),
       tile("oldest pending", age(m.buffer.oldest_pending_at), "buffer-oldest"),
       tile("open mismatches", fmt(m.mismatches.open), "mismatches-open", m.mismatches.open > 0),
-      tile("routed operations", fmt(routed), "routed"),
+      tile("routed operations", fmt(m.routed), "routed"),
       tile("fallbacks", fmt(m.fallbacks), "fallbacks", m.fallbacks > 0),
       tile("copies running", fmt(m.copies.running), "copies-running"),
       tile("rows copied", `${fmt(m.copies.rows_done)} / ${fmt(m.copies.rows_total)}`, "rows-copied"),
@@ -200,8 +199,12 @@ async function renderLogs() {
     el("td", {}, time(o.at)), el("td", {}, o.actor), el("td", {}, o.operation), el("td", {}, o.target), el("td", {}, o.outcome))));
 }
 
+let refreshing = false;
+
 async function refresh() {
-  if (!token) return;
+  // A slow answer must not pile up polls behind it.
+  if (!token || refreshing) return;
+  refreshing = true;
   try {
     const status = await api("/api/v1/status");
     lastStatus = status;
@@ -217,6 +220,8 @@ async function refresh() {
     if (!document.getElementById("error").textContent.includes("->")) document.getElementById("error").textContent = "";
   } catch (e) {
     if (token) document.getElementById("error").textContent = `refresh failed: ${e.message}`;
+  } finally {
+    refreshing = false;
   }
 }
 

@@ -2,7 +2,8 @@
 //! size limit, syntax, unknown fields), query strings and path segments.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use ferry_domain::{MigrationId, TenantId};
 use serde::de::DeserializeOwned;
@@ -88,4 +89,22 @@ pub fn seq(s: &str) -> Result<i64, ApiError> {
             "buffer sequence number in the path: {s:?} is not a positive whole number"
         ))
     })
+}
+
+/// Path parameters; a segment that cannot be read (bad percent-encoding, say) is a JSON 400.
+pub struct Ids<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Ids<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Ids(v))
+            .map_err(|e| ApiError::bad_request(format!("in the path: {}", e.body_text())))
+    }
 }

@@ -70,6 +70,11 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
         settings: ServeSettings,
     ) -> AppState {
+        let settings = ServeSettings {
+            // A zero period would make the sampler's timer panic.
+            sample_every: settings.sample_every.max(Duration::from_millis(100)),
+            ..settings
+        };
         AppState(Arc::new(Inner {
             ops: Operations::new(store),
             metrics,
@@ -198,7 +203,18 @@ async fn count_requests(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    // Only standard methods become label values: a client inventing methods must not
+    // invent series.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
@@ -214,7 +230,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let sampler = {
+    let _sampler = AbortOnDrop({
         let state = state.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(state.settings().sample_every);
@@ -226,10 +242,17 @@ pub async fn serve(
                 }
             }
         })
-    };
-    let served = axum::serve(listener, app(state))
+    });
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await;
-    sampler.abort();
-    served
+        .await
+}
+
+/// Stops the sampler however `serve` ends, cancelled included.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

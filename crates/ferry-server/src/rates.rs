@@ -22,7 +22,8 @@ pub struct Sample {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MigrationSample {
     pub migration: String,
-    /// Route decisions so far, by path (summed over operations, phases and reasons).
+    /// Operations routed so far, by path (summed over operations, phases and reasons;
+    /// fallback decisions are in `fallbacks`).
     pub routed: BTreeMap<String, u64>,
     pub fallbacks: u64,
     pub rows_copied: u64,
@@ -47,7 +48,7 @@ impl Rates {
                 .iter()
                 .map(|m| {
                     let mut routed: BTreeMap<String, u64> = BTreeMap::new();
-                    for r in &m.routes {
+                    for r in m.routes.iter().filter(|r| r.reason != "fallback") {
                         *routed.entry(r.path.clone()).or_default() += r.count;
                     }
                     MigrationSample {

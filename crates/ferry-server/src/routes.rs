@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferry_api::ops::{ChangeOptions, CopyChange};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{self, JsonBody, query};
+use crate::extract::{self, Ids, JsonBody, query};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -22,6 +22,23 @@ fn json<T: Serialize>(value: &T) -> ApiResult {
     let body = serde_json::to_vec(value)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Runs an action to its end even if the client goes away mid-call (hyper drops a handler
+/// whose connection closed), so a committed change is always in the operator log.
+async fn detached<T: Send + 'static>(
+    action: impl std::future::Future<Output = Result<T, ferry_api::OpsError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(action)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the action stopped: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
 }
 
 /// The longest a change may wait for routers to acknowledge before answering.
@@ -45,7 +62,7 @@ pub async fn migrations(State(state): State<AppState>) -> ApiResult {
     json(&state.ops().migrations().await?)
 }
 
-pub async fn migration(State(state): State<AppState>, Path(m): Path<String>) -> ApiResult {
+pub async fn migration(State(state): State<AppState>, Ids(m): Ids<String>) -> ApiResult {
     json(&state.ops().migration(&extract::migration(&m)?).await?)
 }
 
@@ -60,7 +77,7 @@ struct TenantsQuery {
 
 pub async fn tenants(
     State(state): State<AppState>,
-    Path(m): Path<String>,
+    Ids(m): Ids<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
     let q: TenantsQuery = query(raw)?;
@@ -74,6 +91,12 @@ pub async fn tenants(
             .transpose()?,
         limit: Some(q.limit.unwrap_or(100)),
     };
+    if query.limit.is_some_and(|l| l > ferry_api::ops::MAX_PAGE) {
+        return Err(ApiError::bad_request(format!(
+            "limit is at most {}; page with after",
+            ferry_api::ops::MAX_PAGE
+        )));
+    }
     json(
         &state
             .ops()
@@ -84,7 +107,7 @@ pub async fn tenants(
 
 pub async fn tenant(
     State(state): State<AppState>,
-    Path((m, t)): Path<(String, String)>,
+    Ids((m, t)): Ids<(String, String)>,
 ) -> ApiResult {
     let (m, t) = (extract::migration(&m)?, extract::tenant(&t)?);
     json(&state.ops().tenant(&m, &t).await?)
@@ -92,7 +115,7 @@ pub async fn tenant(
 
 pub async fn history(
     State(state): State<AppState>,
-    Path((m, t)): Path<(String, String)>,
+    Ids((m, t)): Ids<(String, String)>,
 ) -> ApiResult {
     let (m, t) = (extract::migration(&m)?, extract::tenant(&t)?);
     json(&state.ops().history(&m, &t).await?)
@@ -107,7 +130,7 @@ struct PageQuery {
 
 pub async fn audit(
     State(state): State<AppState>,
-    Path(m): Path<String>,
+    Ids(m): Ids<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
     let q: PageQuery = query(raw)?;
@@ -120,11 +143,11 @@ pub async fn audit(
     )
 }
 
-pub async fn progress(State(state): State<AppState>, Path(m): Path<String>) -> ApiResult {
+pub async fn progress(State(state): State<AppState>, Ids(m): Ids<String>) -> ApiResult {
     json(&state.ops().progress(&extract::migration(&m)?).await?)
 }
 
-pub async fn buffer(State(state): State<AppState>, Path(m): Path<String>) -> ApiResult {
+pub async fn buffer(State(state): State<AppState>, Ids(m): Ids<String>) -> ApiResult {
     json(&state.ops().buffer(&extract::migration(&m)?).await?)
 }
 
@@ -224,10 +247,9 @@ async fn change(
         body.from_phase.as_deref(),
         body.wait_s,
     )?;
-    let view = state
-        .ops()
-        .change(&caller.actor(), &m, &t, action, &opts)
-        .await?;
+    let actor = caller.actor();
+    let view =
+        detached(async move { state.ops().change(&actor, &m, &t, action, &opts).await }).await?;
     json(&view)
 }
 
@@ -236,7 +258,7 @@ macro_rules! change_handler {
         pub async fn $name(
             State(state): State<AppState>,
             Extension(caller): Extension<Caller>,
-            Path(ids): Path<(String, String)>,
+            Ids(ids): Ids<(String, String)>,
             JsonBody(body): JsonBody<ChangeBody>,
         ) -> ApiResult {
             change(state, caller, ids, $action, body).await
@@ -312,7 +334,7 @@ fn cohort(body: CohortBody) -> Result<Cohort, ApiError> {
 pub async fn rollout(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(m): Path<String>,
+    Ids(m): Ids<String>,
     JsonBody(body): JsonBody<RolloutBody>,
 ) -> ApiResult {
     let m = extract::migration(&m)?;
@@ -330,10 +352,14 @@ pub async fn rollout(
         body.from_phase.as_deref(),
         body.wait_s,
     )?;
-    let view = state
-        .ops()
-        .rollout(&caller.actor(), &m, &cohort, action, &opts, |_, _| {})
-        .await?;
+    let actor = caller.actor();
+    let view = detached(async move {
+        state
+            .ops()
+            .rollout(&actor, &m, &cohort, action, &opts, |_, _| {})
+            .await
+    })
+    .await?;
     json(&view)
 }
 
@@ -344,11 +370,12 @@ pub struct EmptyBody {}
 pub async fn buffer_retry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((m, seq)): Path<(String, String)>,
+    Ids((m, seq)): Ids<(String, String)>,
     JsonBody(_): JsonBody<EmptyBody>,
 ) -> ApiResult {
     let (m, seq) = (extract::migration(&m)?, extract::seq(&seq)?);
-    json(&state.ops().buffer_retry(&caller.actor(), &m, seq).await?)
+    let actor = caller.actor();
+    json(&detached(async move { state.ops().buffer_retry(&actor, &m, seq).await }).await?)
 }
 
 #[derive(Deserialize)]
@@ -360,17 +387,13 @@ pub struct DropBody {
 pub async fn buffer_drop(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((m, seq)): Path<(String, String)>,
+    Ids((m, seq)): Ids<(String, String)>,
     JsonBody(body): JsonBody<DropBody>,
 ) -> ApiResult {
     let (m, seq) = (extract::migration(&m)?, extract::seq(&seq)?);
     let reason = body.reason.unwrap_or_default();
-    json(
-        &state
-            .ops()
-            .buffer_drop(&caller.actor(), &m, seq, &reason)
-            .await?,
-    )
+    let actor = caller.actor();
+    json(&detached(async move { state.ops().buffer_drop(&actor, &m, seq, &reason).await }).await?)
 }
 
 #[derive(Deserialize)]
@@ -383,7 +406,7 @@ pub struct CopyBody {
 pub async fn copy_control(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path((m, control)): Path<(String, String)>,
+    Ids((m, control)): Ids<(String, String)>,
     JsonBody(body): JsonBody<CopyBody>,
 ) -> ApiResult {
     let m = extract::migration(&m)?;
@@ -409,10 +432,14 @@ pub async fn copy_control(
         }
     };
     let tenant = body.tenant.as_deref().map(extract::tenant).transpose()?;
+    let actor = caller.actor();
     json(
-        &state
-            .ops()
-            .copy_control(&caller.actor(), &m, tenant.as_ref(), change)
-            .await?,
+        &detached(async move {
+            state
+                .ops()
+                .copy_control(&actor, &m, tenant.as_ref(), change)
+                .await
+        })
+        .await?,
     )
 }

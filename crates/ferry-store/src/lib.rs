@@ -112,6 +112,8 @@ pub trait ControlStore: Send + Sync + 'static {
         after_seq: i64,
         limit: u64,
     ) -> Result<Vec<AuditEntry>>;
+    /// The `limit` most recent audit entries of a migration, oldest first.
+    async fn recent_audit(&self, migration: &MigrationId, limit: u64) -> Result<Vec<AuditEntry>>;
     /// Tenants per phase for every migration.
     async fn status(&self) -> Result<Vec<PhaseCount>>;
 
@@ -139,6 +141,13 @@ pub trait ControlStore: Send + Sync + 'static {
         tenant: Option<&TenantId>,
         control: CopyControl,
     ) -> Result<()>;
+    /// Changes some controls of one scope atomically; returns the scope's controls after.
+    async fn change_control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+        change: ControlChange,
+    ) -> Result<CopyControl>;
     /// The control in force: the migration's merged with the tenant's (`tenant: None` for the
     /// migration's own).
     async fn control(

@@ -238,6 +238,16 @@ pub struct CopyControl {
     pub rate_limit: Option<u64>,
 }
 
+/// Which copy controls to change (`None`: leave as is), applied in one statement so two
+/// operators changing different controls at once both win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ControlChange {
+    pub paused: Option<bool>,
+    pub cancelled: Option<bool>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<u64>>,
+}
+
 impl CopyControl {
     /// The effective control when both a migration-wide and a tenant control apply.
     pub fn merge(self, other: CopyControl) -> CopyControl {

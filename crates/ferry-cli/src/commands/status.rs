@@ -103,10 +103,10 @@ fn render_health(m: &MigrationStatus) -> String {
         output::count(m.mismatches.open),
         output::count(m.mismatches.total)
     ));
-    let routed: u64 = m.routes.iter().map(|r| r.count).sum();
+    let routed = m.routed;
     if routed > 0 {
         let mut by_path: std::collections::BTreeMap<&str, u64> = Default::default();
-        for r in &m.routes {
+        for r in m.routes.iter().filter(|r| r.reason != "fallback") {
             *by_path.entry(&r.path).or_default() += r.count;
         }
         let paths: Vec<String> = by_path

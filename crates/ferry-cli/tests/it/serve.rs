@@ -113,6 +113,11 @@ async fn the_served_api_answers_what_the_cli_prints_and_logs_no_tokens() {
     ))
     .unwrap();
     let token = created["token"].as_str().unwrap().to_owned();
+    let read: serde_json::Value = serde_json::from_str(&ok(
+        ferry(&url).args(["token", "create", "grafana", "--scope", "read", "--json"])
+    ))
+    .unwrap();
+    let read = read["token"].as_str().unwrap().to_owned();
     let listed = ok(ferry(&url).args(["token", "list"]));
     assert!(
         listed.contains("oncall") && !listed.contains(&token),
@@ -144,6 +149,12 @@ async fn the_served_api_answers_what_the_cli_prints_and_logs_no_tokens() {
     let guess = "ferry_0000000000000000000000000000000000000000000000000000000000000000";
     assert_eq!(http(&addr, "GET", "/api/v1/status", Some(guess), "").0, 401);
     assert_eq!(http(&addr, "GET", "/api/v1/status", None, "").0, 401);
+    let advance_a = "/api/v1/migrations/served/tenants/a/advance";
+    assert_eq!(http(&addr, "POST", advance_a, Some(&read), "{}").0, 403);
+    assert_eq!(
+        http(&addr, "POST", advance_a, Some(&token), "{\"nope\": 1}").0,
+        400
+    );
 
     let (status, api) = http(&addr, "GET", "/api/v1/status", Some(&token), "");
     assert_eq!(status, 200, "{api}");
@@ -169,7 +180,12 @@ async fn the_served_api_answers_what_the_cli_prints_and_logs_no_tokens() {
         logged.contains("refused: unknown token"),
         "the refusal is logged: {logged}"
     );
+    assert!(
+        logged.contains("scope too narrow"),
+        "the 403 is logged: {logged}"
+    );
     assert!(!logged.contains(&token), "a token reached the log");
+    assert!(!logged.contains(&read), "a token reached the log");
     assert!(!logged.contains(guess), "a presented token reached the log");
     let history = ok(ferry(&url).args(["tenant", "history", "served", "b"]));
     assert!(history.contains("token:oncall"), "{history}");

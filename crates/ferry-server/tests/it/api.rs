@@ -84,7 +84,22 @@ async fn phase_changes_rollouts_buffer_and_copy_controls_through_the_api() {
     assert_eq!(history[0]["actor"], "token:oncall");
     assert_eq!(history[0]["reason"], "canary");
     let audit = f.get("/api/v1/migrations/api/audit?limit=2").await.json();
-    assert_eq!(audit.as_array().unwrap().len(), 2, "the most recent two");
+    let all = f.get("/api/v1/migrations/api/audit?limit=100").await.json();
+    let seqs = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let all = seqs(&all);
+    assert_eq!(all.len(), 3, "three changes so far");
+    assert_eq!(seqs(&audit), all[1..], "the most recent two, oldest first");
+    let after = f
+        .get(&format!("/api/v1/migrations/api/audit?after={}", all[0]))
+        .await
+        .json();
+    assert_eq!(seqs(&after), all[1..], "paging forwards");
 
     // The update buffer: a dead change retried, then dropped with a reason.
     let seq = f

@@ -252,13 +252,30 @@ async fn every_route_needs_a_token_of_the_right_scope() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_page_is_public_and_holds_no_data() {
-    let f = Fixture::new(TestStore::sqlite().await, "page", &[("secretcorp", 1)]).await;
-    for path in ["/", "/dashboard.js", "/dashboard.css"] {
+async fn the_dashboard_page_is_public_and_locked_down() {
+    let f = Fixture::new(TestStore::sqlite().await, "page", &[("a", 1)]).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard.js", "text/javascript"),
+        ("/dashboard.css", "text/css"),
+    ] {
         let r = f.call(Method::GET, path, None, None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
-        assert!(!r.text().contains("secretcorp"), "{path} holds no data");
+        assert!(
+            r.content_type.starts_with(kind),
+            "{path}: {}",
+            r.content_type
+        );
+        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
     }
-    let r = f.call(Method::GET, "/", None, None).await;
-    assert!(r.content_type.starts_with("text/html"));
+    // The data behind it is not public.
+    let r = f
+        .call(Method::GET, "/api/v1/migrations/page/tenants", None, None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }

@@ -21,6 +21,7 @@ pub struct Fixture {
 
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
     pub content_type: String,
     pub body: Vec<u8>,
 }
@@ -145,6 +146,7 @@ impl Fixture {
             .await
             .unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -160,6 +162,7 @@ impl Fixture {
             .to_vec();
         Reply {
             status,
+            headers,
             content_type,
             body,
         }

@@ -161,6 +161,10 @@ async fn metrics_after_a_known_sequence_equal_the_expected_counts() {
     let status = f.get(&format!("/api/v1/status?migration={m}")).await.json();
     assert_eq!(status["migrations"][0]["fallbacks"], 2);
     assert_eq!(
+        status["migrations"][0]["routed"], 40,
+        "fallbacks are not counted twice"
+    );
+    assert_eq!(
         status["migrations"][0]["routes"].as_array().unwrap().len(),
         2
     );

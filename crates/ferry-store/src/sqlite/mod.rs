@@ -554,6 +554,25 @@ impl ControlStore for SqliteStore {
             .collect()
     }
 
+    async fn recent_audit(&self, migration: &MigrationId, limit: u64) -> Result<Vec<AuditEntry>> {
+        let rows: Vec<rows::AuditRow<i64>> = sqlx::query_as(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM ferry_audit_log WHERE migration_id = ?1 ORDER BY seq DESC LIMIT ?2"
+        ))
+        .bind(migration.as_str())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .doing("read the recent audit log")?;
+        let mut entries = rows
+            .into_iter()
+            .map(|r| rows::audit_entry(r, rows::from_millis))
+            .collect::<Result<Vec<_>>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
+
     async fn status(&self) -> Result<Vec<PhaseCount>> {
         let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
             "SELECT migration_id, phase, count(*), coalesce(sum(paused), 0),
@@ -722,6 +741,48 @@ impl ControlStore for SqliteStore {
         .await
         .doing("set copy control")?;
         Ok(())
+    }
+
+    async fn change_control(
+        &self,
+        migration: &MigrationId,
+        tenant: Option<&TenantId>,
+        change: ControlChange,
+    ) -> Result<CopyControl> {
+        self.migration(migration).await?;
+        if let Some(t) = tenant {
+            self.tenant(migration, t).await?;
+        }
+        let (paused, cancelled, limit): (bool, bool, Option<i64>) = sqlx::query_as(
+            "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit, updated_at)
+             VALUES (?1, ?2, coalesce(?3, false), coalesce(?4, false), ?5, ?7)
+             ON CONFLICT (migration_id, scope) DO UPDATE
+             SET paused = coalesce(?3, ferry_copy_controls.paused),
+                 cancelled = coalesce(?4, ferry_copy_controls.cancelled),
+                 rate_limit = CASE WHEN ?6 THEN ?5 ELSE ferry_copy_controls.rate_limit END,
+                 updated_at = excluded.updated_at
+             RETURNING paused, cancelled, rate_limit",
+        )
+        .bind(migration.as_str())
+        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
+        .bind(change.paused)
+        .bind(change.cancelled)
+        .bind(
+            change
+                .rate_limit
+                .flatten()
+                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
+        )
+        .bind(change.rate_limit.is_some())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .doing("change copy controls")?;
+        Ok(CopyControl {
+            paused,
+            cancelled,
+            rate_limit: limit.map(|r| u64::try_from(r).unwrap_or(0)),
+        })
     }
 
     async fn control(
@@ -1154,21 +1215,26 @@ impl ControlStore for SqliteStore {
 
     async fn operations(&self, after_seq: i64, limit: u64) -> Result<Vec<OperationRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let found: Vec<rows::OperationRow<i64>> = sqlx::query_as(
-            "SELECT * FROM (
-                 SELECT seq, actor, operation, target, outcome, at FROM ferry_operator_log
-                 WHERE seq > ?1 ORDER BY CASE WHEN ?1 = 0 THEN -seq ELSE seq END LIMIT ?2
-             ) ORDER BY seq",
-        )
+        let found: Vec<rows::OperationRow<i64>> = sqlx::query_as(if after_seq == 0 {
+            "SELECT seq, actor, operation, target, outcome, at FROM ferry_operator_log
+                 WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2"
+        } else {
+            "SELECT seq, actor, operation, target, outcome, at FROM ferry_operator_log
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        })
         .bind(after_seq)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .doing("read the operator log")?;
-        found
+        let mut ops = found
             .into_iter()
             .map(|r| rows::operation(r, rows::from_millis))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        if after_seq == 0 {
+            ops.reverse();
+        }
+        Ok(ops)
     }
 
     async fn change_version(&self) -> Result<i64> {

@@ -84,6 +84,8 @@ both_stores!(
     tokens_are_unique_and_revocable,
     the_operator_log_is_append_only_and_pages,
     route_counts_are_replaced_per_router,
+    recent_audit_is_the_newest_entries_oldest_first,
+    control_changes_touch_only_their_columns,
 );
 
 async fn guards_are_rechecked_inside_the_write(s: &TestStore) {
@@ -1237,4 +1239,71 @@ async fn route_counts_are_replaced_per_router(s: &TestStore) {
     s.store.deregister_router(&r1).await.unwrap();
     let all = s.store.route_counts().await.unwrap();
     assert_eq!(all.len(), 1, "a router's counts leave with it");
+}
+
+async fn recent_audit_is_the_newest_entries_oldest_first(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1), ("b", 1), ("c", 1)]).await;
+    let other = migration_with_tenants(s, "other", &[("a", 1)]).await;
+    for id in ["a", "b", "c"] {
+        let t = s.store.tenant(&m, &tenant(id)).await.unwrap();
+        s.store
+            .apply_changes(&m, &[advance(&t)], &meta())
+            .await
+            .unwrap();
+    }
+    let o = s.store.tenant(&other, &tenant("a")).await.unwrap();
+    s.store
+        .apply_changes(&other, &[advance(&o)], &meta())
+        .await
+        .unwrap();
+    let recent = s.store.recent_audit(&m, 2).await.unwrap();
+    let tenants: Vec<&str> = recent.iter().map(|e| e.tenant.as_str()).collect();
+    assert_eq!(tenants, ["b", "c"]);
+    assert!(recent[0].seq < recent[1].seq);
+    assert_eq!(s.store.recent_audit(&m, 10).await.unwrap().len(), 3);
+}
+
+async fn control_changes_touch_only_their_columns(s: &TestStore) {
+    let m = migration_with_tenants(s, "m", &[("a", 1)]).await;
+    let a = tenant("a");
+    let throttle = ControlChange {
+        rate_limit: Some(Some(500)),
+        ..ControlChange::default()
+    };
+    let pause = ControlChange {
+        paused: Some(true),
+        ..ControlChange::default()
+    };
+    let c = s
+        .store
+        .change_control(&m, Some(&a), throttle)
+        .await
+        .unwrap();
+    assert_eq!((c.paused, c.rate_limit), (false, Some(500)));
+    // A pause from another operator keeps the throttle, and the other way round.
+    let c = s.store.change_control(&m, Some(&a), pause).await.unwrap();
+    assert_eq!(
+        (c.paused, c.cancelled, c.rate_limit),
+        (true, false, Some(500))
+    );
+    let unlimited = ControlChange {
+        rate_limit: Some(None),
+        ..ControlChange::default()
+    };
+    let c = s
+        .store
+        .change_control(&m, Some(&a), unlimited)
+        .await
+        .unwrap();
+    assert_eq!((c.paused, c.rate_limit), (true, None));
+    assert_eq!(s.store.scope_control(&m, Some(&a)).await.unwrap(), c);
+    // The migration's own scope is separate.
+    let whole = s.store.change_control(&m, None, pause).await.unwrap();
+    assert_eq!((whole.paused, whole.rate_limit), (true, None));
+    assert!(
+        s.store
+            .change_control(&m, Some(&tenant("ghost")), pause)
+            .await
+            .is_err()
+    );
 }
