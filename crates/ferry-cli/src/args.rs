@@ -152,6 +152,11 @@ pub enum CopyCmd {
         /// before it started. Without it such rows stop the copy for that tenant.
         #[arg(long)]
         overwrite: bool,
+        /// Large tenants copied at once (largest first); small tenants (one batch) overlap
+        /// up to 4 per slot. 1 is gentlest; one per database core is fastest on an idle
+        /// database. Backpressure and the pace controller apply to all of them together.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
     },
     /// Copy progress per tenant: rows done / estimated total, rate, throttle state.
     Status {

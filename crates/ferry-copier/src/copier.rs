@@ -199,6 +199,12 @@ impl Copier {
         self
     }
 
+    /// A tenant this small is copied in one batch: its copy is round trips more than work
+    /// (see [`crate::schedule`]).
+    pub fn small_tenant_rows(&self) -> u64 {
+        self.config.copy.max_batch
+    }
+
     pub(crate) fn same_database(&self) -> bool {
         self.same_database
     }

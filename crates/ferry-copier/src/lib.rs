@@ -17,6 +17,7 @@ pub mod copier;
 mod error;
 pub mod pace;
 pub mod plan;
+pub mod schedule;
 mod sql;
 pub mod validate;
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ferry_copier::schedule::Schedule;
 use ferry_copier::{Copier, Outcome};
 use ferry_domain::{Action, Cohort, MigrationId, SqlIdent, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine, Request};
@@ -327,20 +328,27 @@ async fn ferry_copy(
         output::progress(args.rows, "ferry")
     };
     let started = Instant::now();
-    let mut queue: Vec<TenantId> = tenants.into_iter().map(|t| t.tenant).collect();
-    queue.reverse();
+    // The schedule `ferry copy run --parallel` uses.
+    let mut schedule = Schedule::new(
+        tenants.into_iter().map(|t| (t.tenant, t.rows)).collect(),
+        args.parallel,
+        copier.small_tenant_rows(),
+    );
     let mut running = tokio::task::JoinSet::new();
     loop {
-        while running.len() < args.parallel.max(1) {
-            let Some(tenant) = queue.pop() else { break };
+        while let Some(tenant) = schedule.start_next() {
             let copier = copier.clone();
-            running
-                .spawn(async move { copier.copy(&tenant, CopyDirection::Forward, |_| {}).await });
+            running.spawn(async move {
+                let outcome = copier.copy(&tenant, CopyDirection::Forward, |_| {}).await;
+                (tenant, outcome)
+            });
         }
         let Some(done) = running.join_next().await else {
             break;
         };
-        match done.context("join a copy task")?? {
+        let (tenant, outcome) = done.context("join a copy task")?;
+        schedule.finished(&tenant);
+        match outcome? {
             Outcome::Complete {
                 rows, mismatches, ..
             } => {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use ferry_api::ops::CopyChange;
 use ferry_api::{CopyProgressView, VerifyView};
+use ferry_copier::schedule::Schedule;
 use ferry_copier::{Copier, Outcome};
 use ferry_domain::{Phase, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine};
@@ -50,6 +51,7 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             urls,
             create_target,
             overwrite,
+            parallel,
         } => {
             let copier = open_copier(ctx, &migration, &urls, create_target)
                 .await?
@@ -59,12 +61,44 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             } else {
                 tenants
             };
-            let mut unfinished = 0;
-            for tenant in &tenants {
-                let done = work_on(ctx, &copier, &migration, tenant).await?;
-                if !done {
-                    unfinished += 1;
+            let mut sized = Vec::with_capacity(tenants.len());
+            for tenant in tenants {
+                let rows = ctx
+                    .store
+                    .tenant(&migration, &tenant)
+                    .await
+                    .with_context(|| format!("read tenant {tenant}"))?
+                    .rows;
+                sized.push((tenant, rows));
+            }
+            let mut schedule = Schedule::new(sized, parallel, copier.small_tenant_rows());
+            let bars = indicatif::MultiProgress::new();
+            let mut running = futures_util::stream::FuturesUnordered::new();
+            let (mut unfinished, mut failed) = (0, None);
+            loop {
+                while failed.is_none() {
+                    let Some(tenant) = schedule.start_next() else { break };
+                    let (copier, migration, bars) = (&copier, &migration, &bars);
+                    running.push(async move {
+                        let done = work_on(ctx, copier, migration, &tenant, bars).await;
+                        (tenant, done)
+                    });
                 }
+                let Some((tenant, done)) = futures_util::StreamExt::next(&mut running).await else {
+                    break;
+                };
+                schedule.finished(&tenant);
+                match done {
+                    Ok(true) => {}
+                    Ok(false) => unfinished += 1,
+                    // Let the copies already running reach a checkpoint, start no more.
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
             Ok(if unfinished > 0 {
                 ExitCode::from(exit::REFUSED)
@@ -88,6 +122,7 @@ async fn work_on(
     copier: &Copier,
     migration: &ferry_domain::MigrationId,
     tenant: &TenantId,
+    bars: &indicatif::MultiProgress,
 ) -> anyhow::Result<bool> {
     let record = ctx
         .store
@@ -107,24 +142,27 @@ async fn work_on(
         Phase::DualWrite | Phase::Shadow => CopyDirection::Forward,
         Phase::TargetPrimary if !facts[0].source_current => CopyDirection::Reverse,
         Phase::Complete => {
-            let bar = output::progress(0, "retire");
+            let bar = bars.add(output::progress(0, "retire"));
             let deleted = copier
                 .retire_source(tenant, |n| bar.set_position(n))
                 .await
                 .with_context(|| format!("delete {tenant}'s rows from the source"))?;
             bar.finish_and_clear();
-            println!(
-                "{tenant}: complete; deleted {} row(s) from the source",
-                output::count(deleted)
-            );
+            bars.suspend(|| {
+                println!(
+                    "{tenant}: complete; deleted {} row(s) from the source",
+                    output::count(deleted)
+                )
+            });
             return Ok(true);
         }
         phase => {
-            println!("{tenant}: {phase}: nothing to copy");
+            bars.suspend(|| println!("{tenant}: {phase}: nothing to copy"));
             return Ok(true);
         }
     };
-    let bar = output::progress(0, direction.as_str());
+    let bar = bars.add(output::progress(0, direction.as_str()));
+    bar.set_message(format!("{tenant} {}", direction.as_str()));
     let outcome = copier
         .copy(tenant, direction, |p| {
             bar.set_length(p.rows_total);
@@ -169,7 +207,7 @@ async fn work_on(
             false,
         ),
     };
-    println!("{tenant}: {line}");
+    bars.suspend(|| println!("{tenant}: {line}"));
     Ok(done)
 }
 

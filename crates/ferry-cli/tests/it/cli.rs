@@ -256,3 +256,107 @@ fn unreachable_and_too_new_stores_are_refused() {
         stderr(&out)
     );
 }
+
+/// `ferry copy run --parallel`: many tenants of skewed sizes copied at once (the order is the
+/// schedule's, unit-tested in ferry-copier); every tenant ends exact, and no other tenant's
+/// rows move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_copies_of_skewed_tenants_end_exact() {
+    let data = ferry_testkit::TestDb::new().await;
+    let pool = sqlx::PgPool::connect(data.url()).await.unwrap();
+    let sizes: Vec<(String, i64)> = [("big1", 6000), ("big2", 4000), ("mid", 900)]
+        .iter()
+        .map(|(t, n)| (t.to_string(), *n))
+        .chain((1..=12).map(|i| (format!("small{i}"), i * 7)))
+        .collect();
+    sqlx::raw_sql(
+        "CREATE TABLE public.orders (tenant_id text NOT NULL, id bigint NOT NULL,
+             amount numeric(12,2) NOT NULL, version bigint NOT NULL DEFAULT 1,
+             PRIMARY KEY (tenant_id, id));",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (t, n) in sizes
+        .iter()
+        .chain(std::iter::once(&("bystander".to_string(), 50)))
+    {
+        sqlx::query(
+            "INSERT INTO public.orders (tenant_id, id, amount) SELECT $1, i, i / 3.0 FROM generate_series(1, $2) i",
+        )
+        .bind(t)
+        .bind(n)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let dir = TempDir::new("parallel-copy");
+    let store = format!("sqlite://{}", dir.path().join("p.db").display());
+    let url = data.url().to_owned();
+    let config = r#"{"source": {"schema": "public", "table": "orders"},
+        "target": {"schema": "moved", "table": "orders"}, "tenant_column": "tenant_id",
+        "version_column": "version",
+        "copy": {"target_batch_ms": 100, "min_batch": 100, "max_batch": 1000}}"#;
+    let registered: Vec<String> = sizes.iter().map(|(t, n)| format!("{t}={n}")).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        ok(ferry(&store).args([
+            "migration",
+            "create",
+            "orders_move",
+            "--kind",
+            "tenant-move",
+            "--config",
+            config,
+        ]));
+        ok(ferry(&store)
+            .args(["tenant", "add", "orders_move"])
+            .args(&registered));
+        ok(ferry(&store).args(["rollout", "orders_move", "--all", "--reason", "go"]));
+        ok(ferry(&store).args([
+            "copy",
+            "run",
+            "orders_move",
+            "--create-target",
+            "--parallel",
+            "2",
+            "--source-url",
+            &url,
+        ]))
+    })
+    .await
+    .unwrap();
+    for (t, n) in &sizes {
+        let line = format!(
+            "{t}: forward copy complete: {} rows",
+            crate::cli::thousands(*n)
+        );
+        assert!(out.contains(&line), "{line} in {out}");
+    }
+    let diff: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             (SELECT * FROM public.orders WHERE tenant_id <> 'bystander' EXCEPT SELECT * FROM moved.orders)
+             UNION ALL (SELECT * FROM moved.orders EXCEPT SELECT * FROM public.orders)) d",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(diff, 0, "every copied tenant is exact");
+    let bystander: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM moved.orders WHERE tenant_id = 'bystander'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(bystander, 0, "an unregistered tenant is not copied");
+}
+
+pub fn thousands(n: i64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
