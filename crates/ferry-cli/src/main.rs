@@ -21,6 +21,8 @@ use crate::args::{Cli, Command};
 pub mod exit {
     pub const REFUSED: u8 = 3;
     pub const NOT_EFFECTIVE: u8 = 4;
+    /// Standard output was closed early; 128 + SIGPIPE, as shells report for other filters.
+    pub const CLOSED_STDOUT: i32 = 141;
 }
 
 fn init_logs(verbose: u8, json: bool) {
@@ -41,7 +43,26 @@ fn init_logs(verbose: u8, json: bool) {
     }
 }
 
+/// A reader that goes away (`ferry status --watch | head`) ends the program quietly, as it
+/// would any Unix filter, instead of with a panic about a broken pipe.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(exit::CLOSED_STDOUT);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     init_logs(cli.global.verbose, cli.global.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -77,7 +77,9 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             let (mut unfinished, mut failed) = (0, None);
             loop {
                 while failed.is_none() {
-                    let Some(tenant) = schedule.start_next() else { break };
+                    let Some(tenant) = schedule.start_next() else {
+                        break;
+                    };
                     let (copier, migration, bars) = (&copier, &migration, &bars);
                     running.push(async move {
                         let done = work_on(ctx, copier, migration, &tenant, bars).await;

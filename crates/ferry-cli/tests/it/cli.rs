@@ -360,3 +360,27 @@ pub fn thousands(n: i64) -> String {
     }
     out
 }
+
+/// `ferry status --watch | head -1`: the reader goes away, ferry ends quietly (141, as for
+/// SIGPIPE), without a panic.
+#[test]
+fn a_closed_pipe_ends_watch_quietly() {
+    use std::io::Read as _;
+    let dir = TempDir::new("pipe");
+    let url = sqlite_url(&dir);
+    ok(ferry(&url).args(["migration", "create", "m", "--kind", "tenant-move"]));
+    let mut child = ferry(&url)
+        .args(["status", "--watch", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"{");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
