@@ -9,8 +9,9 @@
 //! | `target_primary` | cold (+ buffer), hot on a cold error | buffer, then hot | hot |
 //! | `target_only`, `complete` | cold (+ buffer); a cold error is an error | buffer | hot |
 //!
-//! An insert whose key is archived is refused in `target_only` and `complete`, where the hot
-//! table no longer holds the copy that would make its own unique key refuse it.
+//! An insert whose key is archived is refused by the location lookup from `target_primary`
+//! on, where the hot table may no longer hold the copy that would make its own unique key
+//! refuse it (deleted in `target_only`, not yet restored after a step back).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -355,7 +356,13 @@ impl TieredTable {
         let key = t.hot.key_of(&row)?;
         let (snapshot, phase) = self.phase(tenant)?;
         let lock = t.lock_tenant(tenant, false).await?;
-        if matches!(phase, Phase::TargetOnly | Phase::Complete) {
+        // From target_primary on, an archived key's hot copy may be gone (deleted in
+        // target_only, not yet restored after a step back), so the hot table's unique key
+        // alone cannot refuse a second row with it: the location lookup must.
+        if matches!(
+            phase,
+            Phase::TargetPrimary | Phase::TargetOnly | Phase::Complete
+        ) {
             match t.cold_get(tenant, &key).await {
                 Ok(ColdAnswer::Archived(Some(_))) => {
                     bump(&self.stats.duplicates_refused);
@@ -365,6 +372,12 @@ impl TieredTable {
                     });
                 }
                 Ok(_) => {}
+                // In target_primary the hot copy is there unless a restore is pending; an
+                // unavailable cold tier must not stop inserts, the hot key still guards.
+                Err(cause) if phase == Phase::TargetPrimary => {
+                    bump(&self.stats.cold_errors);
+                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "insert not checked against the cold tier: {cause}");
+                }
                 Err(cause) => {
                     bump(&self.stats.cold_errors);
                     return Err(TableError::ColdUnavailable {

@@ -153,6 +153,16 @@ async fn an_insert_of_an_archived_key_is_refused(store: &TestStore) {
     new.insert("at".into(), serde_json::json!("2026-06-01T00:00:00Z"));
     f.table.insert(&t, new).await.unwrap();
     assert_eq!(f.note("acme", 100_000).await.as_deref(), Some("new"));
+
+    // A step back to target_primary before the restore: the hot copies are still gone, and
+    // the location lookup still refuses the archived key.
+    assert_eq!(
+        f.change("acme", Action::Rollback).await,
+        Phase::TargetPrimary
+    );
+    let err = f.table.insert(&t, row.clone()).await.unwrap_err();
+    assert!(matches!(err, TableError::Duplicate { .. }), "{err}");
+    assert_eq!(f.note("acme", 8).await.as_deref(), Some("note 8"));
 }
 
 /// Replaces the cold directory by a file (root ignores permissions), or puts it back.
