@@ -81,6 +81,9 @@ impl Pace {
         .find(|(_, now, b)| *now > allowance(*b));
         let floor = settings.min_rows_per_s.max(1) as f64;
         match over {
+            // Nothing copied yet: no rate to halve (halving "nothing" pinned the pace to its
+            // floor before the first batch, and the copy crawled from there).
+            Some(_) if s.limit.is_none() && observed <= 0.0 => (None, None),
             Some((side, now, b)) => {
                 let from = s.limit.unwrap_or(observed.max(floor));
                 let limit = (from / 2.0).max(floor);
@@ -152,6 +155,29 @@ mod tests {
         assert_eq!(
             pace.observe(&settings, ms(50), ms(50), 10_000.0).0,
             Some(settings.min_rows_per_s as f64)
+        );
+    }
+
+    #[test]
+    fn nothing_copied_yet_is_not_halved_to_the_floor() {
+        let settings = BackpressureSettings {
+            latency_factor: 1.5,
+            latency_floor_ms: 1,
+            min_rows_per_s: 200,
+            ..BackpressureSettings::default()
+        };
+        let pace = Pace::default();
+        pace.set_baseline(Baseline {
+            source: ms(1),
+            target: ms(1),
+        });
+        for _ in 0..5 {
+            assert_eq!(pace.observe(&settings, ms(20), ms(20), 0.0).0, None);
+        }
+        // Once a rate is observed, it is what gets halved.
+        assert_eq!(
+            pace.observe(&settings, ms(20), ms(20), 8_000.0).0,
+            Some(4_000.0)
         );
     }
 

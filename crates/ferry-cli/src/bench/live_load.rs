@@ -77,6 +77,8 @@ impl LiveLoad {
 
     /// Runs pgbench (TPC-B-like, 4 clients) for the configured time; transactions per second.
     pub async fn run(&self) -> anyhow::Result<f64> {
+        // One second more than measured: the first second (connections, warm-up, and the
+        // copy beside it getting going) is left out of the figure.
         let out = tokio::process::Command::new(&self.pgbench)
             .args([
                 "-n",
@@ -84,8 +86,10 @@ impl LiveLoad {
                 "4",
                 "-j",
                 "2",
+                "-P",
+                "1",
                 "-T",
-                &self.seconds.to_string(),
+                &(self.seconds + 1).to_string(),
                 &self.url,
             ])
             .stdout(Stdio::piped())
@@ -98,16 +102,39 @@ impl LiveLoad {
             "pgbench failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.strip_prefix("tps = "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("read tps from pgbench's output: {text}"))
+        per_second_tps(&String::from_utf8_lossy(&out.stderr))
+            .context("read pgbench's per-second progress")
     }
 
     pub async fn drop_database(self) {
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
         let _ = sqlx::query(AssertSqlSafe(sql)).execute(&self.admin).await;
+    }
+}
+
+/// The mean of pgbench's `progress: T s, X tps, …` lines after the first second.
+fn per_second_tps(progress: &str) -> Option<f64> {
+    let tps: Vec<f64> = progress
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("progress: ")?;
+            let (at, rest) = rest.split_once(" s, ")?;
+            let at: f64 = at.trim().parse().ok()?;
+            let tps: f64 = rest.split_whitespace().next()?.parse().ok()?;
+            (at > 1.5).then_some(tps)
+        })
+        .collect();
+    (!tps.is_empty()).then(|| tps.iter().sum::<f64>() / tps.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_first_second_is_left_out() {
+        let progress = "progress: 1.0 s, 100.0 tps, lat 1.0 ms stddev 0.1\n\
+                        progress: 2.0 s, 2000.0 tps, lat 1.0 ms stddev 0.1\n\
+                        progress: 3.0 s, 3000.0 tps, lat 1.0 ms stddev 0.1\n";
+        assert_eq!(super::per_second_tps(progress), Some(2500.0));
+        assert_eq!(super::per_second_tps("nothing"), None);
     }
 }
