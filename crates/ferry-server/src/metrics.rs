@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use chrono::Utc;
-use ferry_api::Status;
+use ferry_api::{MigrationStatus, Status};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Installs the process-wide Prometheus recorder once and returns its handle (later calls,
@@ -69,6 +69,91 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A gauge with one sample per migration.
+type PerMigration = (&'static str, &'static str, fn(&MigrationStatus) -> f64);
+
+/// A gauge with one sample per migration and state.
+type PerState = (
+    &'static str,
+    &'static str,
+    fn(&MigrationStatus) -> Vec<(&'static str, f64)>,
+);
+
+const PER_MIGRATION: &[PerMigration] = &[
+    (
+        "ferry_tenants_paused",
+        "Paused tenants per migration.",
+        |m| m.paused as f64,
+    ),
+    (
+        "ferry_update_buffer_retrying_changes",
+        "Pending changes that have failed at least once.",
+        |m| m.buffer.retrying as f64,
+    ),
+    (
+        "ferry_update_buffer_failed_attempts",
+        "Failed apply attempts, summed over open changes.",
+        |m| m.buffer.attempts as f64,
+    ),
+    (
+        "ferry_update_buffer_oldest_pending_age_seconds",
+        "Age of the oldest pending change (0 when none is pending).",
+        |m| {
+            m.buffer.oldest_pending_at.map_or(0.0, |at| {
+                (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+            })
+        },
+    ),
+    (
+        "ferry_backfill_rows_done",
+        "Rows copied, summed over tenants.",
+        |m| m.copies.rows_done as f64,
+    ),
+    (
+        "ferry_backfill_rows_estimated",
+        "Rows to copy (estimated when each copy started), summed over tenants.",
+        |m| m.copies.rows_total as f64,
+    ),
+    (
+        "ferry_backfill_rows_per_second",
+        "The copiers' current rate, summed over running copies.",
+        |m| m.copies.rows_per_s,
+    ),
+];
+
+const PER_STATE: &[PerState] = &[
+    (
+        "ferry_update_buffer_changes",
+        "Open update-buffer changes: pending (waiting to be applied) or dead (waiting for an operator).",
+        |m| {
+            vec![
+                ("pending", m.buffer.pending as f64),
+                ("dead", m.buffer.dead as f64),
+            ]
+        },
+    ),
+    (
+        "ferry_validation_mismatches",
+        "Validation mismatches recorded, open (blocking the tenant) or resolved.",
+        |m| {
+            vec![
+                ("open", m.mismatches.open as f64),
+                ("resolved", (m.mismatches.total - m.mismatches.open) as f64),
+            ]
+        },
+    ),
+    (
+        "ferry_backfill_copies",
+        "Tenant copies (backfills and reverse syncs), running or complete.",
+        |m| {
+            vec![
+                ("running", m.copies.running as f64),
+                ("complete", m.copies.complete as f64),
+            ]
+        },
+    ),
+];
+
 /// The control store's state as gauges.
 pub fn render_status(status: &Status) -> String {
     let mut out = String::new();
@@ -85,141 +170,19 @@ pub fn render_status(status: &Status) -> String {
             );
         }
     }
-    f.header(
-        "ferry_tenants_paused",
-        "gauge",
-        "Paused tenants per migration.",
-    );
-    for m in ms {
-        f.sample(
-            "ferry_tenants_paused",
-            &[("migration", &m.migration)],
-            m.paused as f64,
-        );
-    }
-    f.header(
-        "ferry_update_buffer_changes",
-        "gauge",
-        "Open update-buffer changes: pending (waiting to be applied) or dead (waiting for an operator).",
-    );
-    for m in ms {
-        for (state, n) in [("pending", m.buffer.pending), ("dead", m.buffer.dead)] {
-            f.sample(
-                "ferry_update_buffer_changes",
-                &[("migration", &m.migration), ("state", state)],
-                n as f64,
-            );
+    for (name, help, value) in PER_MIGRATION {
+        f.header(name, "gauge", help);
+        for m in ms {
+            f.sample(name, &[("migration", &m.migration)], value(m));
         }
     }
-    f.header(
-        "ferry_update_buffer_retrying_changes",
-        "gauge",
-        "Pending changes that have failed at least once.",
-    );
-    for m in ms {
-        f.sample(
-            "ferry_update_buffer_retrying_changes",
-            &[("migration", &m.migration)],
-            m.buffer.retrying as f64,
-        );
-    }
-    f.header(
-        "ferry_update_buffer_failed_attempts",
-        "gauge",
-        "Failed apply attempts, summed over open changes.",
-    );
-    for m in ms {
-        f.sample(
-            "ferry_update_buffer_failed_attempts",
-            &[("migration", &m.migration)],
-            m.buffer.attempts as f64,
-        );
-    }
-    f.header(
-        "ferry_update_buffer_oldest_pending_age_seconds",
-        "gauge",
-        "Age of the oldest pending change (0 when none is pending).",
-    );
-    let now = Utc::now();
-    for m in ms {
-        let age = m.buffer.oldest_pending_at.map_or(0.0, |at| {
-            (now - at).num_milliseconds().max(0) as f64 / 1000.0
-        });
-        f.sample(
-            "ferry_update_buffer_oldest_pending_age_seconds",
-            &[("migration", &m.migration)],
-            age,
-        );
-    }
-    f.header(
-        "ferry_validation_mismatches",
-        "gauge",
-        "Validation mismatches recorded, open (blocking the tenant) or resolved.",
-    );
-    for m in ms {
-        for (state, n) in [
-            ("open", m.mismatches.open),
-            ("resolved", m.mismatches.total - m.mismatches.open),
-        ] {
-            f.sample(
-                "ferry_validation_mismatches",
-                &[("migration", &m.migration), ("state", state)],
-                n as f64,
-            );
+    for (name, help, values) in PER_STATE {
+        f.header(name, "gauge", help);
+        for m in ms {
+            for (state, v) in values(m) {
+                f.sample(name, &[("migration", &m.migration), ("state", state)], v);
+            }
         }
-    }
-    f.header(
-        "ferry_backfill_copies",
-        "gauge",
-        "Tenant copies (backfills and reverse syncs), running or complete.",
-    );
-    for m in ms {
-        for (state, n) in [
-            ("running", m.copies.running),
-            ("complete", m.copies.complete),
-        ] {
-            f.sample(
-                "ferry_backfill_copies",
-                &[("migration", &m.migration), ("state", state)],
-                n as f64,
-            );
-        }
-    }
-    f.header(
-        "ferry_backfill_rows_done",
-        "gauge",
-        "Rows copied, summed over tenants.",
-    );
-    for m in ms {
-        f.sample(
-            "ferry_backfill_rows_done",
-            &[("migration", &m.migration)],
-            m.copies.rows_done as f64,
-        );
-    }
-    f.header(
-        "ferry_backfill_rows_estimated",
-        "gauge",
-        "Rows to copy (estimated when each copy started), summed over tenants.",
-    );
-    for m in ms {
-        f.sample(
-            "ferry_backfill_rows_estimated",
-            &[("migration", &m.migration)],
-            m.copies.rows_total as f64,
-        );
-    }
-    f.header(
-        "ferry_backfill_rows_per_second",
-        "gauge",
-        "The copiers' current rate, summed over running copies.",
-    );
-    for m in ms {
-        f.sample(
-            "ferry_backfill_rows_per_second",
-            &[("migration", &m.migration)],
-            m.copies.rows_per_s,
-        );
     }
     f.header(
         "ferry_backfill_throttled_copies",
