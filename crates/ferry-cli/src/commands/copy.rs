@@ -56,21 +56,27 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             let copier = open_copier(ctx, &migration, &urls, create_target)
                 .await?
                 .overwrite(overwrite);
-            let tenants = if tenants.is_empty() {
-                super::all_tenants(ctx, &migration).await?
+            // Each tenant with its registered size, which orders the schedule: the pages of
+            // the whole migration, or the named tenants one by one.
+            let sized = if tenants.is_empty() {
+                super::all_tenant_records(ctx, &migration)
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.tenant, t.rows))
+                    .collect()
             } else {
-                tenants
+                let mut sized = Vec::with_capacity(tenants.len());
+                for tenant in tenants {
+                    let rows = ctx
+                        .store
+                        .tenant(&migration, &tenant)
+                        .await
+                        .with_context(|| format!("read tenant {tenant}"))?
+                        .rows;
+                    sized.push((tenant, rows));
+                }
+                sized
             };
-            let mut sized = Vec::with_capacity(tenants.len());
-            for tenant in tenants {
-                let rows = ctx
-                    .store
-                    .tenant(&migration, &tenant)
-                    .await
-                    .with_context(|| format!("read tenant {tenant}"))?
-                    .rows;
-                sized.push((tenant, rows));
-            }
             let mut schedule = Schedule::new(sized, parallel, copier.small_tenant_rows());
             let bars = indicatif::MultiProgress::new();
             let mut running = futures_util::stream::FuturesUnordered::new();

@@ -24,6 +24,18 @@ pub(crate) async fn all_tenants(
     ctx: &Context,
     migration: &ferry_domain::MigrationId,
 ) -> anyhow::Result<Vec<ferry_domain::TenantId>> {
+    Ok(all_tenant_records(ctx, migration)
+        .await?
+        .into_iter()
+        .map(|t| t.tenant)
+        .collect())
+}
+
+/// Every tenant record of a migration (phase, rows, …), by keyset pages.
+pub(crate) async fn all_tenant_records(
+    ctx: &Context,
+    migration: &ferry_domain::MigrationId,
+) -> anyhow::Result<Vec<ferry_store::TenantRecord>> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
@@ -41,7 +53,7 @@ pub(crate) async fn all_tenants(
             .map_err(anyhow::Error::from)?;
         let Some(last) = page.last() else { break };
         after = Some(last.tenant.clone());
-        out.extend(page.into_iter().map(|t| t.tenant));
+        out.extend(page);
     }
     Ok(out)
 }
