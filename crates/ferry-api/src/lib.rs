@@ -75,6 +75,18 @@ pub struct MigrationStatus {
     pub fallbacks: u64,
 }
 
+impl MigrationStatus {
+    /// Operations routed, by path: the decisions other than fallbacks (which `fallbacks`
+    /// counts), summed over operations, phases and reasons.
+    pub fn routed_by_path(&self) -> std::collections::BTreeMap<&str, u64> {
+        let mut by_path = std::collections::BTreeMap::new();
+        for r in self.routes.iter().filter(|r| r.reason != "fallback") {
+            *by_path.entry(r.path.as_str()).or_default() += r.count;
+        }
+        by_path
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BufferSummary {

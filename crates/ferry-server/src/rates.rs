@@ -46,25 +46,23 @@ impl Rates {
             migrations: status
                 .migrations
                 .iter()
-                .map(|m| {
-                    let mut routed: BTreeMap<String, u64> = BTreeMap::new();
-                    for r in m.routes.iter().filter(|r| r.reason != "fallback") {
-                        *routed.entry(r.path.clone()).or_default() += r.count;
-                    }
-                    MigrationSample {
-                        migration: m.migration.clone(),
-                        routed,
-                        fallbacks: m.fallbacks,
-                        rows_copied: m.copies.rows_done,
-                        buffer_pending: m.buffer.pending,
-                        buffer_dead: m.buffer.dead,
-                        mismatches_open: m.mismatches.open,
-                        phases: m
-                            .phases
-                            .iter()
-                            .map(|p| (p.phase.clone(), p.tenants))
-                            .collect(),
-                    }
+                .map(|m| MigrationSample {
+                    migration: m.migration.clone(),
+                    routed: m
+                        .routed_by_path()
+                        .into_iter()
+                        .map(|(path, n)| (path.to_owned(), n))
+                        .collect(),
+                    fallbacks: m.fallbacks,
+                    rows_copied: m.copies.rows_done,
+                    buffer_pending: m.buffer.pending,
+                    buffer_dead: m.buffer.dead,
+                    mismatches_open: m.mismatches.open,
+                    phases: m
+                        .phases
+                        .iter()
+                        .map(|p| (p.phase.clone(), p.tenants))
+                        .collect(),
                 })
                 .collect(),
         };

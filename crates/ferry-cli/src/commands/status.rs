@@ -105,11 +105,8 @@ fn render_health(m: &MigrationStatus) -> String {
     ));
     let routed = m.routed;
     if routed > 0 {
-        let mut by_path: std::collections::BTreeMap<&str, u64> = Default::default();
-        for r in m.routes.iter().filter(|r| r.reason != "fallback") {
-            *by_path.entry(&r.path).or_default() += r.count;
-        }
-        let paths: Vec<String> = by_path
+        let paths: Vec<String> = m
+            .routed_by_path()
             .iter()
             .map(|(p, n)| format!("{p} {}", output::count(*n)))
             .collect();
