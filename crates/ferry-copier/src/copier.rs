@@ -22,7 +22,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::backpressure::{self, Verdict};
 use crate::batch::BatchSizer;
-use crate::config::TenantMoveConfig;
+use crate::config::{SourceLock, TenantMoveConfig};
 use crate::error::CopyError;
 use crate::plan::{Key, TablePlan};
 use crate::sql::{Statements, bind_key};
@@ -90,6 +90,10 @@ pub struct Copier {
     paced: std::sync::Mutex<(Option<f64>, Option<String>)>,
     /// Copies running now: each gets an equal share of the pace.
     running: std::sync::atomic::AtomicUsize,
+    /// The batch size the copies of this run have learned (0 before any): a tenant's copy
+    /// starts from it instead of from `start_batch`, so the many small tenants of a skewed
+    /// table are not each copied in the small steps of a cold start.
+    learned_batch: std::sync::atomic::AtomicU64,
     /// Rows/s of the copies running now (their last batches), summed.
     observed: std::sync::Mutex<std::collections::HashMap<String, f64>>,
 }
@@ -170,7 +174,15 @@ impl Copier {
         let hashing = same_database
             && plan.probe_row_hash(&source, &plan.source).await
             && plan.probe_row_hash(&target, &plan.target).await;
-        let lock = config.copy.lock_source_rows;
+        let lock = config.copy.source_lock() == SourceLock::Rows;
+        let (target_plain, source_plain) = if hashing {
+            (
+                !crate::plan::rewrites_inserts(&target, &plan.target).await?,
+                !crate::plan::rewrites_inserts(&source, &plan.source).await?,
+            )
+        } else {
+            (false, false)
+        };
         Ok(Copier {
             same_database,
             hashing,
@@ -178,9 +190,10 @@ impl Copier {
             pace: crate::pace::Pace::default(),
             paced: std::sync::Mutex::new((None, None)),
             running: std::sync::atomic::AtomicUsize::new(0),
+            learned_batch: std::sync::atomic::AtomicU64::new(0),
             observed: std::sync::Mutex::new(std::collections::HashMap::new()),
-            forward: Statements::new(&plan, CopyDirection::Forward, lock, hashing),
-            reverse: Statements::new(&plan, CopyDirection::Reverse, lock, hashing),
+            forward: Statements::new(&plan, CopyDirection::Forward, lock, hashing, target_plain),
+            reverse: Statements::new(&plan, CopyDirection::Reverse, lock, hashing, source_plain),
             store,
             engine,
             migration: migration.clone(),
@@ -380,9 +393,14 @@ impl Copier {
         }
         let settings = &self.config.copy;
         let target_batch = self.config.target_batch();
+        let learned = self
+            .learned_batch
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut sizer = BatchSizer::new(
             if progress.batch_size > 0 {
                 progress.batch_size
+            } else if learned > 0 {
+                learned
             } else {
                 settings.start_batch
             },
@@ -493,9 +511,12 @@ impl Copier {
             // can be) at once, instead of another empty batch and another range.
             let last = rows < limit;
             let upper = (!last).then_some(&last_key);
-            // With the source rows locked, the batch's own digest is the source side: nothing
-            // but a dual write (which writes both sides) changed them before they were written.
-            let expected = digest.filter(|_| self.config.copy.lock_source_rows);
+            // With the source locked (its rows, or the tenant against deletes), the batch's own
+            // digest is the source side: only a dual write, which writes both sides, can have
+            // changed a row since, and that shows as a difference the second look settles.
+            // Unlocked, a raced delete can be written back and match the batch's digest, so
+            // the source is read again.
+            let expected = digest.filter(|_| self.config.copy.source_lock() != SourceLock::None);
             let check: RangeCheck = self
                 .retrying("validate a batch", || {
                     self.validate_range(tenant, direction, lower.as_ref(), upper, expected)
@@ -505,7 +526,11 @@ impl Copier {
             mismatches += check.mismatches;
             let took = batch_started.elapsed();
             last_batch = Some(took);
-            sizer.observe(rows, took);
+            let size = sizer.observe(rows, took);
+            if rows >= limit {
+                self.learned_batch
+                    .store(size, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Ok(mut o) = self.observed.lock() {
                 o.insert(
                     tenant.to_string(),
@@ -573,6 +598,11 @@ impl Copier {
             .begin()
             .await
             .map_err(|e| CopyError::db("begin the batch", e))?;
+        if self.config.copy.source_lock() == SourceLock::Tenant {
+            crate::tenant_lock::take(&mut locked, &self.migration, tenant, true)
+                .await
+                .map_err(|e| CopyError::db("lock the tenant", e))?;
+        }
         let query = match after {
             None => sqlx::query(AssertSqlSafe(sql.select_first.clone())).bind(tenant.as_str()),
             Some(key) => bind_key(
@@ -631,7 +661,7 @@ impl Copier {
         }))
     }
 
-    /// [`Copier::copy_batch`] as one statement inside the one database.
+    /// [`Copier::copy_batch`] inside the one database: one statement, no row leaves it.
     async fn copy_batch_local(
         &self,
         sql: &Statements,
@@ -640,24 +670,15 @@ impl Copier {
         after: Option<&Key>,
         limit: u64,
     ) -> Result<Option<Copied>, CopyError> {
-        let run = |statement: Arc<str>| {
-            let mut query =
-                sqlx::query_as::<_, (i64, Option<String>, Option<i64>)>(AssertSqlSafe(statement))
-                    .bind(tenant.as_str());
-            for value in after.into_iter().flatten() {
-                query = query.bind(value.as_str());
+        let (rows, last, digest) = match self
+            .local_attempt(sql, pool, tenant, after, limit, false)
+            .await
+        {
+            // A row was written into the range after a statement found it clear.
+            Err(e) if is_unique_violation(&e) => {
+                self.local_attempt(sql, pool, tenant, after, limit, true)
+                    .await
             }
-            query
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_one(pool)
-        };
-        let (fast, upsert) = match after {
-            None => (&sql.local_first, &sql.local_first_upsert),
-            Some(_) => (&sql.local_after, &sql.local_after_upsert),
-        };
-        let (rows, last, digest) = match run(fast.clone()).await {
-            // A row was written into the range after the statement found it clear.
-            Err(e) if is_unique_violation(&e) => run(upsert.clone()).await,
             other => other,
         }
         .map_err(|e| CopyError::db("copy a batch", e))?;
@@ -673,6 +694,57 @@ impl Copier {
             }
             _ => Ok(None),
         }
+    }
+
+    /// One transaction of a local batch, under the tenant lock if configured: the cheap
+    /// statement while the destination is clear above the batch, else the general one; or,
+    /// after a unique violation, the upsert alone. Returns `(rows, last key, digest)`.
+    async fn local_attempt(
+        &self,
+        sql: &Statements,
+        pool: &PgPool,
+        tenant: &TenantId,
+        after: Option<&Key>,
+        limit: u64,
+        upsert_only: bool,
+    ) -> Result<(i64, Option<String>, Option<i64>), sqlx::Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let bind = |statement: &Arc<str>| {
+            let mut query = sqlx::query(AssertSqlSafe(statement.clone())).bind(tenant.as_str());
+            for value in after.into_iter().flatten() {
+                query = query.bind(value.as_str());
+            }
+            query.bind(limit)
+        };
+        let (clear, general, upsert) = match after {
+            None => (
+                &sql.local_clear_first,
+                &sql.local_first,
+                &sql.local_first_upsert,
+            ),
+            Some(_) => (
+                &sql.local_clear_after,
+                &sql.local_after,
+                &sql.local_after_upsert,
+            ),
+        };
+        let mut tx = pool.begin().await?;
+        if self.config.copy.source_lock() == SourceLock::Tenant {
+            crate::tenant_lock::take(&mut tx, &self.migration, tenant, true).await?;
+        }
+        let statement = if upsert_only {
+            upsert
+        } else {
+            let row = bind(clear).fetch_one(&mut *tx).await?;
+            if row.try_get::<bool, _>(0)? {
+                tx.commit().await?;
+                return Ok((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?));
+            }
+            general
+        };
+        let row = bind(statement).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
     }
 
     pub(crate) async fn count(

@@ -9,6 +9,7 @@
 //!   upserted into the target, validation, checkpoint again.
 //! - [`validate`]: per-range checksums in SQL, diff, repair, mismatches; whole-tenant verify.
 //! - [`backpressure`], [`batch`]: the signals that hold the copier back, and batch sizing.
+//! - [`tenant_lock`]: the advisory lock a batch and a router's delete take against each other.
 
 pub mod backpressure;
 pub mod batch;
@@ -19,9 +20,10 @@ pub mod pace;
 pub mod plan;
 pub mod schedule;
 mod sql;
+pub mod tenant_lock;
 pub mod validate;
 
-pub use config::TenantMoveConfig;
+pub use config::{SourceLock, TenantMoveConfig};
 pub use copier::{Copier, Outcome, connect};
 pub use error::CopyError;
 pub use plan::TablePlan;

@@ -65,6 +65,25 @@ macro_rules! epoch_micros {
 }
 const EPOCH_MICROS: &str = epoch_micros!();
 
+/// Whether inserts into `table` may store something other than what they were given: a
+/// user trigger or a rewrite rule on it (or the table cannot be found, to be safe). Without
+/// either, a row as inserted is the source row as read (the plan requires the same column
+/// types), so the hash of the one stands for the other.
+pub async fn rewrites_inserts(pool: &PgPool, table: &Table) -> Result<bool, CopyError> {
+    let found: Option<bool> = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_trigger AS g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal)
+             OR EXISTS (SELECT 1 FROM pg_rewrite AS r WHERE r.ev_class = c.oid)
+         FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2",
+    )
+    .bind(table.schema.as_str())
+    .bind(table.name.as_str())
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| CopyError::db("read triggers and rules", e))?;
+    Ok(found.unwrap_or(true))
+}
+
 /// Identifies a database: two pools with the same identity reach the same one.
 pub(crate) async fn database_identity(pool: &PgPool) -> Result<String, CopyError> {
     sqlx::query_scalar(
@@ -424,6 +443,74 @@ impl TablePlan {
             from.quoted(),
             self.order_list("t"),
             order_in("b", true),
+        )
+    }
+
+    /// The common case in one cheap statement: while the destination holds nothing of the
+    /// tenant above `lower` (only the copier has written there), the next rows go in by a
+    /// plain `INSERT … SELECT … ORDER BY key LIMIT n`, streamed from the key index with
+    /// nothing materialized: about a third cheaper than [`TablePlan::copy_batch_local`],
+    /// which must hold the batch to find its last key before it can look for rows in its
+    /// range. Returns `(clear, row count, last key as a JSON array)`; when not clear it wrote
+    /// nothing and the caller runs the general statement. A row a dual write puts in the
+    /// range meanwhile makes the insert fail with a unique violation, as there.
+    ///
+    /// `digest`: also return `(XOR of row hashes)` of the rows as inserted, which equal the
+    /// source rows as read when nothing rewrites inserts into `to` ([`rewrites_inserts`]):
+    /// the source's side of the batch's validation, without reading the source again.
+    pub fn copy_batch_local_clear(
+        &self,
+        from: &Table,
+        to: &Table,
+        lower: bool,
+        lock: bool,
+        digest: bool,
+    ) -> String {
+        let (range, limit) = self.range(lower, false);
+        let cols = self
+            .columns
+            .iter()
+            .map(|c| c.name.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let keys = |alias: &str, suffix: &str| {
+            self.order
+                .iter()
+                .map(|c| format!("{alias}.{}{suffix}", c.name.quoted()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "WITH clear AS (SELECT NOT EXISTS (SELECT 1 FROM {to} AS t WHERE {range}) AS yes), \
+             ins AS (INSERT INTO {to} AS w ({cols}) SELECT {cols} FROM {from} AS t \
+                 WHERE {range} AND (SELECT yes FROM clear) ORDER BY {order} LIMIT ${limit}{lock} \
+                 RETURNING {returned}) \
+             SELECT (SELECT yes FROM clear), count(*)::bigint, \
+                 (SELECT json_build_array({last})::text FROM \
+                     (SELECT {inserted} FROM ins AS i ORDER BY {descending} LIMIT 1) AS l), \
+                 {digest} \
+             FROM ins",
+            to = to.quoted(),
+            from = from.quoted(),
+            order = self.order_list("t"),
+            lock = if lock { " FOR SHARE OF t" } else { "" },
+            returned = if digest {
+                format!(
+                    "{}, {} AS \"ferry$hash\"",
+                    keys("w", ""),
+                    self.row_hash("w")
+                )
+            } else {
+                keys("w", "")
+            },
+            digest = if digest {
+                "coalesce(bit_xor(\"ferry$hash\"), 0)"
+            } else {
+                "NULL::bigint"
+            },
+            last = keys("l", "::text"),
+            inserted = keys("i", ""),
+            descending = keys("i", " DESC"),
         )
     }
 

@@ -13,6 +13,10 @@ pub(crate) struct Statements {
     pub select_after: Arc<str>,
     pub select_key: Arc<str>,
     pub upsert: Arc<str>,
+    /// Same database, the destination clear above the batch's lower bound: a plain insert
+    /// streamed from the key index ([`TablePlan::copy_batch_local_clear`]).
+    pub local_clear_first: Arc<str>,
+    pub local_clear_after: Arc<str>,
     /// One-statement batches, for tables in the same database: a plain insert when the
     /// destination range is clear, else the upsert.
     pub local_first: Arc<str>,
@@ -42,12 +46,14 @@ pub(crate) fn bounds_index(lower: bool, upper: bool) -> usize {
 
 impl Statements {
     /// `hashing`: the server can hash rows ([`TablePlan::probe_row_hash`]), so one-statement
-    /// batches also return their digest.
+    /// batches also return their digest; `returned_digest`: and nothing rewrites inserts into
+    /// the destination, so a plain insert's returned rows can be hashed for it.
     pub fn new(
         plan: &TablePlan,
         direction: CopyDirection,
         lock: bool,
         hashing: bool,
+        returned_digest: bool,
     ) -> Statements {
         let (from, to) = plan.sides(direction);
         let each = |f: &dyn Fn(bool, bool) -> String| -> [Arc<str>; 4] {
@@ -63,6 +69,12 @@ impl Statements {
             select_after: plan.select_batch(from, true, lock).into(),
             select_key: plan.select_key(from).into(),
             upsert: plan.upsert(to).into(),
+            local_clear_first: plan
+                .copy_batch_local_clear(from, to, false, lock, hashing && returned_digest)
+                .into(),
+            local_clear_after: plan
+                .copy_batch_local_clear(from, to, true, lock, hashing && returned_digest)
+                .into(),
             local_first: plan
                 .copy_batch_local(from, to, false, lock, hashing, true)
                 .into(),

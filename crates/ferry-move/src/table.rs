@@ -67,6 +67,9 @@ pub struct MovedTable {
     select: [Arc<str>; 2],
     delete: [Arc<str>; 2],
     upsert: [Arc<str>; 2],
+    /// Deletes take the tenant lock while a copy may read their side
+    /// ([`ferry_copier::tenant_lock`]).
+    lock_deletes: bool,
     /// Insert and update statements per set of columns, built on first use.
     statements: std::sync::Mutex<HashMap<Shape, Arc<str>>>,
     pub stats: TableStats,
@@ -101,6 +104,7 @@ impl MovedTable {
             delete: both(&|t| plan.delete_row(t)),
             upsert: both(&|t| plan.upsert(t)),
             statements: Default::default(),
+            lock_deletes: config.copy.source_lock() == ferry_copier::SourceLock::Tenant,
             router,
             store,
             migration: migration.clone(),
@@ -341,11 +345,10 @@ impl MovedTable {
     pub async fn delete(&self, tenant: &TenantId, key: &[&str]) -> Result<bool, MoveError> {
         let key = self.check_key(key)?;
         let snapshot = self.router.snapshot()?;
-        let decision = RouteDecision::write(
-            snapshot
-                .phase(self.migration.as_str(), tenant.as_str())
-                .phase,
-        );
+        let phase = snapshot
+            .phase(self.migration.as_str(), tenant.as_str())
+            .phase;
+        let decision = RouteDecision::write(phase);
         self.record(tenant, RouteOp::Write, &decision);
         let (first, then) = decision.write_sides();
         let mut tx = self
@@ -353,6 +356,13 @@ impl MovedTable {
             .begin()
             .await
             .map_err(self.write_error(first))?;
+        // Held until both sides are done: a copy batch that could write this row back waits,
+        // or finished before and its copy is deleted with the rest.
+        if self.lock_deletes && ferry_copier::tenant_lock::guards_deletes(phase, first) {
+            ferry_copier::tenant_lock::take(&mut tx, &self.migration, tenant, false)
+                .await
+                .map_err(self.write_error(first))?;
+        }
         let existed = self.delete_on(first, tenant, &key, &mut tx).await?;
         if let Some(second) = then {
             let result = async {

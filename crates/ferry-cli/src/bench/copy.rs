@@ -6,10 +6,12 @@
 //!
 //! - the ceiling: one `INSERT INTO … SELECT * FROM orders` (same database, one statement);
 //! - naive: per tenant, keyset batches of 1,000 rows, one transaction each, no validation;
-//! - Ferry: the copier, per tenant, with adaptive batches, FOR SHARE locking, version-guarded
-//!   upserts, a checkpoint per batch (SQLite control store) and validation of every batch;
-//! - Ferry again with `lock_source_rows = false` (validation still removes any row a
-//!   concurrent delete raced), to show what the lock costs.
+//! - Ferry: the copier, per tenant, with adaptive batches, the tenant lock per batch,
+//!   version-guarded writes, a checkpoint per batch (SQLite control store) and validation of
+//!   every batch;
+//! - Ferry again with `"source_lock": "rows"` (every source row locked `FOR SHARE`) and with
+//!   `"none"` (validation still removes any row a concurrent delete raced), to show what each
+//!   way of closing race 2 costs.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_copier::schedule::Schedule;
-use ferry_copier::{Copier, Outcome};
+use ferry_copier::{Copier, Outcome, SourceLock};
 use ferry_domain::{Action, Cohort, MigrationId, SqlIdent, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine, Request};
 use ferry_store::{CopyDirection, MigrationKind, NewMigration, TenantSize};
@@ -115,23 +117,10 @@ async fn measure(
     .fetch_one(pool)
     .await?;
 
-    // The ceiling: one statement.
-    exec(
-        pool,
-        format!("CREATE TABLE {s}.ceiling (LIKE {s}.orders INCLUDING ALL)"),
-    )
-    .await?;
+    // The ceiling: one statement, measured before and after the other copies (this kind of
+    // machine drifts by a fifth within minutes); the figure is their mean.
     say("ceiling: INSERT … SELECT…".into());
-    // Every timed copy starts right after a checkpoint, so none pays for another's dirty
-    // pages (a 2M-row copy is enough WAL to trigger one mid-way otherwise).
-    exec(pool, "CHECKPOINT".into()).await?;
-    let started = Instant::now();
-    exec(
-        pool,
-        format!("INSERT INTO {s}.ceiling SELECT * FROM {s}.orders"),
-    )
-    .await?;
-    let ceiling = started.elapsed();
+    let ceiling_before = ceiling_copy(pool, schema).await?;
 
     // Naive: 1,000-row keyset batches, a transaction each.
     exec(
@@ -162,30 +151,41 @@ async fn measure(
         }
     }
     let naive = started.elapsed();
+    exec(pool, format!("DROP TABLE {s}.naive")).await?;
 
     // Ferry: the copier over a fresh SQLite control store.
     let dir = std::env::temp_dir().join(format!("ferry-bench-copy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let dataset: Vec<(String, u64)> = names.iter().cloned().zip(sizes.iter().copied()).collect();
-    say("ferry: the copier, rows locked FOR SHARE per batch (the default)…".into());
-    let ferry = ferry_copy(args, pool, schema, &dataset, &dir, true, "ferry", None).await;
-    say("ferry: the copier, lock_source_rows = false…".into());
-    let unlocked = match ferry {
-        Ok(_) => {
-            ferry_copy(
-                args,
-                pool,
-                schema,
-                &dataset,
-                &dir,
-                false,
-                "ferry_unlocked",
-                None,
-            )
-            .await
+    say("ferry: the copier, the tenant lock per batch (the default)…".into());
+    let ferry = ferry_copy(
+        args,
+        pool,
+        schema,
+        &dataset,
+        &dir,
+        SourceLock::Tenant,
+        "ferry",
+        None,
+    )
+    .await;
+    let mut others = Vec::new();
+    for (lock, target) in [
+        (SourceLock::Rows, "ferry_row_locked"),
+        (SourceLock::None, "ferry_unlocked"),
+    ] {
+        if ferry.is_err() {
+            break;
         }
-        Err(_) => Ok(Duration::ZERO),
-    };
+        say(format!(
+            "ferry: the copier, \"source_lock\": \"{}\"…",
+            lock.as_str()
+        ));
+        others.push((
+            target,
+            ferry_copy(args, pool, schema, &dataset, &dir, lock, target, None).await,
+        ));
+    }
     let live = if args.live_load && ferry.is_ok() {
         say("live load: pgbench alone, beside an unthrottled copy, beside Ferry's copy…".into());
         Some(live_load(args, pool, schema, &dataset, &dir).await)
@@ -193,7 +193,10 @@ async fn measure(
         None
     };
     let _ = std::fs::remove_dir_all(&dir);
-    let (ferry, unlocked) = (ferry?, unlocked?);
+    let ferry = ferry?;
+    say("ceiling again…".into());
+    let ceiling_after = ceiling_copy(pool, schema).await?;
+    let ceiling = (ceiling_before + ceiling_after) / 2;
 
     let rows = args.rows as f64;
     let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
@@ -202,11 +205,16 @@ async fn measure(
     report.figure("tenants", args.tenants as f64);
     report.figure("bytes_per_row", bytes as f64 / rows);
     report.figure("ceiling_rows_per_s", rate(ceiling));
+    report.figure("ceiling_before_rows_per_s", rate(ceiling_before));
+    report.figure("ceiling_after_rows_per_s", rate(ceiling_after));
     report.figure("naive_rows_per_s", rate(naive));
     report.figure("ferry_rows_per_s", rate(ferry));
-    report.figure("ferry_unlocked_rows_per_s", rate(unlocked));
+    for (target, took) in &others {
+        let took = took.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        report.figure(format!("{target}_rows_per_s"), rate(*took));
+        report.ratio(format!("{target}_vs_ceiling"), rate(*took) / rate(ceiling));
+    }
     report.ratio("ferry_vs_ceiling", rate(ferry) / rate(ceiling));
-    report.ratio("ferry_unlocked_vs_ceiling", rate(unlocked) / rate(ceiling));
     report.ratio("naive_vs_ceiling", rate(naive) / rate(ceiling));
     report.ratio("ferry_vs_naive", rate(ferry) / rate(naive));
     if let Some(live) = live {
@@ -220,6 +228,29 @@ async fn measure(
         report.ratio("live_load_kept_ferry", with_ferry / idle.max(1e-9));
     }
     Ok(report)
+}
+
+/// One timed `INSERT INTO ceiling SELECT * FROM orders` into a fresh table, dropped after.
+async fn ceiling_copy(pool: &sqlx::PgPool, schema: &SqlIdent) -> anyhow::Result<Duration> {
+    let s = schema.quoted();
+    exec(
+        pool,
+        format!("CREATE TABLE {s}.ceiling (LIKE {s}.orders INCLUDING ALL)"),
+    )
+    .await?;
+    // Every timed copy starts right after a checkpoint, so none pays for another's dirty
+    // pages (a 2M-row copy is enough WAL to trigger one mid-way otherwise).
+    exec(pool, "CHECKPOINT".into()).await?;
+    let started = Instant::now();
+    exec(
+        pool,
+        format!("INSERT INTO {s}.ceiling SELECT * FROM {s}.orders"),
+    )
+    .await?;
+    let took = started.elapsed();
+    // Dropped, its dirty pages are discarded rather than written back under the next copy.
+    exec(pool, format!("DROP TABLE {s}.ceiling")).await?;
+    Ok(took)
 }
 
 /// pgbench's tps alone, beside repeated `INSERT … SELECT` copies, and beside Ferry's copier.
@@ -261,7 +292,7 @@ async fn live_load(
                 (args.clone(), pool.clone(), schema.clone(), dataset.to_vec(), dir.to_owned());
             tokio::spawn(async move {
                 let gate = Gate { ready, go: start };
-                ferry_copy(&args, &pool, &schema, &dataset, &dir, true, "ferry_live", Some(gate))
+                ferry_copy(&args, &pool, &schema, &dataset, &dir, SourceLock::Tenant, "ferry_live", Some(gate))
                     .await
             })
         };
@@ -303,7 +334,7 @@ async fn ferry_copy(
     schema: &SqlIdent,
     tenants: &[(String, u64)],
     dir: &std::path::Path,
-    lock: bool,
+    lock: SourceLock,
     target: &str,
     gate: Option<Gate>,
 ) -> anyhow::Result<Duration> {
@@ -324,7 +355,7 @@ async fn ferry_copy(
                 "tenant_column": "tenant_id",
                 "version_column": "version",
                 "copy": {"min_batch": 500, "max_batch": 20000, "start_batch": 1000, "target_batch_ms": 500,
-                         "lock_source_rows": lock},
+                         "source_lock": lock.as_str()},
                 // Throughput is measured unpaced (nothing else runs to protect); the live-load
                 // run keeps the default pace controller.
                 "backpressure": if target == "ferry_live" {
@@ -372,6 +403,7 @@ async fn ferry_copy(
     } else {
         output::progress(args.rows, "ferry")
     };
+    let live = gate.is_some();
     if let Some(gate) = gate {
         let _ = gate.ready.send(());
         gate.go
@@ -411,5 +443,14 @@ async fn ferry_copy(
     }
     let took = started.elapsed();
     bar.finish_and_clear();
+    if !live {
+        // As the ceiling's: its dirty pages are not written back under the next copy.
+        let table = SqlIdent::new(target).context("a bench table name")?;
+        exec(
+            pool,
+            format!("DROP TABLE {}.{}", schema.quoted(), table.quoted()),
+        )
+        .await?;
+    }
     Ok(took)
 }

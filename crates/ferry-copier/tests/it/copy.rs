@@ -14,6 +14,7 @@ both_stores!(
     drift_is_recorded_and_blocks_the_authority_flip,
     reverse_copy_restores_the_source_and_retirement_deletes_it,
     a_row_written_into_a_clear_range_mid_batch_falls_back_to_the_upsert,
+    a_trigger_rewriting_target_rows_is_caught_by_validation,
 );
 
 async fn copies_one_tenant_exactly_and_touches_no_other(store: &TestStore) {
@@ -587,7 +588,7 @@ async fn a_row_written_into_a_clear_range_mid_batch_falls_back_to_the_upsert(sto
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH batch%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND (query LIKE 'WITH batch%' OR query LIKE 'WITH clear%')",
         )
         .fetch_one(&f.pool)
         .await
@@ -615,4 +616,43 @@ async fn a_row_written_into_a_clear_range_mid_batch_falls_back_to_the_upsert(sto
         f.digest("moved", "t1").await,
         f.digest("public", "t1").await
     );
+}
+
+/// A plain insert's returned rows stand for the source's only when nothing rewrites inserts
+/// into the destination; a trigger that does must not hide its rewrite from validation.
+async fn a_trigger_rewriting_target_rows_is_caught_by_validation(store: &TestStore) {
+    let f = Fixture::new(
+        store.reopen_as_test_store().await,
+        &[("t1", 120)],
+        serde_json::json!({"copy": {"min_batch": 20, "max_batch": 50, "start_batch": 50}}),
+    )
+    .await;
+    sqlx::raw_sql(
+        "CREATE SCHEMA moved;
+         CREATE TABLE moved.orders (LIKE public.orders INCLUDING ALL);
+         CREATE FUNCTION moved.shout() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN NEW.note := upper(NEW.note); RETURN NEW; END $$;
+         CREATE TRIGGER shout BEFORE INSERT ON moved.orders
+             FOR EACH ROW EXECUTE FUNCTION moved.shout();",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let copier = f.copier().await;
+    f.change("t1", Action::Advance).await;
+    let outcome = copier
+        .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+        .await
+        .unwrap();
+    let Outcome::Complete { mismatches, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    // Every row with a note that upper() changes differs (`note N ✓`; every 7th is NULL).
+    assert_eq!(mismatches, 120 - 120 / 7, "{outcome:?}");
+    let open = f
+        .store()
+        .open_mismatches(&f.migration, &tenant("t1"))
+        .await
+        .unwrap();
+    assert_eq!(open.len() as u64, mismatches);
 }

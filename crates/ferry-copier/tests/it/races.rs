@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use ferry_copier::Outcome;
-use ferry_domain::Action;
+use ferry_copier::{Outcome, SourceLock, tenant_lock};
+use ferry_domain::{Action, MigrationId};
 use ferry_store::CopyDirection;
 use ferry_testkit::{TestStore, both_stores};
 use sqlx::PgPool;
@@ -17,22 +17,123 @@ use crate::fixture::{Fixture, tenant};
 
 both_stores!(
     concurrent_updates_and_deletes_are_neither_lost_nor_resurrected,
-    without_row_locks_validation_still_removes_raced_deletes,
+    with_row_locks_concurrent_writes_are_neither_lost_nor_resurrected,
+    without_locks_validation_still_removes_raced_deletes,
+    a_delete_in_flight_holds_the_batch_under_the_tenant_lock,
+    a_delete_in_flight_holds_the_batch_under_row_locks,
+    without_locks_a_delete_in_flight_does_not_hold_the_batch,
 );
 
+/// The default: the tenant lock, which the writers' deletes take as the router does.
 async fn concurrent_updates_and_deletes_are_neither_lost_nor_resurrected(store: &TestStore) {
-    race(store, true).await;
+    race(store, SourceLock::Tenant).await;
 }
 
-/// With `lock_source_rows = false` a concurrent delete can be written back by a batch read
-/// before it; the batch's validation must find and remove it, so the end state is the same.
-async fn without_row_locks_validation_still_removes_raced_deletes(store: &TestStore) {
-    race(store, false).await;
+async fn with_row_locks_concurrent_writes_are_neither_lost_nor_resurrected(store: &TestStore) {
+    race(store, SourceLock::Rows).await;
+}
+
+/// Unlocked, a concurrent delete can be written back by a batch read before it; the batch's
+/// validation must find and remove it, so the end state is the same.
+async fn without_locks_validation_still_removes_raced_deletes(store: &TestStore) {
+    race(store, SourceLock::None).await;
+}
+
+async fn a_delete_in_flight_holds_the_batch_under_the_tenant_lock(store: &TestStore) {
+    delete_in_flight(store, SourceLock::Tenant).await;
+}
+
+async fn a_delete_in_flight_holds_the_batch_under_row_locks(store: &TestStore) {
+    delete_in_flight(store, SourceLock::Rows).await;
+}
+
+/// The control: without a lock the same batch does not wait, which is why it must re-read
+/// the source to validate.
+async fn without_locks_a_delete_in_flight_does_not_hold_the_batch(store: &TestStore) {
+    delete_in_flight(store, SourceLock::None).await;
+}
+
+/// Race 2 frozen at its worst moment: a router-style delete of the tenant's first row has
+/// deleted it in the source but not committed (its mirror on the target is still to come)
+/// when the copy starts. A locked copy must wait for it, then copy without the row; nothing
+/// is ever written back, so nothing needs repair.
+async fn delete_in_flight(store: &TestStore, lock: SourceLock) {
+    let f = Fixture::new(
+        store.reopen_as_test_store().await,
+        &[("t1", 300), ("t2", 50)],
+        serde_json::json!({"copy": {"min_batch": 20, "max_batch": 100, "start_batch": 100,
+                                    "source_lock": lock.as_str()}}),
+    )
+    .await;
+    let copier = Arc::new(f.copier().await);
+    f.change("t1", Action::Advance).await;
+
+    let mut delete = f.pool.begin().await.unwrap();
+    if lock == SourceLock::Tenant {
+        tenant_lock::take(&mut delete, &f.migration, &tenant("t1"), false)
+            .await
+            .unwrap();
+    }
+    sqlx::query("DELETE FROM public.orders WHERE tenant_id = 't1' AND id = 1")
+        .execute(&mut *delete)
+        .await
+        .unwrap();
+    let copying = {
+        let copier = copier.clone();
+        tokio::spawn(async move {
+            copier
+                .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let copied_meanwhile = f.digest("moved", "t1").await.0;
+    if lock == SourceLock::None {
+        assert!(
+            copying.is_finished() || copied_meanwhile > 0,
+            "an unlocked copy does not wait for the delete"
+        );
+    } else {
+        assert!(
+            !copying.is_finished() && copied_meanwhile == 0,
+            "the first batch waits for the delete in flight ({copied_meanwhile} rows copied)"
+        );
+    }
+    // The router's mirror, then the commit that releases the batch.
+    sqlx::query("DELETE FROM moved.orders WHERE tenant_id = 't1' AND id = 1")
+        .execute(&mut *delete)
+        .await
+        .unwrap();
+    delete.commit().await.unwrap();
+    let outcome = copying.await.unwrap().unwrap();
+    let Outcome::Complete {
+        rows,
+        repaired,
+        mismatches,
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(mismatches, 0);
+    if lock != SourceLock::None {
+        assert_eq!(
+            repaired, 0,
+            "a locked copy never writes the deleted row back"
+        );
+        assert_eq!(rows, 299);
+    }
+    assert_eq!(
+        f.digest("moved", "t1").await,
+        f.digest("public", "t1").await
+    );
+    assert_eq!(f.digest("moved", "t1").await.0, 299);
+    assert_eq!(f.digest("moved", "t2").await.0, 0);
 }
 
 /// One dual write: the source (authoritative) first, then the same row image to the target
-/// with the version guard, or the delete on both.
-async fn dual_write(pool: &PgPool, op: u64, id: i64) {
+/// with the version guard, or the delete on both. `lock_as`: deletes take the migration's
+/// tenant lock, as the router's do when the copy uses it.
+async fn dual_write(pool: &PgPool, lock_as: Option<&MigrationId>, op: u64, id: i64) {
     match op % 3 {
         0 => {
             let image: Option<String> = sqlx::query_scalar(
@@ -48,9 +149,17 @@ async fn dual_write(pool: &PgPool, op: u64, id: i64) {
             }
         }
         1 => {
+            // As the router deletes: the source's transaction (holding the tenant lock when
+            // the copy uses it) stays open until the target's delete is done.
+            let mut tx = pool.begin().await.unwrap();
+            if let Some(migration) = lock_as {
+                tenant_lock::take(&mut tx, migration, &tenant("t1"), false)
+                    .await
+                    .unwrap();
+            }
             sqlx::query("DELETE FROM public.orders WHERE tenant_id = 't1' AND id = $1")
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await
                 .unwrap();
             sqlx::query("DELETE FROM moved.orders WHERE tenant_id = 't1' AND id = $1")
@@ -58,6 +167,7 @@ async fn dual_write(pool: &PgPool, op: u64, id: i64) {
                 .execute(pool)
                 .await
                 .unwrap();
+            tx.commit().await.unwrap();
         }
         _ => {
             let image: Option<String> = sqlx::query_scalar(
@@ -88,12 +198,12 @@ async fn upsert_target(pool: &PgPool, image: &str) {
     .unwrap();
 }
 
-async fn race(store: &TestStore, lock: bool) {
+async fn race(store: &TestStore, lock: SourceLock) {
     let rows = 1500;
     let f = Fixture::new(
         store.reopen_as_test_store().await,
         &[("t1", rows), ("t2", 200)],
-        serde_json::json!({"copy": {"min_batch": 20, "max_batch": 60, "start_batch": 40, "target_batch_ms": 20, "rate_limit": 2000, "lock_source_rows": lock}}),
+        serde_json::json!({"copy": {"min_batch": 20, "max_batch": 60, "start_batch": 40, "target_batch_ms": 20, "rate_limit": 2000, "source_lock": lock.as_str()}}),
     )
     .await;
     let copier = f.copier().await;
@@ -105,6 +215,7 @@ async fn race(store: &TestStore, lock: bool) {
     let mut writers = Vec::new();
     for w in 0..2u64 {
         let (pool, stop, ops) = (f.pool.clone(), stop.clone(), ops.clone());
+        let lock_as = (lock == SourceLock::Tenant).then(|| f.migration.clone());
         writers.push(tokio::spawn(async move {
             let mut x = 0x9e37_79b9_u64 + w;
             while !stop.load(Ordering::Relaxed) {
@@ -113,7 +224,7 @@ async fn race(store: &TestStore, lock: bool) {
                 x ^= x << 17;
                 // Mostly the keys the copier is near, so they collide with its batches.
                 let id = (x % rows as u64) as i64 + 1;
-                dual_write(&pool, x, id).await;
+                dual_write(&pool, lock_as.as_ref(), x, id).await;
                 ops.fetch_add(1, Ordering::Relaxed);
             }
         }));

@@ -13,7 +13,10 @@ use ferry_testkit::{TestDb, TestStore, both_stores};
 use sqlx::PgPool;
 use tokio::sync::RwLock;
 
-both_stores!(writers_race_every_phase_and_a_rollback);
+both_stores!(
+    writers_race_every_phase_and_a_rollback,
+    a_routed_delete_waits_for_a_batch_holding_the_tenant_lock,
+);
 
 const KEYS: i64 = 400;
 
@@ -85,7 +88,21 @@ async fn check(table: &MovedTable, pool: &PgPool, expected: &Expected, phase: Ph
     );
 }
 
-async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
+/// Two tenants of 300 rows in `public.orders`, the migration to `moved.orders`, and the
+/// copier, a router and the table over them.
+struct Setup {
+    _data: TestDb,
+    pool: PgPool,
+    m: MigrationId,
+    t1: TenantId,
+    t2: TenantId,
+    engine: PhaseEngine,
+    copier: Copier,
+    router: Arc<Router>,
+    table: Arc<MovedTable>,
+}
+
+async fn setup(s: &TestStore) -> Setup {
     let data = TestDb::new().await;
     let pool = ferry_copier::connect(data.url(), "connect").await.unwrap();
     sqlx::raw_sql(
@@ -165,6 +182,31 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
         .await
         .unwrap(),
     );
+    Setup {
+        _data: data,
+        pool,
+        m,
+        t1,
+        t2,
+        engine,
+        copier,
+        router,
+        table,
+    }
+}
+
+async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
+    let Setup {
+        _data,
+        pool,
+        m,
+        t1,
+        t2: _,
+        engine,
+        copier,
+        router: _router,
+        table,
+    } = setup(s).await;
     let t2_before = side_rows(&pool, "public", "t2").await;
 
     // Each writer owns the keys with its parity, so "the last acknowledged write" per key is
@@ -311,4 +353,34 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
     assert_eq!(side_rows(&pool, "public", "t2").await, t2_before);
     assert!(side_rows(&pool, "moved", "t2").await.is_empty());
     check(&table, &pool, &expected, phase, "after retiring the source").await;
+}
+
+/// The router's half of the tenant lock: while a copy may read the source (dual_write), a
+/// delete through the table waits for a batch holding the lock, then completes; a tenant in
+/// legacy (no copy) deletes without waiting.
+async fn a_routed_delete_waits_for_a_batch_holding_the_tenant_lock(s: &TestStore) {
+    let set = setup(s).await;
+    change(&set.engine, &set.m, &set.t1, Action::Advance).await;
+    let mut batch = set.pool.begin().await.unwrap();
+    for t in [&set.t1, &set.t2] {
+        ferry_copier::tenant_lock::take(&mut batch, &set.m, t, true)
+            .await
+            .unwrap();
+    }
+    let deleting = {
+        let (table, t1) = (set.table.clone(), set.t1.clone());
+        tokio::spawn(async move { table.delete(&t1, &["7"]).await })
+    };
+    // t2 is in legacy: nothing copies it, its delete does not wait.
+    assert!(set.table.delete(&set.t2, &["7"]).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !deleting.is_finished(),
+        "a dual_write delete waits for the batch holding the tenant lock"
+    );
+    assert!(side_rows(&set.pool, "public", "t1").await.contains_key(&7));
+    batch.commit().await.unwrap();
+    assert!(deleting.await.unwrap().unwrap());
+    assert!(!side_rows(&set.pool, "public", "t1").await.contains_key(&7));
+    assert!(!side_rows(&set.pool, "public", "t2").await.contains_key(&7));
 }
