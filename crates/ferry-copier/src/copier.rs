@@ -1,8 +1,9 @@
 //! The copy loop of one tenant in one direction.
 //!
 //! ```text
-//! checkpoint ─> [controls, phase, backpressure] ─> batch (rows locked FOR SHARE in `from`,
-//!     upserted with a version guard into `to`) ─> validate the batch's key range ─> checkpoint
+//! checkpoint ─> [controls, phase, backpressure] ─> batch (under the tenant lock in `from`, or
+//!     its rows FOR SHARE: inserted into a clear range of `to`, else upserted with a version
+//!     guard) ─> validate the batch's key range ─> checkpoint
 //! ```
 //!
 //! Every step is idempotent: a batch repeated after a crash (between the target's commit and
