@@ -1,8 +1,10 @@
 //! The cold tier's object store: where segments live, named by Ferry from validated ids.
 //!
-//! `file:///path` or a plain path is a local directory (the default); cloud schemes
-//! (`s3://`, `gs://`, `az://`) are refused by this build with a message saying so, rather than
-//! silently writing somewhere else.
+//! `file:///path` or a plain path is a local directory (the default). `s3://bucket/prefix`,
+//! `gs://bucket/prefix` and `az://container/prefix` are cloud object stores when Ferry is built
+//! with the `cloud` feature (credentials and endpoints from the environment, as each cloud's
+//! own tools read them); a build without it refuses them with a message saying so, rather
+//! than silently writing somewhere else.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,102 @@ pub struct ColdStore {
     footers: Mutex<HashMap<String, ArrowReaderMetadata>>,
 }
 
+fn local(dir: &str) -> Result<Arc<dyn ObjectStore>, String> {
+    if dir.is_empty() {
+        return Err("no directory given".into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("create the directory: {e}"))?;
+    let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| e.to_string())?;
+    Ok(Arc::new(store))
+}
+
+/// Cloud object stores, compiled in with the `cloud` feature.
+#[cfg(feature = "cloud")]
+mod cloud {
+    use std::sync::Arc;
+
+    use object_store::ObjectStore;
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+    use object_store::path::Path;
+    use object_store::prefix::PrefixStore;
+
+    /// `rest` is `bucket[/prefix]`; the prefix becomes the store's root, so segment keys are
+    /// `prefix/<migration>/<tenant>/<segment>.parquet`.
+    pub(super) fn open(
+        scheme: &str,
+        rest: &str,
+        options: &[(&str, &str)],
+    ) -> Result<Arc<dyn ObjectStore>, String> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("no bucket given: {scheme}://<bucket>[/<prefix>]"));
+        }
+        let prefix = Path::parse(prefix.trim_matches('/'))
+            .map_err(|e| format!("the prefix {prefix:?} is not a valid object path: {e}"))?;
+        let base = format!("{scheme}://{bucket}");
+        let key_error = |key: &str, e: object_store::Error| format!("option {key:?}: {e}");
+        let build_error = |e: object_store::Error| e.to_string();
+        macro_rules! with_prefix {
+            ($store:expr) => {{
+                let store = $store;
+                if prefix.as_ref().is_empty() {
+                    Arc::new(store) as Arc<dyn ObjectStore>
+                } else {
+                    Arc::new(PrefixStore::new(store, prefix.clone())) as Arc<dyn ObjectStore>
+                }
+            }};
+        }
+        Ok(match scheme {
+            "s3" => {
+                let mut builder = AmazonS3Builder::from_env().with_url(&base);
+                for (key, value) in options {
+                    let parsed: AmazonS3ConfigKey = key.parse().map_err(|e| key_error(key, e))?;
+                    builder = builder.with_config(parsed, *value);
+                }
+                with_prefix!(builder.build().map_err(build_error)?)
+            }
+            "gs" => {
+                let mut builder = GoogleCloudStorageBuilder::from_env().with_url(&base);
+                for (key, value) in options {
+                    let parsed: GoogleConfigKey = key.parse().map_err(|e| key_error(key, e))?;
+                    builder = builder.with_config(parsed, *value);
+                }
+                with_prefix!(builder.build().map_err(build_error)?)
+            }
+            _ => {
+                let mut builder = MicrosoftAzureBuilder::from_env().with_url(&base);
+                for (key, value) in options {
+                    let parsed: AzureConfigKey = key.parse().map_err(|e| key_error(key, e))?;
+                    builder = builder.with_config(parsed, *value);
+                }
+                with_prefix!(builder.build().map_err(build_error)?)
+            }
+        })
+    }
+}
+
+/// Without the `cloud` feature: a clear refusal, never a silent write elsewhere.
+#[cfg(not(feature = "cloud"))]
+mod cloud {
+    use std::sync::Arc;
+
+    use object_store::ObjectStore;
+
+    pub(super) fn open(
+        scheme: &str,
+        _rest: &str,
+        _options: &[(&str, &str)],
+    ) -> Result<Arc<dyn ObjectStore>, String> {
+        Err(format!(
+            "{scheme} object storage is not compiled into this build of Ferry: build it with \
+             `cargo build --release --features cloud` (docs/tiering.md), or use a file:// \
+             directory"
+        ))
+    }
+}
+
 impl std::fmt::Debug for ColdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ColdStore").field("url", &self.url).finish()
@@ -46,28 +144,36 @@ impl std::fmt::Debug for ColdStore {
 impl ColdStore {
     /// Opens the store at `url`, creating a local directory if needed.
     pub fn open(url: &str) -> Result<ColdStore, TierError> {
+        ColdStore::open_with(url, &[])
+    }
+
+    /// [`ColdStore::open`], with `object_store` configuration keys (`aws_endpoint`,
+    /// `aws_region`, `google_service_account`, …) over what the environment says. Only cloud
+    /// URLs take options.
+    pub fn open_with(url: &str, options: &[(&str, &str)]) -> Result<ColdStore, TierError> {
         let bad = |detail: String| TierError::Url {
             url: url.to_owned(),
             detail,
         };
-        let dir = match url.split_once("://") {
-            None => url,
-            Some(("file", path)) => path,
-            Some((scheme @ ("s3" | "gs" | "az" | "abfs" | "https"), _)) => {
+        let cloud = ["s3://", "gs://", "az://"];
+        if !options.is_empty() && !cloud.iter().any(|c| url.starts_with(c)) {
+            return Err(bad("only cloud object stores take options".into()));
+        }
+        let store: Arc<dyn ObjectStore> = match url.split_once("://") {
+            None => local(url).map_err(bad)?,
+            Some(("file", path)) => local(path).map_err(bad)?,
+            Some((scheme @ ("s3" | "gs" | "az"), rest)) => {
+                cloud::open(scheme, rest, options).map_err(bad)?
+            }
+            Some((scheme, _)) => {
                 return Err(bad(format!(
-                    "{scheme} object storage is not compiled into this build of Ferry; use a \
-                     file:// directory, or build with the cloud backend enabled"
+                    "unknown scheme {scheme:?}: use a directory (file:///path), \
+                     s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
                 )));
             }
-            Some((scheme, _)) => return Err(bad(format!("unknown scheme {scheme:?}"))),
         };
-        if dir.is_empty() {
-            return Err(bad("no directory given".into()));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| bad(format!("create the directory: {e}")))?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
         Ok(ColdStore {
-            store: Arc::new(store),
+            store,
             url: url.to_owned(),
             footers: Mutex::new(HashMap::new()),
         })

@@ -52,12 +52,12 @@ fn phase_docs_cover_every_phase_and_guard() {
 fn readme_holds_the_two_commands_ci_runs() {
     let readme = read("README.md");
     assert!(readme.contains("cargo run --bin ferry -- demo"));
-    assert!(readme.contains("cargo test --workspace"));
+    let command = "cargo test --workspace --all-features";
+    assert!(readme.contains(command));
     let ci = read(".ci/run");
     assert!(
         ci.lines()
-            .any(|l| l.trim().starts_with("cargo test --workspace ")
-                || l.trim() == "cargo test --workspace"),
+            .any(|l| l.trim() == command || l.trim().starts_with(&format!("{command} "))),
         ".ci/run must run the README's test command"
     );
 }

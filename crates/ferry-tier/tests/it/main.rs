@@ -5,9 +5,11 @@
 //! - `fixture.rs`: an `events` table, a tiering migration over it, a router and a table.
 //! - `phases.rs`: concurrent writers through every phase, archiving, a rollback.
 //! - `races.rs`: races 4 and 5 of DESIGN.md; an unavailable cold tier.
+//! - `cloud.rs`: a segment through a real S3 protocol server (with the `cloud` feature).
 
 #![allow(clippy::unwrap_used)]
 
+mod cloud;
 mod fixture;
 mod phases;
 mod races;

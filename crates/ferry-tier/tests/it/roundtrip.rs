@@ -18,7 +18,7 @@ CREATE TABLE public.events (
     PRIMARY KEY (tenant_id, id)
 )";
 
-async fn fill(pool: &PgPool) {
+pub(crate) async fn fill(pool: &PgPool) {
     sqlx::raw_sql(TABLE).execute(pool).await.unwrap();
     sqlx::query(
         "INSERT INTO public.events
@@ -47,7 +47,7 @@ async fn fill(pool: &PgPool) {
     .unwrap();
 }
 
-fn declaration() -> Declaration {
+pub(crate) fn declaration() -> Declaration {
     Declaration {
         schema: "public".into(),
         table: "events".into(),
