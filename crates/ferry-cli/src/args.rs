@@ -510,6 +510,10 @@ pub struct CopyBench {
     /// Seconds each live-load measurement runs.
     #[arg(long, default_value_t = 10)]
     pub live_seconds: u64,
+    /// The pace controller's `latency_factor` for the live-load copy (default: the config's
+    /// default), to see what a stricter or looser pace keeps of the load and copies meanwhile.
+    #[arg(long)]
+    pub live_latency_factor: Option<f64>,
     #[arg(long)]
     pub json: bool,
 }

@@ -599,11 +599,9 @@ impl Copier {
             .begin()
             .await
             .map_err(|e| CopyError::db("begin the batch", e))?;
-        if self.config.copy.source_lock() == SourceLock::Tenant {
-            crate::tenant_lock::take(&mut locked, &self.migration, tenant, true)
-                .await
-                .map_err(|e| CopyError::db("lock the tenant", e))?;
-        }
+        self.lock_tenant(&mut locked, tenant)
+            .await
+            .map_err(|e| CopyError::db("lock the tenant", e))?;
         let query = match after {
             None => sqlx::query(AssertSqlSafe(sql.select_first.clone())).bind(tenant.as_str()),
             Some(key) => bind_key(
@@ -660,6 +658,19 @@ impl Copier {
             last_key: last,
             digest: None,
         }))
+    }
+
+    /// Holds the tenant lock shared until `tx` ends, when the copy closes race 2 with it
+    /// ([`crate::tenant_lock`]); taken before any statement of the batch takes its snapshot.
+    async fn lock_tenant(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        tenant: &TenantId,
+    ) -> Result<(), sqlx::Error> {
+        if self.config.copy.source_lock() == SourceLock::Tenant {
+            crate::tenant_lock::take(tx, &self.migration, tenant, true).await?;
+        }
+        Ok(())
     }
 
     /// [`Copier::copy_batch`] inside the one database: one statement, no row leaves it.
@@ -730,9 +741,7 @@ impl Copier {
             ),
         };
         let mut tx = pool.begin().await?;
-        if self.config.copy.source_lock() == SourceLock::Tenant {
-            crate::tenant_lock::take(&mut tx, &self.migration, tenant, true).await?;
-        }
+        self.lock_tenant(&mut tx, tenant).await?;
         let statement = if upsert_only {
             upsert
         } else {

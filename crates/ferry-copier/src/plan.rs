@@ -318,6 +318,15 @@ impl TablePlan {
             .join(", ")
     }
 
+    /// Every column, quoted, in the plan's order: an insert's column list.
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| c.name.quoted())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn row_text(&self) -> String {
         let cols = self
             .columns
@@ -467,12 +476,7 @@ impl TablePlan {
         digest: bool,
     ) -> String {
         let (range, limit) = self.range(lower, false);
-        let cols = self
-            .columns
-            .iter()
-            .map(|c| c.name.quoted())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = self.column_list();
         let keys = |alias: &str, suffix: &str| {
             self.order
                 .iter()
@@ -599,12 +603,7 @@ impl TablePlan {
     /// `INSERT INTO to SELECT cols FROM <rows>`, with `ON CONFLICT (key) DO UPDATE … WHERE
     /// older` if `upsert`.
     fn insert_from(&self, to: &Table, rows: &str, upsert: bool) -> String {
-        let cols = self
-            .columns
-            .iter()
-            .map(|c| c.name.quoted())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = self.column_list();
         let conflict = self
             .key
             .iter()

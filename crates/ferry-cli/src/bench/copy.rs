@@ -264,6 +264,9 @@ async fn live_load(
     let load =
         super::live_load::LiveLoad::create(pool, &args.postgres_url, args.live_seconds).await?;
     let result = async {
+        // Each measurement starts right after a checkpoint, as the timed copies do: the
+        // copies before leave enough WAL to set one off under whichever run comes next.
+        exec(pool, "CHECKPOINT".into()).await?;
         let idle = load.run().await?;
         let s = schema.quoted();
         exec(pool, format!("CREATE TABLE {s}.unthrottled (LIKE {s}.orders INCLUDING ALL)")).await?;
@@ -279,9 +282,11 @@ async fn live_load(
                 }
             })
         };
+        exec(pool, "CHECKPOINT".into()).await?;
         let unthrottled = load.run().await?;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = copying.await;
+        exec(pool, format!("DROP TABLE {s}.unthrottled")).await?;
         // Ferry's copy sets up (store, plan) first, then waits; the load starts, and after
         // its first second (left out of the figure) the copy starts, so it takes its latency
         // baseline under the load, as it would in production.
@@ -313,7 +318,17 @@ async fn live_load(
             .await?;
         ferry.abort();
         let copied = (after - before).max(0) as f64;
-        Ok::<_, anyhow::Error>((idle, unthrottled, with_ferry, copied / args.live_seconds.max(1) as f64))
+        // The load alone again, once the aborted copy's last statement has ended: the figure
+        // is the mean of both (pgbench alone moves by a fifth between runs here).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        exec(pool, "CHECKPOINT".into()).await?;
+        let idle_after = load.run().await?;
+        Ok::<_, anyhow::Error>((
+            (idle + idle_after) / 2.0,
+            unthrottled,
+            with_ferry,
+            copied / args.live_seconds.max(1) as f64,
+        ))
     }
     .await;
     load.drop_database().await;
@@ -359,7 +374,10 @@ async fn ferry_copy(
                 // Throughput is measured unpaced (nothing else runs to protect); the live-load
                 // run keeps the default pace controller.
                 "backpressure": if target == "ferry_live" {
-                    serde_json::json!({})
+                    match args.live_latency_factor {
+                        Some(factor) => serde_json::json!({"latency_factor": factor}),
+                        None => serde_json::json!({}),
+                    }
                 } else {
                     serde_json::json!({"latency_factor": 0.0})
                 },
