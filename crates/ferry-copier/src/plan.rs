@@ -290,12 +290,18 @@ impl TablePlan {
         }
     }
 
-    fn order_list(&self, alias: &str) -> String {
+    /// The keyset order's columns as `alias.col<suffix>, …` (`suffix`: `""`, `" DESC"`,
+    /// `"::text"`).
+    fn order_columns(&self, alias: &str, suffix: &str) -> String {
         self.order
             .iter()
-            .map(|c| format!("{alias}.{}", c.name.quoted()))
+            .map(|c| format!("{alias}.{}{suffix}", c.name.quoted()))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    fn order_list(&self, alias: &str) -> String {
+        self.order_columns(alias, "")
     }
 
     /// `(t.k1, t.k2) <op> (CAST($n AS ty1), CAST($n+1 AS ty2))`.
@@ -311,11 +317,7 @@ impl TablePlan {
     }
 
     fn key_text(&self) -> String {
-        self.order
-            .iter()
-            .map(|c| format!("t.{}::text", c.name.quoted()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.order_columns("t", "::text")
     }
 
     /// Every column, quoted, in the plan's order: an insert's column list.
@@ -387,25 +389,7 @@ impl TablePlan {
     ) -> String {
         let (range, limit) = self.range(lower, false);
         let lock = if lock { " FOR SHARE OF t" } else { "" };
-        let order_in = |alias: &str, desc: bool| {
-            self.order
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{alias}.{}{}",
-                        c.name.quoted(),
-                        if desc { " DESC" } else { "" }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let last_key = self
-            .order
-            .iter()
-            .map(|c| format!("b.{}::text", c.name.quoted()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let last_key = self.order_columns("b", "::text");
         // The batch's digest, as it was locked: while the lock held, the destination can only
         // have received these rows (see `range_digest`).
         let digest = if digest {
@@ -433,8 +417,8 @@ impl TablePlan {
                      AND ({}) <= ({last})) AS yes), \
                  inserted AS ({}), \
                  upserted AS ({})",
-                order_in("b", false),
-                order_in("b", true),
+                self.order_columns("b", ""),
+                self.order_columns("b", " DESC"),
                 to.quoted(),
                 self.tenant.quoted(),
                 self.order_list("t"),
@@ -451,7 +435,7 @@ impl TablePlan {
              FROM batch AS t",
             from.quoted(),
             self.order_list("t"),
-            order_in("b", true),
+            self.order_columns("b", " DESC"),
         )
     }
 
@@ -477,13 +461,6 @@ impl TablePlan {
     ) -> String {
         let (range, limit) = self.range(lower, false);
         let cols = self.column_list();
-        let keys = |alias: &str, suffix: &str| {
-            self.order
-                .iter()
-                .map(|c| format!("{alias}.{}{suffix}", c.name.quoted()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         format!(
             "WITH clear AS (SELECT NOT EXISTS (SELECT 1 FROM {to} AS t WHERE {range}) AS yes), \
              ins AS (INSERT INTO {to} AS w ({cols}) SELECT {cols} FROM {from} AS t \
@@ -501,20 +478,20 @@ impl TablePlan {
             returned = if digest {
                 format!(
                     "{}, {} AS \"ferry$hash\"",
-                    keys("w", ""),
+                    self.order_columns("w", ""),
                     self.row_hash("w")
                 )
             } else {
-                keys("w", "")
+                self.order_columns("w", "")
             },
             digest = if digest {
                 "coalesce(bit_xor(\"ferry$hash\"), 0)"
             } else {
                 "NULL::bigint"
             },
-            last = keys("l", "::text"),
-            inserted = keys("i", ""),
-            descending = keys("i", " DESC"),
+            last = self.order_columns("l", "::text"),
+            inserted = self.order_columns("i", ""),
+            descending = self.order_columns("i", " DESC"),
         )
     }
 
