@@ -20,13 +20,12 @@ mod s3 {
 
     use ferry_domain::{MigrationId, TenantId};
     use ferry_testkit::TestDb;
-    use ferry_tier::codec::rows_to_batch;
-    use ferry_tier::{ColdStore, KeyValue, TableDecl, write_segment};
+    use ferry_tier::{ColdStore, KeyValue};
     use object_store::path::Path;
-    use sqlx::{AssertSqlSafe, PgPool};
+    use sqlx::PgPool;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use crate::roundtrip::{declaration, fill};
+    use crate::roundtrip::events_segment;
 
     /// A moto S3 server on a free port, killed on drop.
     struct Moto {
@@ -113,16 +112,7 @@ mod s3 {
     async fn a_segment_round_trips_through_an_s3_server_under_a_prefix() {
         let db = TestDb::new().await;
         let pool = PgPool::connect(db.url()).await.unwrap();
-        fill(&pool).await;
-        let decl = TableDecl::declare(&pool, &declaration()).await.unwrap();
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {} FROM public.events AS t ORDER BY t.id",
-            decl.select_list()
-        )))
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        let segment = write_segment(&decl, &[rows_to_batch(&decl, &rows).unwrap()]).unwrap();
+        let (decl, segment) = events_segment(&pool).await;
 
         let moto = Moto::start().await;
         moto.create_bucket("ferry-test").await;

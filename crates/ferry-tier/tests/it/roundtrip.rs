@@ -4,7 +4,9 @@
 use ferry_domain::{MigrationId, TenantId};
 use ferry_testkit::{TempDir, TestDb};
 use ferry_tier::codec::{rows_to_batch, rows_to_json};
-use ferry_tier::{ColdStore, Declaration, KeyValue, TableDecl, TierError, write_segment};
+use ferry_tier::{
+    ColdStore, Declaration, KeyValue, SegmentFile, TableDecl, TierError, write_segment,
+};
 use sqlx::{AssertSqlSafe, PgPool};
 
 const TABLE: &str = "
@@ -18,7 +20,7 @@ CREATE TABLE public.events (
     PRIMARY KEY (tenant_id, id)
 )";
 
-pub(crate) async fn fill(pool: &PgPool) {
+async fn fill(pool: &PgPool) {
     sqlx::raw_sql(TABLE).execute(pool).await.unwrap();
     sqlx::query(
         "INSERT INTO public.events
@@ -47,7 +49,23 @@ pub(crate) async fn fill(pool: &PgPool) {
     .unwrap();
 }
 
-pub(crate) fn declaration() -> Declaration {
+/// `events` filled and declared, and all its rows as one segment.
+pub(crate) async fn events_segment(pool: &PgPool) -> (TableDecl, SegmentFile) {
+    fill(pool).await;
+    let decl = TableDecl::declare(pool, &declaration()).await.unwrap();
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {} FROM public.events AS t ORDER BY t.id",
+        decl.select_list()
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let batch = rows_to_batch(&decl, &rows).unwrap();
+    let segment = write_segment(&decl, &[batch]).unwrap();
+    (decl, segment)
+}
+
+fn declaration() -> Declaration {
     Declaration {
         schema: "public".into(),
         table: "events".into(),
@@ -61,19 +79,8 @@ pub(crate) fn declaration() -> Declaration {
 async fn every_supported_type_round_trips_through_a_segment() {
     let db = TestDb::new().await;
     let pool = PgPool::connect(db.url()).await.unwrap();
-    fill(&pool).await;
-    let decl = TableDecl::declare(&pool, &declaration()).await.unwrap();
+    let (decl, segment) = events_segment(&pool).await;
     assert_eq!(decl.key.len(), 1);
-
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {} FROM public.events AS t ORDER BY t.id",
-        decl.select_list()
-    )))
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let batch = rows_to_batch(&decl, &rows).unwrap();
-    let segment = write_segment(&decl, &[batch]).unwrap();
     assert_eq!(segment.rows, 3000);
     assert_eq!(
         (segment.min_key.clone(), segment.max_key.clone()),
