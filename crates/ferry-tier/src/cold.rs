@@ -76,16 +76,6 @@ mod cloud {
         let base = format!("{scheme}://{bucket}");
         let key_error = |key: &str, e: object_store::Error| format!("option {key:?}: {e}");
         let build_error = |e: object_store::Error| e.to_string();
-        macro_rules! with_prefix {
-            ($store:expr) => {{
-                let store = $store;
-                if prefix.as_ref().is_empty() {
-                    Arc::new(store) as Arc<dyn ObjectStore>
-                } else {
-                    Arc::new(PrefixStore::new(store, prefix.clone())) as Arc<dyn ObjectStore>
-                }
-            }};
-        }
         Ok(match scheme {
             "s3" => {
                 let mut builder = AmazonS3Builder::from_env().with_url(&base);
@@ -93,7 +83,7 @@ mod cloud {
                     let parsed: AmazonS3ConfigKey = key.parse().map_err(|e| key_error(key, e))?;
                     builder = builder.with_config(parsed, *value);
                 }
-                with_prefix!(builder.build().map_err(build_error)?)
+                rooted(builder.build().map_err(build_error)?, &prefix)
             }
             "gs" => {
                 let mut builder = GoogleCloudStorageBuilder::from_env().with_url(&base);
@@ -101,7 +91,7 @@ mod cloud {
                     let parsed: GoogleConfigKey = key.parse().map_err(|e| key_error(key, e))?;
                     builder = builder.with_config(parsed, *value);
                 }
-                with_prefix!(builder.build().map_err(build_error)?)
+                rooted(builder.build().map_err(build_error)?, &prefix)
             }
             _ => {
                 let mut builder = MicrosoftAzureBuilder::from_env().with_url(&base);
@@ -109,9 +99,18 @@ mod cloud {
                     let parsed: AzureConfigKey = key.parse().map_err(|e| key_error(key, e))?;
                     builder = builder.with_config(parsed, *value);
                 }
-                with_prefix!(builder.build().map_err(build_error)?)
+                rooted(builder.build().map_err(build_error)?, &prefix)
             }
         })
+    }
+
+    /// `store` with `prefix` (if any) as its root.
+    fn rooted<S: ObjectStore>(store: S, prefix: &Path) -> Arc<dyn ObjectStore> {
+        if prefix.as_ref().is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(PrefixStore::new(store, prefix.clone()))
+        }
     }
 }
 
@@ -155,22 +154,21 @@ impl ColdStore {
             url: url.to_owned(),
             detail,
         };
-        let cloud = ["s3://", "gs://", "az://"];
-        if !options.is_empty() && !cloud.iter().any(|c| url.starts_with(c)) {
+        // A plain path is a local directory.
+        let (scheme, rest) = url.split_once("://").unwrap_or(("file", url));
+        let is_cloud = matches!(scheme, "s3" | "gs" | "az");
+        if !options.is_empty() && !is_cloud {
             return Err(bad("only cloud object stores take options".into()));
         }
-        let store: Arc<dyn ObjectStore> = match url.split_once("://") {
-            None => local(url).map_err(bad)?,
-            Some(("file", path)) => local(path).map_err(bad)?,
-            Some((scheme @ ("s3" | "gs" | "az"), rest)) => {
-                cloud::open(scheme, rest, options).map_err(bad)?
-            }
-            Some((scheme, _)) => {
-                return Err(bad(format!(
-                    "unknown scheme {scheme:?}: use a directory (file:///path), \
-                     s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
-                )));
-            }
+        let store: Arc<dyn ObjectStore> = if is_cloud {
+            cloud::open(scheme, rest, options).map_err(bad)?
+        } else if scheme == "file" {
+            local(rest).map_err(bad)?
+        } else {
+            return Err(bad(format!(
+                "unknown scheme {scheme:?}: use a directory (file:///path), \
+                 s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+            )));
         };
         Ok(ColdStore {
             store,
