@@ -48,18 +48,55 @@ fn phase_docs_cover_every_phase_and_guard() {
     }
 }
 
+/// The README's two commands are what a fresh machine runs, and CI runs the same test command:
+/// `scripts/test`, which does its own set-up and then runs the whole workspace's tests.
 #[test]
 fn readme_holds_the_two_commands_ci_runs() {
     let readme = read("README.md");
-    assert!(readme.contains("cargo run --bin ferry -- demo"));
-    let command = "cargo test --workspace --all-features";
-    assert!(readme.contains(command));
+    let block = readme
+        .split("## The two commands")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a ```sh block under \"## The two commands\"");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        commands,
+        ["cargo run --bin ferry -- demo", "scripts/test"],
+        "README.md's two commands"
+    );
     let ci = read(".ci/run");
     assert!(
         ci.lines()
-            .any(|l| l.trim() == command || l.trim().starts_with(&format!("{command} "))),
-        ".ci/run must run the README's test command"
+            .any(|l| l.trim() == "scripts/test" || l.trim().starts_with("scripts/test ")),
+        ".ci/run must run the README's test command, scripts/test"
     );
+    let script = read("scripts/test");
+    assert!(
+        script
+            .lines()
+            .any(|l| l.trim_start().starts_with("cargo test --workspace --all-features")),
+        "scripts/test must run the whole workspace's tests"
+    );
+    for needed in ["initdb", "chromium", "curl", "moto"] {
+        assert!(
+            script.contains(needed),
+            "scripts/test must install {needed} when it is missing"
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root().join("scripts/test"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "scripts/test must be executable");
+    }
 }
 
 /// Markdown files under `dir`, recursively, as paths relative to the repository root.
