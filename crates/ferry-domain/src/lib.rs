@@ -5,6 +5,7 @@
 //! - [`transition`]: the one table of legal phase changes and the guards each must pass.
 //! - [`cohort`]: how a rollout picks tenants (explicit list, stable-hash percentage, smallest first).
 //! - [`route`]: where reads and writes go in each phase.
+//! - [`tenant_key`]: the tenant column's SQL type, and which tenant ids are values of it.
 //!
 //! Nothing here talks to a database, a clock or the network, so every rule can be tested
 //! exhaustively in milliseconds.
@@ -13,12 +14,14 @@ pub mod cohort;
 pub mod id;
 pub mod phase;
 pub mod route;
+pub mod tenant_key;
 pub mod transition;
 
 pub use cohort::{Cohort, CohortError, Percent, hash_bucket};
 pub use id::{IdError, MigrationId, RouterId, SqlIdent, TenantId};
 pub use phase::{ParsePhaseError, Phase, Side};
 pub use route::{ReadPlan, WritePlan};
+pub use tenant_key::{TenantKeyKind, TenantKeyMismatch, TenantKeyType, UnsupportedTenantType};
 pub use transition::{
     Action, Checked, Guard, GuardFacts, GuardFailure, RULES, Rule, TenantPhase, Transition,
     TransitionError,

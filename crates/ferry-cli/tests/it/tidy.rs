@@ -77,9 +77,9 @@ fn readme_holds_the_two_commands_ci_runs() {
     );
     let script = read("scripts/test");
     assert!(
-        script
-            .lines()
-            .any(|l| l.trim_start().starts_with("cargo test --workspace --all-features")),
+        script.lines().any(|l| l
+            .trim_start()
+            .starts_with("cargo test --workspace --all-features")),
         "scripts/test must run the whole workspace's tests"
     );
     for needed in ["initdb", "chromium", "curl", "moto"] {
