@@ -26,5 +26,5 @@ mod router;
 mod snapshot;
 
 pub use counters::RouteOp;
-pub use router::{Router, RouterError, RouterSettings};
+pub use router::{Router, RouterError, RouterHealth, RouterSettings};
 pub use snapshot::Snapshot;

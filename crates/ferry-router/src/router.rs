@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,15 @@ impl RouterSettings {
     }
 }
 
+/// A router's link to the control store: failures since it started, and how long ago its
+/// snapshot was last confirmed current (routing stops once that passes the serve window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterHealth {
+    pub refresh_failures: u64,
+    pub heartbeat_failures: u64,
+    pub verified_ago: Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RouterError {
@@ -58,11 +68,15 @@ struct Shared {
     /// newer than the oldest of them, but keeps heartbeating: a slow operation makes it
     /// lagging (changes wait), never dead (changes would move on without it).
     draining: Mutex<Vec<Arc<Snapshot>>>,
-    /// When the last heartbeat that the store accepted was *sent* (taken before sending, so
-    /// the store's record of it is never earlier than this).
-    last_beat: Mutex<Instant>,
+    /// When the snapshot was last confirmed current: the start of a refresh that succeeded
+    /// and was followed by a heartbeat the store accepted. The serve window runs from here, so
+    /// a router that can heartbeat but not read phases stops routing (item 6 of the review:
+    /// it used to renew the window on any heartbeat and serve phases two changes old).
+    verified_at: Mutex<Instant>,
     refresh_now: Notify,
     stop: Notify,
+    refresh_failures: AtomicU64,
+    heartbeat_failures: AtomicU64,
     routes: RouteCounters,
     /// One send of the route counts at a time, so an older snapshot never lands last.
     sending: tokio::sync::Mutex<()>,
@@ -85,9 +99,11 @@ impl Router {
             store,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             draining: Mutex::new(Vec::new()),
-            last_beat: Mutex::new(Instant::now()),
+            verified_at: Mutex::new(Instant::now()),
             refresh_now: Notify::new(),
             stop: Notify::new(),
+            refresh_failures: AtomicU64::new(0),
+            heartbeat_failures: AtomicU64::new(0),
             routes: RouteCounters::default(),
             sending: tokio::sync::Mutex::new(()),
             settings,
@@ -97,8 +113,10 @@ impl Router {
         // this router's acknowledgement.
         shared.refresh().await?;
         shared.beat().await?;
+        let started = Instant::now();
         shared.refresh().await?;
         shared.beat().await?;
+        shared.verified(started);
         let feed = shared.store.change_feed();
         let task = tokio::spawn(follow(shared.clone(), feed));
         Ok(Router {
@@ -114,11 +132,20 @@ impl Router {
     /// The current phases. Hold the returned snapshot for the whole operation it routes: the
     /// router does not acknowledge a newer phase while an older snapshot is in use.
     pub fn snapshot(&self) -> Result<Arc<Snapshot>, RouterError> {
+        self.ensure_serving()?;
+        Ok(self.shared.current())
+    }
+
+    /// Whether this router may still route: its snapshot was confirmed current within the
+    /// serve window. Tables call it again right before committing a write, so an operation
+    /// that outlives the window (the router cut off meanwhile, and perhaps presumed dead by
+    /// the engine) fails instead of committing by a phase the engine has moved past.
+    pub fn ensure_serving(&self) -> Result<(), RouterError> {
         let silent = self
             .shared
-            .last_beat
+            .verified_at
             .lock()
-            .expect("the heartbeat clock is only ever replaced, never poisoned mid-update")
+            .expect("the verification clock is only ever replaced, never poisoned mid-update")
             .elapsed();
         let limit = self.shared.settings.serve_window;
         if silent > limit {
@@ -128,7 +155,21 @@ impl Router {
                 limit,
             });
         }
-        Ok(self.shared.current())
+        Ok(())
+    }
+
+    /// How the router's link to the control store is doing, for operators and tests.
+    pub fn health(&self) -> RouterHealth {
+        RouterHealth {
+            refresh_failures: self.shared.refresh_failures.load(Ordering::Relaxed),
+            heartbeat_failures: self.shared.heartbeat_failures.load(Ordering::Relaxed),
+            verified_ago: self
+                .shared
+                .verified_at
+                .lock()
+                .expect("the verification clock is only ever replaced, never poisoned mid-update")
+                .elapsed(),
+        }
     }
 
     /// Shorthand for a one-off lookup; operations that then write should hold
@@ -245,16 +286,21 @@ impl Shared {
 
     /// Heartbeats with the acknowledgeable version; returns whether snapshots are draining.
     async fn beat(&self) -> Result<bool, StoreError> {
-        let sent = Instant::now();
         let (version, draining) = self.acknowledgeable();
         self.store
             .heartbeat(&self.settings.id, &self.settings.description, version)
             .await?;
-        *self
-            .last_beat
-            .lock()
-            .expect("the heartbeat clock is only ever replaced, never poisoned mid-update") = sent;
         Ok(draining)
+    }
+
+    /// Records that the snapshot was current as of `started` (a refresh begun then succeeded,
+    /// and a heartbeat after it was accepted). Never moves the clock back.
+    fn verified(&self, started: Instant) {
+        let mut at = self
+            .verified_at
+            .lock()
+            .expect("the verification clock is only ever replaced, never poisoned mid-update");
+        *at = (*at).max(started);
     }
 
     async fn send_route_counts(&self) -> Result<(), StoreError> {
@@ -314,6 +360,7 @@ async fn follow(shared: Arc<Shared>, mut feed: ferry_store::ChangeFeed) {
                 }
             }
         }
+        let started = Instant::now();
         if refresh {
             let before = shared.current().version();
             match shared.refresh().await {
@@ -322,12 +369,19 @@ async fn follow(shared: Arc<Shared>, mut feed: ferry_store::ChangeFeed) {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(router = %shared.settings.id, "failed to refresh phases: {e}")
+                    // No heartbeat either: a router that cannot read phases must not look
+                    // live, or the engine would wait on it forever while it refuses to route.
+                    tracing::warn!(router = %shared.settings.id, "failed to refresh phases: {e}");
+                    shared.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
             }
         }
         match shared.beat().await {
             Ok(still_draining) => {
+                if refresh {
+                    shared.verified(started);
+                }
                 draining = still_draining;
                 acknowledged = shared.acknowledgeable().0;
                 if !draining {
@@ -335,7 +389,10 @@ async fn follow(shared: Arc<Shared>, mut feed: ferry_store::ChangeFeed) {
                     warned = false;
                 }
             }
-            Err(e) => tracing::warn!(router = %shared.settings.id, "failed to heartbeat: {e}"),
+            Err(e) => {
+                tracing::warn!(router = %shared.settings.id, "failed to heartbeat: {e}");
+                shared.heartbeat_failures.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let Err(e) = shared.send_route_counts().await {
             tracing::warn!(router = %shared.settings.id, "failed to send route counts: {e}");

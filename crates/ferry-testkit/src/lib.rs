@@ -6,12 +6,15 @@
 //!   provide one: a test that needs PostgreSQL never skips.
 //! - [`TempDir`]: a directory removed on drop, for SQLite files and object stores.
 //! - [`TestStore`]: a control store of either kind, for suites that run against both.
+//! - [`TestRole`]: a login role of one test's own, to take privileges from one client.
 
 pub mod cluster;
 mod db;
+mod role;
 mod store;
 mod tempdir;
 
 pub use db::{TestDb, server_url};
+pub use role::{TestRole, url_with_user};
 pub use store::TestStore;
 pub use tempdir::TempDir;
