@@ -17,6 +17,7 @@
 
 mod route;
 mod table;
+mod write;
 
 pub use route::{Path, RouteDecision, RouteReason};
 pub use table::{MoveError, MovedTable, Row, TableStats};
