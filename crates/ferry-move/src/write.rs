@@ -1,14 +1,34 @@
-//! The write half of [`MovedTable`]: insert, update and delete, each to the authoritative
-//! side first and then to the other side, whose failures are parked in the update buffer.
+//! The write half of [`MovedTable`]: insert, update and delete.
+//!
+//! A write runs in two transactions, one per side. The authoritative side's is opened first
+//! and holds the row (or, for deletes, the tenant lock) until the end, so two requests on one
+//! key reach both sides in the same order and a delete cannot slip between a write and its
+//! mirror. The other side's change is then made in its own transaction and left open; the
+//! authoritative side commits first, and only then the other. So a failed authoritative
+//! COMMIT rolls the other side back (item 9 of the review: it used to have committed
+//! already, leaving the write on the non-authoritative side only), and a failed second half
+//! is parked in the update buffer once the authoritative write is durable.
 
 use ferry_domain::{Side, TenantId};
 use ferry_router::RouteOp;
 use ferry_store::CopyDirection;
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
 use crate::route::RouteDecision;
 use crate::table::{Column, Key, MoveError, MovedTable, Row, index, json_text, parse_row};
 use std::sync::atomic::Ordering;
+
+type Tx = Transaction<'static, Postgres>;
+
+/// The non-authoritative half of a write: made in an open transaction, or failed. Either
+/// way it knows what to park in the update buffer if it cannot be committed.
+pub(crate) struct OtherSide {
+    side: Side,
+    key: Key,
+    operation: &'static str,
+    payload: serde_json::Value,
+    written: Result<Tx, MoveError>,
+}
 
 impl MovedTable {
     /// Inserts a row (its tenant column is set to `tenant`, its version to the first one).
@@ -30,14 +50,7 @@ impl MovedTable {
             .cloned()
             .collect();
         let payload = serde_json::Value::Object(row).to_string();
-        // The authoritative write's transaction stays open (holding the row) until the other
-        // side has the same row: two requests on one key then reach both sides in the same
-        // order, and a delete cannot slip between a write and its mirror.
-        let mut tx = self
-            .pool(first)
-            .begin()
-            .await
-            .map_err(self.write_error(first))?;
+        let mut tx = self.begin(first).await?;
         let sql = self.shaped(true, first, &columns);
         let stored: String = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(tenant.as_str())
@@ -45,11 +58,11 @@ impl MovedTable {
             .fetch_one(&mut *tx)
             .await
             .map_err(self.write_error(first))?;
-        if let Some(second) = then {
-            self.mirror(second, tenant, &stored).await?;
-        }
-        tx.commit().await.map_err(self.write_error(first))?;
-        self.count_write(first);
+        let other = match then {
+            Some(second) => Some(self.mirror(second, &stored).await?),
+            None => None,
+        };
+        self.commit_both(tenant, first, tx, other).await?;
         drop(snapshot);
         parse_row(&stored)
     }
@@ -76,11 +89,7 @@ impl MovedTable {
         for v in &key {
             q = q.bind(v.as_str());
         }
-        let mut tx = self
-            .pool(first)
-            .begin()
-            .await
-            .map_err(self.write_error(first))?;
+        let mut tx = self.begin(first).await?;
         let stored = q
             .bind(serde_json::Value::Object(changes).to_string())
             .fetch_optional(&mut *tx)
@@ -90,11 +99,11 @@ impl MovedTable {
             tx.commit().await.map_err(self.write_error(first))?;
             return Ok(None);
         };
-        if let Some(second) = then {
-            self.mirror(second, tenant, &stored).await?;
-        }
-        tx.commit().await.map_err(self.write_error(first))?;
-        self.count_write(first);
+        let other = match then {
+            Some(second) => Some(self.mirror(second, &stored).await?),
+            None => None,
+        };
+        self.commit_both(tenant, first, tx, other).await?;
         drop(snapshot);
         parse_row(&stored).map(Some)
     }
@@ -109,11 +118,7 @@ impl MovedTable {
         let decision = RouteDecision::write(phase);
         self.record(tenant, RouteOp::Write, &decision);
         let (first, then) = decision.write_sides();
-        let mut tx = self
-            .pool(first)
-            .begin()
-            .await
-            .map_err(self.write_error(first))?;
+        let mut tx = self.begin(first).await?;
         // Held until both sides are done: a copy batch that could write this row back waits,
         // or finished before and its copy is deleted with the rest.
         if self.lock_deletes && ferry_copier::tenant_lock::guards_deletes(phase, first) {
@@ -122,21 +127,66 @@ impl MovedTable {
                 .map_err(self.write_error(first))?;
         }
         let existed = self.delete_on(first, tenant, &key, &mut tx).await?;
-        if let Some(second) = then {
-            let result = async {
-                let mut other = self.second_side(second).await?;
-                self.delete_on(second, tenant, &key, &mut other).await?;
-                other.commit().await.map_err(self.write_error(second))
-            }
-            .await;
-            if let Err(e) = result {
-                self.buffer(second, tenant, &key, "delete", serde_json::Value::Null, &e)
-                    .await?;
-            }
-        }
-        tx.commit().await.map_err(self.write_error(first))?;
+        let other = match then {
+            Some(second) => Some(OtherSide {
+                side: second,
+                written: self.delete_other(second, tenant, &key).await,
+                key,
+                operation: "delete",
+                payload: serde_json::Value::Null,
+            }),
+            None => None,
+        };
+        self.commit_both(tenant, first, tx, other).await?;
         drop(snapshot);
         Ok(existed)
+    }
+
+    async fn begin(&self, side: Side) -> Result<Tx, MoveError> {
+        self.pool(side)
+            .begin()
+            .await
+            .map_err(self.write_error(side))
+    }
+
+    /// Commits the authoritative side, then the other. The router must still be serving
+    /// (its phases confirmed within the serve window) or nothing is committed. If the
+    /// authoritative COMMIT fails, the other side's transaction is rolled back with it; if
+    /// only the other side fails, its change goes to the update buffer.
+    async fn commit_both(
+        &self,
+        tenant: &TenantId,
+        first: Side,
+        tx: Tx,
+        other: Option<OtherSide>,
+    ) -> Result<(), MoveError> {
+        self.router.ensure_serving()?;
+        tx.commit().await.map_err(self.write_error(first))?;
+        self.count_write(first);
+        let Some(other) = other else {
+            return Ok(());
+        };
+        let committed = match other.written {
+            Ok(tx) => tx.commit().await.map_err(self.write_error(other.side)),
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(()) => {
+                self.count_write(other.side);
+                Ok(())
+            }
+            Err(e) => {
+                self.buffer(
+                    other.side,
+                    tenant,
+                    &other.key,
+                    other.operation,
+                    other.payload,
+                    &e,
+                )
+                .await
+            }
+        }
     }
 
     /// A transaction on the non-authoritative side that gives up waiting for a row lock
@@ -144,15 +194,8 @@ impl MovedTable {
     /// lock wait between them would otherwise be a deadlock the database cannot see (each
     /// waits on the other's open transaction through the application). The loser's change
     /// goes to the update buffer instead.
-    async fn second_side(
-        &self,
-        side: Side,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, MoveError> {
-        let mut tx = self
-            .pool(side)
-            .begin()
-            .await
-            .map_err(self.write_error(side))?;
+    async fn second_side(&self, side: Side) -> Result<Tx, MoveError> {
+        let mut tx = self.begin(side).await?;
         sqlx::query("SET LOCAL lock_timeout = '1s'")
             .execute(&mut *tx)
             .await
@@ -165,7 +208,7 @@ impl MovedTable {
         side: Side,
         tenant: &TenantId,
         key: &Key,
-        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        tx: &mut Tx,
     ) -> Result<bool, MoveError> {
         let mut q =
             sqlx::query(AssertSqlSafe(self.delete[index(side)].clone())).bind(tenant.as_str());
@@ -173,41 +216,48 @@ impl MovedTable {
             q = q.bind(v.as_str());
         }
         let done = q.execute(&mut **tx).await.map_err(self.write_error(side))?;
-        self.count_write(side);
         Ok(done.rows_affected() > 0)
     }
 
-    /// Writes the authoritative side's row image to the other side (never older over newer);
-    /// a failure is buffered, not returned.
-    async fn mirror(&self, side: Side, tenant: &TenantId, image: &str) -> Result<(), MoveError> {
-        let result = async {
+    /// The other side's delete, in a transaction left open for [`MovedTable::commit_both`].
+    async fn delete_other(
+        &self,
+        side: Side,
+        tenant: &TenantId,
+        key: &Key,
+    ) -> Result<Tx, MoveError> {
+        let mut tx = self.second_side(side).await?;
+        self.delete_on(side, tenant, key, &mut tx).await?;
+        Ok(tx)
+    }
+
+    /// Writes the authoritative side's row image to the other side (never older over newer),
+    /// in a transaction left open for [`MovedTable::commit_both`].
+    async fn mirror(&self, side: Side, image: &str) -> Result<OtherSide, MoveError> {
+        let row = parse_row(image)?;
+        let key: Key = self
+            .plan
+            .order
+            .iter()
+            .map(|c| row.get(c.name.as_str()).map(json_text).unwrap_or_default())
+            .collect();
+        let written = async {
             let mut tx = self.second_side(side).await?;
             sqlx::query(AssertSqlSafe(self.upsert[index(side)].clone()))
                 .bind(format!("[{image}]"))
                 .execute(&mut *tx)
                 .await
                 .map_err(self.write_error(side))?;
-            tx.commit().await.map_err(self.write_error(side))
+            Ok(tx)
         }
         .await;
-        match result {
-            Ok(()) => {
-                self.count_write(side);
-                Ok(())
-            }
-            Err(e) => {
-                let row = parse_row(image)?;
-                let key: Key = self
-                    .plan
-                    .order
-                    .iter()
-                    .map(|c| row.get(c.name.as_str()).map(json_text).unwrap_or_default())
-                    .collect();
-                let payload: serde_json::Value =
-                    serde_json::from_str(image).unwrap_or(serde_json::Value::Null);
-                self.buffer(side, tenant, &key, "upsert", payload, &e).await
-            }
-        }
+        Ok(OtherSide {
+            side,
+            key,
+            operation: "upsert",
+            payload: serde_json::Value::Object(row),
+            written,
+        })
     }
 
     async fn buffer(
