@@ -12,6 +12,7 @@
 //! phases, follow the counter (LISTEN/NOTIFY on PostgreSQL, polling on SQLite) and report the
 //! counter they have applied with a heartbeat; see [`ControlStore::heartbeat`].
 
+mod areas;
 mod error;
 mod facts;
 mod feed;
@@ -24,8 +25,9 @@ pub mod sqlite;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, TenantId};
+use ferry_domain::{GuardFacts, MigrationId, RouterId, TenantId};
 
+pub use areas::MigrationStore;
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
@@ -40,20 +42,6 @@ pub const SCHEMA_VERSION: i64 = 3;
 pub const DEFAULT_ROUTER_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(3);
 
-/// The tenants of a registration with duplicates removed, the last occurrence winning, as if
-/// each line of a tenant file were applied in turn. (A single PostgreSQL upsert cannot touch a
-/// row twice, so duplicates must not reach it.)
-pub(crate) fn last_occurrences(tenants: &[TenantSize]) -> Vec<&TenantSize> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<&TenantSize> = tenants
-        .iter()
-        .rev()
-        .filter(|t| seen.insert(&t.tenant))
-        .collect();
-    out.reverse();
-    out
-}
-
 /// Which implementation a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -61,37 +49,21 @@ pub enum StoreKind {
     Sqlite,
 }
 
+/// Every store trait, for code that holds a concrete [`pg::PgStore`] or
+/// [`sqlite::SqliteStore`]. Code holding an `Arc<dyn ControlStore>` or an `S: ControlStore`
+/// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
+pub mod prelude {
+    pub use crate::{ControlStore, MigrationStore};
+}
+
+/// The whole control store: every area's trait (see `areas/`), and what a store says about
+/// itself.
 #[async_trait]
-pub trait ControlStore: Send + Sync + 'static {
+pub trait ControlStore: MigrationStore + Send + Sync + 'static {
     fn kind(&self) -> StoreKind;
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
-
-    // --- migrations ---
-
-    async fn create_migration(&self, new: &NewMigration) -> Result<Migration>;
-    async fn migration(&self, id: &MigrationId) -> Result<Migration>;
-    async fn migrations(&self) -> Result<Vec<Migration>>;
-
-    // --- tenants ---
-
-    /// Adds tenants (in `legacy`) or updates the row counts of known ones. Returns how many
-    /// were new. Fails without writing anything if the migration does not exist.
-    async fn register_tenants(
-        &self,
-        migration: &MigrationId,
-        tenants: &[TenantSize],
-    ) -> Result<u64>;
-    async fn tenant(&self, migration: &MigrationId, tenant: &TenantId) -> Result<TenantRecord>;
-    async fn tenants(
-        &self,
-        migration: &MigrationId,
-        query: &TenantQuery,
-    ) -> Result<Vec<TenantRecord>>;
-    /// The registered tenants a cohort names. Explicitly listed tenants that are not
-    /// registered are simply absent; the caller reports them.
-    async fn cohort(&self, migration: &MigrationId, cohort: &Cohort) -> Result<Vec<TenantRecord>>;
 
     // --- phase changes and audit ---
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, SqlIdent, TenantId, hash_bucket};
+use ferry_domain::{GuardFacts, MigrationId, RouterId, SqlIdent, TenantId};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
 use sqlx::{ConnectOptions as _, Connection};
@@ -23,19 +23,19 @@ use crate::facts::{self, FactRows};
 use crate::feed::ChangeFeed;
 use crate::model::*;
 use crate::rows::{self, audit_columns, tenant_columns};
-use crate::{ControlStore, SCHEMA_VERSION, StoreKind};
+use crate::{ControlStore, MigrationStore, SCHEMA_VERSION, StoreKind};
 
 /// Statements slower than this are logged at info level (`ferry -v` shows them).
 pub const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     schema: SqlIdent,
     channel: String,
     description: String,
 }
 
-fn ok<T>(v: T) -> Result<T> {
+pub(crate) fn ok<T>(v: T) -> Result<T> {
     Ok(v)
 }
 
@@ -202,9 +202,9 @@ impl PgStore {
     }
 }
 
-type PgTenantRow = rows::TenantRow<DateTime<Utc>>;
+pub(crate) type PgTenantRow = rows::TenantRow<DateTime<Utc>>;
 
-fn decode_tenants(rows: Vec<PgTenantRow>) -> Result<Vec<TenantRecord>> {
+pub(crate) fn decode_tenants(rows: Vec<PgTenantRow>) -> Result<Vec<TenantRecord>> {
     rows.into_iter()
         .map(|r| rows::tenant_record(r, ok))
         .collect()
@@ -218,182 +218,6 @@ impl ControlStore for PgStore {
 
     fn describe(&self) -> String {
         self.description.clone()
-    }
-
-    async fn create_migration(&self, new: &NewMigration) -> Result<Migration> {
-        let row: Option<rows::MigrationRow<DateTime<Utc>>> = sqlx::query_as(
-            "INSERT INTO ferry_migrations (migration_id, kind, description, config, created_by)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (migration_id) DO NOTHING
-             RETURNING migration_id, kind, description, config, created_by, created_at",
-        )
-        .bind(new.id.as_str())
-        .bind(new.kind.as_str())
-        .bind(&new.description)
-        .bind(new.config.to_string())
-        .bind(&new.created_by)
-        .fetch_optional(&self.pool)
-        .await
-        .doing("create migration")?;
-        match row {
-            Some(row) => rows::migration(row, ok),
-            None => Err(StoreError::MigrationExists(new.id.clone())),
-        }
-    }
-
-    async fn migration(&self, id: &MigrationId) -> Result<Migration> {
-        let row: Option<rows::MigrationRow<DateTime<Utc>>> = sqlx::query_as(
-            "SELECT migration_id, kind, description, config, created_by, created_at
-             FROM ferry_migrations WHERE migration_id = $1",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .doing("read migration")?;
-        match row {
-            Some(row) => rows::migration(row, ok),
-            None => Err(StoreError::MigrationNotFound(id.clone())),
-        }
-    }
-
-    async fn migrations(&self) -> Result<Vec<Migration>> {
-        let rows: Vec<rows::MigrationRow<DateTime<Utc>>> = sqlx::query_as(
-            "SELECT migration_id, kind, description, config, created_by, created_at
-             FROM ferry_migrations ORDER BY migration_id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .doing("list migrations")?;
-        rows.into_iter().map(|r| rows::migration(r, ok)).collect()
-    }
-
-    async fn register_tenants(
-        &self,
-        migration: &MigrationId,
-        tenants: &[TenantSize],
-    ) -> Result<u64> {
-        self.migration(migration).await?;
-        let tenants = crate::last_occurrences(tenants);
-        let ids: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
-        let sizes: Vec<i64> = tenants
-            .iter()
-            .map(|t| i64::try_from(t.rows).unwrap_or(i64::MAX))
-            .collect();
-        let buckets: Vec<i64> = tenants
-            .iter()
-            .map(|t| i64::from(hash_bucket(migration, &t.tenant)))
-            .collect();
-        // `xmax = 0` is true only for rows this statement inserted, not for ones it updated.
-        let inserted: i64 = sqlx::query_scalar(
-            "WITH upserted AS (
-                 INSERT INTO ferry_tenant_phases (migration_id, tenant_id, phase, row_count, cohort_bucket)
-                 SELECT $1, t.tenant_id, 'legacy', t.row_count, t.bucket
-                 FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS t(tenant_id, row_count, bucket)
-                 ON CONFLICT (migration_id, tenant_id) DO UPDATE SET row_count = excluded.row_count
-                 RETURNING (xmax = 0) AS inserted
-             )
-             SELECT count(*) FILTER (WHERE inserted) FROM upserted",
-        )
-        .bind(migration.as_str())
-        .bind(&ids)
-        .bind(&sizes)
-        .bind(&buckets)
-        .fetch_one(&self.pool)
-        .await
-        .doing("register tenants")?;
-        rows::count(inserted)
-    }
-
-    async fn tenant(&self, migration: &MigrationId, tenant: &TenantId) -> Result<TenantRecord> {
-        let row: Option<rows::TenantRow<DateTime<Utc>>> = sqlx::query_as(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM ferry_tenant_phases WHERE migration_id = $1 AND tenant_id = $2"
-        ))
-        .bind(migration.as_str())
-        .bind(tenant.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .doing("read tenant")?;
-        match row {
-            Some(row) => rows::tenant_record(row, ok),
-            None => {
-                self.migration(migration).await?;
-                Err(StoreError::TenantNotFound {
-                    migration: migration.clone(),
-                    tenant: tenant.clone(),
-                })
-            }
-        }
-    }
-
-    async fn tenants(
-        &self,
-        migration: &MigrationId,
-        query: &TenantQuery,
-    ) -> Result<Vec<TenantRecord>> {
-        let phase = query.phase.map(|p| p.as_str().to_owned());
-        let after = query.after.as_ref().map(|t| t.as_str().to_owned());
-        let limit = query
-            .limit
-            .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        let paused = query.paused;
-        let rows: Vec<PgTenantRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM ferry_tenant_phases WHERE migration_id = $1
-              AND ($2::text IS NULL OR phase = $2)
-              AND ($3::bool IS NULL OR paused = $3)
-              AND ($4::text IS NULL OR tenant_id > $4)
-              ORDER BY tenant_id LIMIT $5"
-        ))
-        .bind(migration.as_str())
-        .bind(phase)
-        .bind(paused)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .doing("list tenants")?;
-        decode_tenants(rows)
-    }
-
-    async fn cohort(&self, migration: &MigrationId, cohort: &Cohort) -> Result<Vec<TenantRecord>> {
-        let m = migration.as_str();
-        let query = match cohort {
-            Cohort::Explicit(ids) => sqlx::query_as(concat!(
-                "SELECT ",
-                tenant_columns!(),
-                " FROM ferry_tenant_phases
-                  WHERE migration_id = $1 AND tenant_id = ANY($2) ORDER BY tenant_id"
-            ))
-            .bind(m)
-            .bind(ids.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
-            Cohort::Percent(p) => sqlx::query_as(concat!(
-                "SELECT ",
-                tenant_columns!(),
-                " FROM ferry_tenant_phases
-                  WHERE migration_id = $1 AND cohort_bucket < $2 ORDER BY tenant_id"
-            ))
-            .bind(m)
-            .bind(i64::from(p.basis_points())),
-            Cohort::SmallestFirst(n) => sqlx::query_as(concat!(
-                "SELECT ",
-                tenant_columns!(),
-                " FROM ferry_tenant_phases
-                  WHERE migration_id = $1 ORDER BY row_count, tenant_id LIMIT $2"
-            ))
-            .bind(m)
-            .bind(i64::try_from(*n).unwrap_or(i64::MAX)),
-            Cohort::All => sqlx::query_as(concat!(
-                "SELECT ",
-                tenant_columns!(),
-                " FROM ferry_tenant_phases WHERE migration_id = $1 ORDER BY tenant_id"
-            ))
-            .bind(m),
-        };
-        let rows: Vec<PgTenantRow> = query.fetch_all(&self.pool).await.doing("select cohort")?;
-        decode_tenants(rows)
     }
 
     async fn apply_changes(

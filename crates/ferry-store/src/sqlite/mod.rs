@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, TenantId, hash_bucket};
+use ferry_domain::{GuardFacts, MigrationId, RouterId, TenantId};
 use serde_json::json;
 use sqlx::ConnectOptions as _;
 use sqlx::sqlite::{
@@ -26,30 +26,30 @@ use crate::facts::{self, FactRows};
 use crate::feed::ChangeFeed;
 use crate::model::*;
 use crate::rows::{self, audit_columns, tenant_columns};
-use crate::{ControlStore, SCHEMA_VERSION, StoreKind};
+use crate::{ControlStore, MigrationStore, SCHEMA_VERSION, StoreKind};
 
 /// How often the change feed polls the counter. A read of one row; cheap enough to keep
 /// phase changes visible to routers within a tenth of a second.
 const FEED_POLL: Duration = Duration::from_millis(100);
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     path: PathBuf,
 }
 
-type SqliteTenantRow = rows::TenantRow<i64>;
+pub(crate) type SqliteTenantRow = rows::TenantRow<i64>;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     rows::to_millis(Utc::now())
 }
 
-fn decode_tenants(rows: Vec<SqliteTenantRow>) -> Result<Vec<TenantRecord>> {
+pub(crate) fn decode_tenants(rows: Vec<SqliteTenantRow>) -> Result<Vec<TenantRecord>> {
     rows.into_iter()
         .map(|r| rows::tenant_record(r, rows::from_millis))
         .collect()
 }
 
-fn json_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn json_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::from(ids.into_iter().collect::<Vec<_>>()).to_string()
 }
 
@@ -183,200 +183,6 @@ impl ControlStore for SqliteStore {
 
     fn describe(&self) -> String {
         format!("sqlite://{}", self.path.display())
-    }
-
-    async fn create_migration(&self, new: &NewMigration) -> Result<Migration> {
-        let row: Option<rows::MigrationRow<i64>> = sqlx::query_as(
-            "INSERT INTO ferry_migrations (migration_id, kind, description, config, created_by, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (migration_id) DO NOTHING
-             RETURNING migration_id, kind, description, config, created_by, created_at",
-        )
-        .bind(new.id.as_str())
-        .bind(new.kind.as_str())
-        .bind(&new.description)
-        .bind(new.config.to_string())
-        .bind(&new.created_by)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .doing("create migration")?;
-        match row {
-            Some(row) => rows::migration(row, rows::from_millis),
-            None => Err(StoreError::MigrationExists(new.id.clone())),
-        }
-    }
-
-    async fn migration(&self, id: &MigrationId) -> Result<Migration> {
-        let row: Option<rows::MigrationRow<i64>> = sqlx::query_as(
-            "SELECT migration_id, kind, description, config, created_by, created_at
-             FROM ferry_migrations WHERE migration_id = ?1",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .doing("read migration")?;
-        match row {
-            Some(row) => rows::migration(row, rows::from_millis),
-            None => Err(StoreError::MigrationNotFound(id.clone())),
-        }
-    }
-
-    async fn migrations(&self) -> Result<Vec<Migration>> {
-        let rows: Vec<rows::MigrationRow<i64>> = sqlx::query_as(
-            "SELECT migration_id, kind, description, config, created_by, created_at
-             FROM ferry_migrations ORDER BY migration_id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .doing("list migrations")?;
-        rows.into_iter()
-            .map(|r| rows::migration(r, rows::from_millis))
-            .collect()
-    }
-
-    async fn register_tenants(
-        &self,
-        migration: &MigrationId,
-        tenants: &[TenantSize],
-    ) -> Result<u64> {
-        self.migration(migration).await?;
-        let batch = serde_json::Value::from(
-            crate::last_occurrences(tenants)
-                .into_iter()
-                .map(|t| {
-                    json!([
-                        t.tenant.as_str(),
-                        i64::try_from(t.rows).unwrap_or(i64::MAX),
-                        hash_bucket(migration, &t.tenant)
-                    ])
-                })
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .doing("begin tenant registration")?;
-        let count = "SELECT count(*) FROM ferry_tenant_phases WHERE migration_id = ?1";
-        let before: i64 = sqlx::query_scalar(count)
-            .bind(migration.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .doing("count tenants")?;
-        // `WHERE true` disambiguates an upsert's SELECT from a join constraint in SQLite.
-        sqlx::query(
-            "INSERT INTO ferry_tenant_phases (migration_id, tenant_id, phase, row_count, cohort_bucket, updated_at)
-             SELECT ?1, json_extract(value, '$[0]'), 'legacy', json_extract(value, '$[1]'),
-                    json_extract(value, '$[2]'), ?3
-             FROM json_each(?2) WHERE true
-             ON CONFLICT (migration_id, tenant_id) DO UPDATE SET row_count = excluded.row_count",
-        )
-        .bind(migration.as_str())
-        .bind(batch)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await
-        .doing("register tenants")?;
-        let after: i64 = sqlx::query_scalar(count)
-            .bind(migration.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .doing("count tenants")?;
-        tx.commit().await.doing("commit tenant registration")?;
-        rows::count(after - before)
-    }
-
-    async fn tenant(&self, migration: &MigrationId, tenant: &TenantId) -> Result<TenantRecord> {
-        let row: Option<SqliteTenantRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM ferry_tenant_phases WHERE migration_id = ?1 AND tenant_id = ?2"
-        ))
-        .bind(migration.as_str())
-        .bind(tenant.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .doing("read tenant")?;
-        match row {
-            Some(row) => rows::tenant_record(row, rows::from_millis),
-            None => {
-                self.migration(migration).await?;
-                Err(StoreError::TenantNotFound {
-                    migration: migration.clone(),
-                    tenant: tenant.clone(),
-                })
-            }
-        }
-    }
-
-    async fn tenants(
-        &self,
-        migration: &MigrationId,
-        query: &TenantQuery,
-    ) -> Result<Vec<TenantRecord>> {
-        let rows: Vec<SqliteTenantRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            tenant_columns!(),
-            " FROM ferry_tenant_phases WHERE migration_id = ?1
-              AND (?2 IS NULL OR phase = ?2)
-              AND (?3 IS NULL OR paused = ?3)
-              AND (?4 IS NULL OR tenant_id > ?4)
-              ORDER BY tenant_id LIMIT ?5"
-        ))
-        .bind(migration.as_str())
-        .bind(query.phase.map(|p| p.as_str()))
-        .bind(query.paused)
-        .bind(query.after.as_ref().map(|t| t.as_str()))
-        .bind(
-            query
-                .limit
-                .map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX)),
-        )
-        .fetch_all(&self.pool)
-        .await
-        .doing("list tenants")?;
-        decode_tenants(rows)
-    }
-
-    async fn cohort(&self, migration: &MigrationId, cohort: &Cohort) -> Result<Vec<TenantRecord>> {
-        let m = migration.as_str();
-        let query = match cohort {
-            Cohort::Explicit(ids) => sqlx::query_as(concat!(
-                "SELECT ",
-                tenant_columns!(),
-                " FROM ferry_tenant_phases WHERE migration_id = ?1
-                  AND tenant_id IN (SELECT value FROM json_each(?2)) ORDER BY tenant_id"
-            ))
-            .bind(m)
-            .bind(json_ids(ids.iter().map(|t| t.as_str()))),
-            Cohort::Percent(p) => sqlx::query_as(concat!(
-                "SELECT ",
-                tenant_columns!(),
-                " FROM ferry_tenant_phases
-                  WHERE migration_id = ?1 AND cohort_bucket < ?2 ORDER BY tenant_id"
-            ))
-            .bind(m)
-            .bind(i64::from(p.basis_points())),
-            Cohort::SmallestFirst(n) => sqlx::query_as(concat!(
-                "SELECT ",
-                tenant_columns!(),
-                " FROM ferry_tenant_phases
-                  WHERE migration_id = ?1 ORDER BY row_count, tenant_id LIMIT ?2"
-            ))
-            .bind(m)
-            .bind(i64::try_from(*n).unwrap_or(i64::MAX)),
-            Cohort::All => sqlx::query_as(concat!(
-                "SELECT ",
-                tenant_columns!(),
-                " FROM ferry_tenant_phases WHERE migration_id = ?1 ORDER BY tenant_id"
-            ))
-            .bind(m),
-        };
-        let rows: Vec<SqliteTenantRow> =
-            query.fetch_all(&self.pool).await.doing("select cohort")?;
-        decode_tenants(rows)
     }
 
     async fn apply_changes(

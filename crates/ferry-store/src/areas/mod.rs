@@ -1,0 +1,8 @@
+//! The control store's operations, one module per area. Each module holds the area's trait
+//! (the methods and their contracts) and its PostgreSQL and SQLite implementations side by
+//! side, so the two dialects of one operation are read, reviewed and changed together;
+//! [`crate::ControlStore`] is the sum of the area traits.
+
+mod migrations;
+
+pub use migrations::MigrationStore;
