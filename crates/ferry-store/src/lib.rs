@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_domain::{GuardFacts, MigrationId, RouterId, TenantId};
 
-pub use areas::MigrationStore;
+pub use areas::{MigrationStore, PhaseStore};
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
@@ -53,29 +53,20 @@ pub enum StoreKind {
 /// [`sqlite::SqliteStore`]. Code holding an `Arc<dyn ControlStore>` or an `S: ControlStore`
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
-    pub use crate::{ControlStore, MigrationStore};
+    pub use crate::{ControlStore, MigrationStore, PhaseStore};
 }
 
 /// The whole control store: every area's trait (see `areas/`), and what a store says about
 /// itself.
 #[async_trait]
-pub trait ControlStore: MigrationStore + Send + Sync + 'static {
+pub trait ControlStore: MigrationStore + PhaseStore + Send + Sync + 'static {
     fn kind(&self) -> StoreKind;
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
 
-    // --- phase changes and audit ---
+    // --- audit ---
 
-    /// Persists phase changes in one transaction per call: each change applies only if its
-    /// tenant is still at `expected_version` (otherwise it is reported as a conflict), writes
-    /// one audit entry, and carries one new value of the change counter.
-    async fn apply_changes(
-        &self,
-        migration: &MigrationId,
-        changes: &[PhaseChange],
-        meta: &AuditMeta,
-    ) -> Result<AppliedChanges>;
     async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>>;
     /// Audit entries of a migration in order, from `after_seq` (exclusive).
     async fn audit_log(
@@ -86,8 +77,6 @@ pub trait ControlStore: MigrationStore + Send + Sync + 'static {
     ) -> Result<Vec<AuditEntry>>;
     /// The `limit` most recent audit entries of a migration, oldest first.
     async fn recent_audit(&self, migration: &MigrationId, limit: u64) -> Result<Vec<AuditEntry>>;
-    /// Tenants per phase for every migration.
-    async fn status(&self) -> Result<Vec<PhaseCount>>;
 
     // --- guard facts ---
 

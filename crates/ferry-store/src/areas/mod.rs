@@ -4,5 +4,7 @@
 //! [`crate::ControlStore`] is the sum of the area traits.
 
 mod migrations;
+mod phases;
 
 pub use migrations::MigrationStore;
+pub use phases::PhaseStore;

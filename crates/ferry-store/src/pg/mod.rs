@@ -31,7 +31,7 @@ pub const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 pub struct PgStore {
     pub(crate) pool: PgPool,
     schema: SqlIdent,
-    channel: String,
+    pub(crate) channel: String,
     description: String,
 }
 
@@ -220,156 +220,6 @@ impl ControlStore for PgStore {
         self.description.clone()
     }
 
-    async fn apply_changes(
-        &self,
-        migration: &MigrationId,
-        changes: &[PhaseChange],
-        meta: &AuditMeta,
-    ) -> Result<AppliedChanges> {
-        if changes.is_empty() {
-            return Ok(AppliedChanges::default());
-        }
-        crate::facts::reject_duplicates(changes)?;
-        let mut tx = self.pool.begin().await.doing("begin phase change")?;
-        // Taking the counter row lock serializes phase changes store-wide, so counter values
-        // commit in order and a router reading `changes_since(v)` can never miss one.
-        let version: i64 = sqlx::query_scalar(
-            "UPDATE ferry_change_counter SET version = version + 1 WHERE id = 1 RETURNING version",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .doing("bump change counter")?;
-        let ids: Vec<&str> = changes.iter().map(|c| c.tenant.as_str()).collect();
-        let expected: Vec<i64> = changes.iter().map(|c| c.expected_version).collect();
-        let to_phase: Vec<&str> = changes.iter().map(|c| c.to_phase.as_str()).collect();
-        let to_paused: Vec<bool> = changes.iter().map(|c| c.to_paused).collect();
-        let recheck: Vec<bool> = changes.iter().map(|c| c.recheck_clean).collect();
-        let updated: Vec<String> = sqlx::query_scalar(
-            "UPDATE ferry_tenant_phases AS p
-             SET phase = i.to_phase, paused = i.to_paused, version = p.version + 1,
-                 changed_at_version = $2, updated_at = now()
-             FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bool[], $7::bool[])
-                  AS i(tenant_id, expected_version, to_phase, to_paused, recheck)
-             WHERE p.migration_id = $1 AND p.tenant_id = i.tenant_id
-               AND p.version = i.expected_version
-               AND (NOT i.recheck OR (
-                   NOT EXISTS (SELECT 1 FROM ferry_update_buffer b WHERE b.migration_id = $1
-                               AND b.tenant_id = i.tenant_id AND b.state <> 'applied')
-                   AND NOT EXISTS (SELECT 1 FROM ferry_mismatches x WHERE x.migration_id = $1
-                               AND x.tenant_id = i.tenant_id AND x.resolved_at IS NULL)))
-             RETURNING p.tenant_id",
-        )
-        .bind(migration.as_str())
-        .bind(version)
-        .bind(&ids)
-        .bind(&expected)
-        .bind(&to_phase)
-        .bind(&to_paused)
-        .bind(&recheck)
-        .fetch_all(&mut *tx)
-        .await
-        .doing("apply phase changes")?;
-        let updated: std::collections::HashSet<String> = updated.into_iter().collect();
-        let (applied, conflicts): (Vec<&PhaseChange>, Vec<&PhaseChange>) = changes
-            .iter()
-            .partition(|c| updated.contains(c.tenant.as_str()));
-        if applied.is_empty() {
-            tx.rollback().await.doing("roll back empty phase change")?;
-            return Ok(AppliedChanges {
-                applied: vec![],
-                conflicts: conflicts.into_iter().map(|c| c.tenant.clone()).collect(),
-                change_version: 0,
-            });
-        }
-        sqlx::query(
-            "INSERT INTO ferry_audit_log (migration_id, tenant_id, action, from_phase, from_paused,
-                 to_phase, to_paused, actor, reason, forced_guards, change_version)
-             SELECT $1, i.tenant_id, i.action, i.from_phase, i.from_paused, i.to_phase,
-                 i.to_paused, $2, $3, i.forced, $4
-             FROM unnest($5::text[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::bool[],
-                  $11::text[]) WITH ORDINALITY
-                  AS i(tenant_id, action, from_phase, from_paused, to_phase, to_paused, forced, n)
-             ORDER BY i.n",
-        )
-        .bind(migration.as_str())
-        .bind(&meta.actor)
-        .bind(&meta.reason)
-        .bind(version)
-        .bind(
-            applied
-                .iter()
-                .map(|c| c.tenant.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            applied
-                .iter()
-                .map(|c| c.action.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            applied
-                .iter()
-                .map(|c| c.from.phase.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(applied.iter().map(|c| c.from.paused).collect::<Vec<_>>())
-        .bind(
-            applied
-                .iter()
-                .map(|c| c.to_phase.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(applied.iter().map(|c| c.to_paused).collect::<Vec<_>>())
-        .bind(
-            applied
-                .iter()
-                .map(|c| rows::guards_to_text(&c.forced_guards))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await
-        .doing("write audit log")?;
-        let resets = facts::resets(&applied);
-        if !resets.all_progress.is_empty() {
-            sqlx::query(
-                "DELETE FROM ferry_backfill WHERE migration_id = $1 AND tenant_id = ANY($2)",
-            )
-            .bind(migration.as_str())
-            .bind(&resets.all_progress)
-            .execute(&mut *tx)
-            .await
-            .doing("reset backfill progress")?;
-        }
-        if !resets.reverse_sync.is_empty() {
-            sqlx::query(
-                "INSERT INTO ferry_backfill
-                     (migration_id, tenant_id, direction, rows_done, rows_total, complete)
-                 SELECT $1, t, 'reverse', 0, 0, false FROM unnest($2::text[]) AS t
-                 ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
-                 SET rows_done = 0, rows_total = 0, complete = false, last_key = NULL,
-                     throttled = NULL, updated_at = now()",
-            )
-            .bind(migration.as_str())
-            .bind(&resets.reverse_sync)
-            .execute(&mut *tx)
-            .await
-            .doing("mark the source stale")?;
-        }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.channel)
-            .bind(version.to_string())
-            .execute(&mut *tx)
-            .await
-            .doing("notify routers")?;
-        tx.commit().await.doing("commit phase change")?;
-        Ok(AppliedChanges {
-            applied: applied.into_iter().map(|c| c.tenant.clone()).collect(),
-            conflicts: conflicts.into_iter().map(|c| c.tenant.clone()).collect(),
-            change_version: version,
-        })
-    }
-
     async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>> {
         self.tenant(migration, tenant).await?;
         let rows: Vec<rows::AuditRow<DateTime<Utc>>> = sqlx::query_as(concat!(
@@ -422,31 +272,6 @@ impl ControlStore for PgStore {
             .collect::<Result<Vec<_>>>()?;
         entries.reverse();
         Ok(entries)
-    }
-
-    async fn status(&self) -> Result<Vec<PhaseCount>> {
-        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT migration_id, phase, count(*), count(*) FILTER (WHERE paused),
-                    coalesce(sum(row_count), 0)::bigint
-             FROM ferry_tenant_phases GROUP BY migration_id, phase",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .doing("count tenants per phase")?;
-        let mut out = rows
-            .into_iter()
-            .map(|(m, p, tenants, paused, row_count)| {
-                Ok(PhaseCount {
-                    migration: rows::migration_id(m)?,
-                    phase: rows::phase(&p)?,
-                    tenants: rows::count(tenants)?,
-                    paused: rows::count(paused)?,
-                    rows: rows::count(row_count)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|a, b| (&a.migration, a.phase).cmp(&(&b.migration, b.phase)));
-        Ok(out)
     }
 
     async fn guard_facts(

@@ -14,7 +14,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use ferry_domain::{GuardFacts, MigrationId, RouterId, TenantId};
-use serde_json::json;
 use sqlx::ConnectOptions as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -185,142 +184,6 @@ impl ControlStore for SqliteStore {
         format!("sqlite://{}", self.path.display())
     }
 
-    async fn apply_changes(
-        &self,
-        migration: &MigrationId,
-        changes: &[PhaseChange],
-        meta: &AuditMeta,
-    ) -> Result<AppliedChanges> {
-        if changes.is_empty() {
-            return Ok(AppliedChanges::default());
-        }
-        crate::facts::reject_duplicates(changes)?;
-        let now = now_ms();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .doing("begin phase change")?;
-        let version: i64 = sqlx::query_scalar(
-            "UPDATE ferry_change_counter SET version = version + 1 WHERE id = 1 RETURNING version",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .doing("bump change counter")?;
-        // One prepared statement per tenant inside the one transaction: SQLite runs in-process,
-        // so there is no round trip to save, and an UPDATE joined to `json_each` makes its
-        // planner scan the whole table once per batch row.
-        let mut updated = Vec::new();
-        for c in changes {
-            let done = sqlx::query(
-                "UPDATE ferry_tenant_phases
-                 SET phase = ?1, paused = ?2, version = version + 1, changed_at_version = ?3,
-                     updated_at = ?4
-                 WHERE migration_id = ?5 AND tenant_id = ?6 AND version = ?7
-                   AND (NOT ?8 OR (
-                       NOT EXISTS (SELECT 1 FROM ferry_update_buffer b WHERE b.migration_id = ?5
-                                   AND b.tenant_id = ?6 AND b.state <> 'applied')
-                       AND NOT EXISTS (SELECT 1 FROM ferry_mismatches x WHERE x.migration_id = ?5
-                                   AND x.tenant_id = ?6 AND x.resolved_at IS NULL)))",
-            )
-            .bind(c.to_phase.as_str())
-            .bind(c.to_paused)
-            .bind(version)
-            .bind(now)
-            .bind(migration.as_str())
-            .bind(c.tenant.as_str())
-            .bind(c.expected_version)
-            .bind(c.recheck_clean)
-            .execute(&mut *tx)
-            .await
-            .doing("apply phase change")?;
-            if done.rows_affected() == 1 {
-                updated.push(c.tenant.as_str().to_owned());
-            }
-        }
-        let updated: std::collections::HashSet<String> = updated.into_iter().collect();
-        let (applied, conflicts): (Vec<&PhaseChange>, Vec<&PhaseChange>) = changes
-            .iter()
-            .partition(|c| updated.contains(c.tenant.as_str()));
-        if applied.is_empty() {
-            tx.rollback().await.doing("roll back empty phase change")?;
-            return Ok(AppliedChanges {
-                applied: vec![],
-                conflicts: conflicts.into_iter().map(|c| c.tenant.clone()).collect(),
-                change_version: 0,
-            });
-        }
-        let audit = serde_json::Value::from(
-            applied
-                .iter()
-                .map(|c| {
-                    json!([
-                        c.tenant.as_str(),
-                        c.action.as_str(),
-                        c.from.phase.as_str(),
-                        c.from.paused,
-                        c.to_phase.as_str(),
-                        c.to_paused,
-                        rows::guards_to_text(&c.forced_guards)
-                    ])
-                })
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
-        sqlx::query(
-            "INSERT INTO ferry_audit_log (migration_id, tenant_id, action, from_phase, from_paused,
-                 to_phase, to_paused, actor, reason, forced_guards, change_version, at)
-             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                    json_extract(value, '$[4]'), json_extract(value, '$[5]'), ?2, ?3,
-                    json_extract(value, '$[6]'), ?4, ?5
-             FROM json_each(?6) ORDER BY key",
-        )
-        .bind(migration.as_str())
-        .bind(&meta.actor)
-        .bind(&meta.reason)
-        .bind(version)
-        .bind(now)
-        .bind(audit)
-        .execute(&mut *tx)
-        .await
-        .doing("write audit log")?;
-        let resets = facts::resets(&applied);
-        if !resets.all_progress.is_empty() {
-            sqlx::query(
-                "DELETE FROM ferry_backfill WHERE migration_id = ?1
-                 AND tenant_id IN (SELECT value FROM json_each(?2))",
-            )
-            .bind(migration.as_str())
-            .bind(json_ids(resets.all_progress.iter().map(String::as_str)))
-            .execute(&mut *tx)
-            .await
-            .doing("reset backfill progress")?;
-        }
-        if !resets.reverse_sync.is_empty() {
-            sqlx::query(
-                "INSERT INTO ferry_backfill
-                     (migration_id, tenant_id, direction, rows_done, rows_total, complete, updated_at)
-                 SELECT ?1, value, 'reverse', 0, 0, 0, ?3 FROM json_each(?2) WHERE true
-                 ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
-                 SET rows_done = 0, rows_total = 0, complete = 0, last_key = NULL,
-                     throttled = NULL, updated_at = excluded.updated_at",
-            )
-            .bind(migration.as_str())
-            .bind(json_ids(resets.reverse_sync.iter().map(String::as_str)))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .doing("mark the source stale")?;
-        }
-        tx.commit().await.doing("commit phase change")?;
-        Ok(AppliedChanges {
-            applied: applied.into_iter().map(|c| c.tenant.clone()).collect(),
-            conflicts: conflicts.into_iter().map(|c| c.tenant.clone()).collect(),
-            change_version: version,
-        })
-    }
-
     async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>> {
         self.tenant(migration, tenant).await?;
         let rows: Vec<rows::AuditRow<i64>> = sqlx::query_as(concat!(
@@ -377,31 +240,6 @@ impl ControlStore for SqliteStore {
             .collect::<Result<Vec<_>>>()?;
         entries.reverse();
         Ok(entries)
-    }
-
-    async fn status(&self) -> Result<Vec<PhaseCount>> {
-        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT migration_id, phase, count(*), coalesce(sum(paused), 0),
-                    coalesce(sum(row_count), 0)
-             FROM ferry_tenant_phases GROUP BY migration_id, phase",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .doing("count tenants per phase")?;
-        let mut out = rows
-            .into_iter()
-            .map(|(m, p, tenants, paused, row_count)| {
-                Ok(PhaseCount {
-                    migration: rows::migration_id(m)?,
-                    phase: rows::phase(&p)?,
-                    tenants: rows::count(tenants)?,
-                    paused: rows::count(paused)?,
-                    rows: rows::count(row_count)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|a, b| (&a.migration, a.phase).cmp(&(&b.migration, b.phase)));
-        Ok(out)
     }
 
     async fn guard_facts(
