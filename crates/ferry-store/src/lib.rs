@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_domain::{GuardFacts, MigrationId, RouterId, TenantId};
 
-pub use areas::{MigrationStore, PhaseStore};
+pub use areas::{AuditStore, MigrationStore, PhaseStore};
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
@@ -53,30 +53,17 @@ pub enum StoreKind {
 /// [`sqlite::SqliteStore`]. Code holding an `Arc<dyn ControlStore>` or an `S: ControlStore`
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
-    pub use crate::{ControlStore, MigrationStore, PhaseStore};
+    pub use crate::{AuditStore, ControlStore, MigrationStore, PhaseStore};
 }
 
 /// The whole control store: every area's trait (see `areas/`), and what a store says about
 /// itself.
 #[async_trait]
-pub trait ControlStore: MigrationStore + PhaseStore + Send + Sync + 'static {
+pub trait ControlStore: MigrationStore + PhaseStore + AuditStore + Send + Sync + 'static {
     fn kind(&self) -> StoreKind;
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
-
-    // --- audit ---
-
-    async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>>;
-    /// Audit entries of a migration in order, from `after_seq` (exclusive).
-    async fn audit_log(
-        &self,
-        migration: &MigrationId,
-        after_seq: i64,
-        limit: u64,
-    ) -> Result<Vec<AuditEntry>>;
-    /// The `limit` most recent audit entries of a migration, oldest first.
-    async fn recent_audit(&self, migration: &MigrationId, limit: u64) -> Result<Vec<AuditEntry>>;
 
     // --- guard facts ---
 

@@ -3,8 +3,10 @@
 //! side, so the two dialects of one operation are read, reviewed and changed together;
 //! [`crate::ControlStore`] is the sum of the area traits.
 
+mod audit;
 mod migrations;
 mod phases;
 
+pub use audit::AuditStore;
 pub use migrations::MigrationStore;
 pub use phases::PhaseStore;

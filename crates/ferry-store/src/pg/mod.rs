@@ -22,7 +22,7 @@ use crate::error::{QueryContext, Result, StoreError, redact_url};
 use crate::facts::{self, FactRows};
 use crate::feed::ChangeFeed;
 use crate::model::*;
-use crate::rows::{self, audit_columns, tenant_columns};
+use crate::rows::{self, tenant_columns};
 use crate::{ControlStore, MigrationStore, SCHEMA_VERSION, StoreKind};
 
 /// Statements slower than this are logged at info level (`ferry -v` shows them).
@@ -218,60 +218,6 @@ impl ControlStore for PgStore {
 
     fn describe(&self) -> String {
         self.description.clone()
-    }
-
-    async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>> {
-        self.tenant(migration, tenant).await?;
-        let rows: Vec<rows::AuditRow<DateTime<Utc>>> = sqlx::query_as(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM ferry_audit_log WHERE migration_id = $1 AND tenant_id = $2 ORDER BY seq"
-        ))
-        .bind(migration.as_str())
-        .bind(tenant.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .doing("read tenant history")?;
-        rows.into_iter().map(|r| rows::audit_entry(r, ok)).collect()
-    }
-
-    async fn audit_log(
-        &self,
-        migration: &MigrationId,
-        after_seq: i64,
-        limit: u64,
-    ) -> Result<Vec<AuditEntry>> {
-        let rows: Vec<rows::AuditRow<DateTime<Utc>>> = sqlx::query_as(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM ferry_audit_log WHERE migration_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-        ))
-        .bind(migration.as_str())
-        .bind(after_seq)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .doing("read audit log")?;
-        rows.into_iter().map(|r| rows::audit_entry(r, ok)).collect()
-    }
-
-    async fn recent_audit(&self, migration: &MigrationId, limit: u64) -> Result<Vec<AuditEntry>> {
-        let rows: Vec<rows::AuditRow<DateTime<Utc>>> = sqlx::query_as(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM ferry_audit_log WHERE migration_id = $1 ORDER BY seq DESC LIMIT $2"
-        ))
-        .bind(migration.as_str())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .doing("read the recent audit log")?;
-        let mut entries = rows
-            .into_iter()
-            .map(|r| rows::audit_entry(r, ok))
-            .collect::<Result<Vec<_>>>()?;
-        entries.reverse();
-        Ok(entries)
     }
 
     async fn guard_facts(
