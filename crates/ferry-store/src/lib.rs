@@ -25,9 +25,9 @@ pub mod sqlite;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{GuardFacts, MigrationId, RouterId, TenantId};
+use ferry_domain::{MigrationId, RouterId, TenantId};
 
-pub use areas::{AuditStore, MigrationStore, PhaseStore};
+pub use areas::{AuditStore, GuardStore, MigrationStore, PhaseStore};
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
@@ -53,27 +53,22 @@ pub enum StoreKind {
 /// [`sqlite::SqliteStore`]. Code holding an `Arc<dyn ControlStore>` or an `S: ControlStore`
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
-    pub use crate::{AuditStore, ControlStore, MigrationStore, PhaseStore};
+    pub use crate::{AuditStore, ControlStore, GuardStore, MigrationStore, PhaseStore};
 }
 
 /// The whole control store: every area's trait (see `areas/`), and what a store says about
 /// itself.
 #[async_trait]
-pub trait ControlStore: MigrationStore + PhaseStore + AuditStore + Send + Sync + 'static {
+pub trait ControlStore:
+    MigrationStore + PhaseStore + AuditStore + GuardStore + Send + Sync + 'static
+{
     fn kind(&self) -> StoreKind;
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
 
-    // --- guard facts ---
+    // --- copy progress, controls and mismatches ---
 
-    /// The facts the transition guards need, one per given tenant, in the same order.
-    async fn guard_facts(
-        &self,
-        migration: &MigrationId,
-        tenants: &[TenantRecord],
-        router_lease: Duration,
-    ) -> Result<Vec<GuardFacts>>;
     /// Records a copy's progress; it is also the copy's checkpoint.
     async fn record_backfill(&self, progress: &BackfillProgress) -> Result<()>;
     /// Copy progress of a migration's tenants (or of one tenant), both directions.

@@ -4,9 +4,11 @@
 //! [`crate::ControlStore`] is the sum of the area traits.
 
 mod audit;
+mod guards;
 mod migrations;
 mod phases;
 
 pub use audit::AuditStore;
+pub use guards::GuardStore;
 pub use migrations::MigrationStore;
 pub use phases::PhaseStore;

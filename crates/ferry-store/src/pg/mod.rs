@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_domain::{GuardFacts, MigrationId, RouterId, SqlIdent, TenantId};
+use ferry_domain::{MigrationId, RouterId, SqlIdent, TenantId};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
 use sqlx::{ConnectOptions as _, Connection};
 use tokio::sync::watch;
 
 use crate::error::{QueryContext, Result, StoreError, redact_url};
-use crate::facts::{self, FactRows};
+use crate::facts;
 use crate::feed::ChangeFeed;
 use crate::model::*;
 use crate::rows::{self, tenant_columns};
@@ -218,62 +218,6 @@ impl ControlStore for PgStore {
 
     fn describe(&self) -> String {
         self.description.clone()
-    }
-
-    async fn guard_facts(
-        &self,
-        migration: &MigrationId,
-        tenants: &[TenantRecord],
-        router_lease: Duration,
-    ) -> Result<Vec<GuardFacts>> {
-        let ids: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
-        let mut rows = FactRows::default();
-        let backfill: Vec<(String, String, i64, i64, bool)> = sqlx::query_as(
-            "SELECT tenant_id, direction, rows_done, rows_total, complete FROM ferry_backfill
-             WHERE migration_id = $1 AND tenant_id = ANY($2)",
-        )
-        .bind(migration.as_str())
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await
-        .doing("read backfill progress")?;
-        for (tenant, direction, done, total, complete) in backfill {
-            let direction = facts::direction(&direction).ok_or_else(|| StoreError::Corrupt {
-                what: format!("backfill direction {direction:?}"),
-            })?;
-            rows.backfill.insert(
-                (tenant, direction),
-                (rows::count(done)?, rows::count(total)?, complete),
-            );
-        }
-        let mismatches: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT tenant_id, count(*) FROM ferry_mismatches
-             WHERE migration_id = $1 AND tenant_id = ANY($2) AND resolved_at IS NULL
-             GROUP BY tenant_id",
-        )
-        .bind(migration.as_str())
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await
-        .doing("count open mismatches")?;
-        for (tenant, n) in mismatches {
-            rows.mismatches.insert(tenant, rows::count(n)?);
-        }
-        let buffer: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT tenant_id, count(*) FROM ferry_update_buffer
-             WHERE migration_id = $1 AND tenant_id = ANY($2) AND state <> 'applied'
-             GROUP BY tenant_id",
-        )
-        .bind(migration.as_str())
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await
-        .doing("count buffered updates")?;
-        for (tenant, n) in buffer {
-            rows.buffer.insert(tenant, rows::count(n)?);
-        }
-        let routers = self.routers(router_lease).await?;
-        Ok(facts::assemble(tenants, &rows, &routers))
     }
 
     async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
