@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_domain::{MigrationId, RouterId, TenantId};
 
-pub use areas::{AuditStore, GuardStore, MigrationStore, PhaseStore};
+pub use areas::{AuditStore, CopyStore, GuardStore, MigrationStore, PhaseStore};
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
@@ -53,57 +53,22 @@ pub enum StoreKind {
 /// [`sqlite::SqliteStore`]. Code holding an `Arc<dyn ControlStore>` or an `S: ControlStore`
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
-    pub use crate::{AuditStore, ControlStore, GuardStore, MigrationStore, PhaseStore};
+    pub use crate::{AuditStore, ControlStore, CopyStore, GuardStore, MigrationStore, PhaseStore};
 }
 
 /// The whole control store: every area's trait (see `areas/`), and what a store says about
 /// itself.
 #[async_trait]
 pub trait ControlStore:
-    MigrationStore + PhaseStore + AuditStore + GuardStore + Send + Sync + 'static
+    MigrationStore + PhaseStore + AuditStore + GuardStore + CopyStore + Send + Sync + 'static
 {
     fn kind(&self) -> StoreKind;
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
 
-    // --- copy progress, controls and mismatches ---
+    // --- mismatches, the update buffer ---
 
-    /// Records a copy's progress; it is also the copy's checkpoint.
-    async fn record_backfill(&self, progress: &BackfillProgress) -> Result<()>;
-    /// Copy progress of a migration's tenants (or of one tenant), both directions.
-    async fn progress(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<Vec<BackfillProgress>>;
-    /// Sets the copier controls for a whole migration (`tenant: None`) or one tenant.
-    async fn set_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        control: CopyControl,
-    ) -> Result<()>;
-    /// Changes some controls of one scope atomically; returns the scope's controls after.
-    async fn change_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        change: ControlChange,
-    ) -> Result<CopyControl>;
-    /// The control in force: the migration's merged with the tenant's (`tenant: None` for the
-    /// migration's own).
-    async fn control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<CopyControl>;
-    /// One scope's own setting (the migration's, or a tenant's), not merged.
-    async fn scope_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<CopyControl>;
     /// Records a validation mismatch; returns its id.
     async fn record_mismatch(
         &self,

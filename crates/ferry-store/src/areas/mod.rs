@@ -4,11 +4,13 @@
 //! [`crate::ControlStore`] is the sum of the area traits.
 
 mod audit;
+mod copies;
 mod guards;
 mod migrations;
 mod phases;
 
 pub use audit::AuditStore;
+pub use copies::CopyStore;
 pub use guards::GuardStore;
 pub use migrations::MigrationStore;
 pub use phases::PhaseStore;

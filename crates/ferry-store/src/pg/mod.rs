@@ -19,11 +19,10 @@ use sqlx::{ConnectOptions as _, Connection};
 use tokio::sync::watch;
 
 use crate::error::{QueryContext, Result, StoreError, redact_url};
-use crate::facts;
 use crate::feed::ChangeFeed;
 use crate::model::*;
 use crate::rows::{self, tenant_columns};
-use crate::{ControlStore, MigrationStore, SCHEMA_VERSION, StoreKind};
+use crate::{ControlStore, SCHEMA_VERSION, StoreKind};
 
 /// Statements slower than this are logged at info level (`ferry -v` shows them).
 pub const SLOW_STATEMENT: Duration = Duration::from_secs(1);
@@ -171,26 +170,6 @@ impl PgStore {
         tx.commit().await.doing("commit schema upgrade")
     }
 
-    /// The control rows of a scope (with `merged`, also the migration-wide row), merged.
-    async fn control_rows(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        merged: bool,
-    ) -> Result<CopyControl> {
-        let rows: Vec<(String, bool, bool, Option<i64>)> = sqlx::query_as(
-            "SELECT scope, paused, cancelled, rate_limit FROM ferry_copy_controls
-             WHERE migration_id = $1 AND (scope = $2 OR ($3 AND scope = '*'))",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
-        .bind(merged)
-        .fetch_all(&self.pool)
-        .await
-        .doing("read copy controls")?;
-        Ok(facts::controls(rows, tenant))
-    }
-
     /// Overwrites the recorded schema version; for testing the too-new refusal.
     pub async fn force_schema_version(&self, version: i64) -> Result<()> {
         sqlx::query("UPDATE ferry_meta SET value = $1 WHERE key = 'schema_version'")
@@ -218,144 +197,6 @@ impl ControlStore for PgStore {
 
     fn describe(&self) -> String {
         self.description.clone()
-    }
-
-    async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
-        let record = self.tenant(&p.migration, &p.tenant).await?;
-        if !facts::progress_allowed(p.direction, record.state.phase) {
-            return Err(StoreError::ProgressOutOfPhase {
-                migration: p.migration.clone(),
-                tenant: p.tenant.clone(),
-                phase: record.state.phase,
-                direction: p.direction.as_str(),
-            });
-        }
-        sqlx::query(
-            "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total,
-                 complete, last_key, batch_size, rows_per_s, throttled)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
-             SET rows_done = excluded.rows_done, rows_total = excluded.rows_total,
-                 complete = excluded.complete, last_key = excluded.last_key,
-                 batch_size = excluded.batch_size, rows_per_s = excluded.rows_per_s,
-                 throttled = excluded.throttled, updated_at = now()",
-        )
-        .bind(p.migration.as_str())
-        .bind(p.tenant.as_str())
-        .bind(p.direction.as_str())
-        .bind(i64::try_from(p.rows_done).unwrap_or(i64::MAX))
-        .bind(i64::try_from(p.rows_total).unwrap_or(i64::MAX))
-        .bind(p.complete)
-        .bind(facts::key_to_text(p.last_key.as_deref()))
-        .bind(i64::try_from(p.batch_size).unwrap_or(i64::MAX))
-        .bind(p.rows_per_s)
-        .bind(p.throttled.as_deref())
-        .execute(&self.pool)
-        .await
-        .doing("record backfill progress")?;
-        Ok(())
-    }
-
-    async fn progress(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<Vec<BackfillProgress>> {
-        let rows: Vec<facts::ProgressRow<DateTime<Utc>>> = sqlx::query_as(
-            "SELECT tenant_id, direction, last_key, rows_done, rows_total, complete, batch_size,
-                    rows_per_s, throttled, updated_at
-             FROM ferry_backfill WHERE migration_id = $1 AND ($2::text IS NULL OR tenant_id = $2)
-             ORDER BY tenant_id, direction",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map(TenantId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .doing("read copy progress")?;
-        rows.into_iter()
-            .map(|r| facts::progress(migration, r, ok))
-            .collect()
-    }
-
-    async fn set_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        control: CopyControl,
-    ) -> Result<()> {
-        self.migration(migration).await?;
-        if let Some(t) = tenant {
-            self.tenant(migration, t).await?;
-        }
-        sqlx::query(
-            "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (migration_id, scope) DO UPDATE
-             SET paused = excluded.paused, cancelled = excluded.cancelled,
-                 rate_limit = excluded.rate_limit, updated_at = now()",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
-        .bind(control.paused)
-        .bind(control.cancelled)
-        .bind(
-            control
-                .rate_limit
-                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
-        )
-        .execute(&self.pool)
-        .await
-        .doing("set copy control")?;
-        Ok(())
-    }
-
-    async fn change_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        change: ControlChange,
-    ) -> Result<CopyControl> {
-        self.migration(migration).await?;
-        if let Some(t) = tenant {
-            self.tenant(migration, t).await?;
-        }
-        let (paused, cancelled, limit): (bool, bool, Option<i64>) = sqlx::query_as(
-            "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit)
-             VALUES ($1, $2, coalesce($3, false), coalesce($4, false), $5)
-             ON CONFLICT (migration_id, scope) DO UPDATE
-             SET paused = coalesce($3, ferry_copy_controls.paused),
-                 cancelled = coalesce($4, ferry_copy_controls.cancelled),
-                 rate_limit = CASE WHEN $6 THEN $5 ELSE ferry_copy_controls.rate_limit END,
-                 updated_at = now()
-             RETURNING paused, cancelled, rate_limit",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
-        .bind(change.paused)
-        .bind(change.cancelled)
-        .bind(
-            change
-                .rate_limit
-                .flatten()
-                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
-        )
-        .bind(change.rate_limit.is_some())
-        .fetch_one(&self.pool)
-        .await
-        .doing("change copy controls")?;
-        Ok(CopyControl {
-            paused,
-            cancelled,
-            rate_limit: limit.map(|r| u64::try_from(r).unwrap_or(0)),
-        })
-    }
-
-    async fn control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<CopyControl> {
-        self.control_rows(migration, tenant, true).await
     }
 
     async fn record_mismatch(
@@ -387,14 +228,6 @@ impl ControlStore for PgStore {
         .await
         .doing("resolve mismatch")?;
         Ok(())
-    }
-
-    async fn scope_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<CopyControl> {
-        self.control_rows(migration, tenant, false).await
     }
 
     async fn open_mismatches(

@@ -21,11 +21,10 @@ use sqlx::sqlite::{
 use tokio::sync::watch;
 
 use crate::error::{QueryContext, Result, StoreError};
-use crate::facts;
 use crate::feed::ChangeFeed;
 use crate::model::*;
 use crate::rows::{self, tenant_columns};
-use crate::{ControlStore, MigrationStore, SCHEMA_VERSION, StoreKind};
+use crate::{ControlStore, SCHEMA_VERSION, StoreKind};
 
 /// How often the change feed polls the counter. A read of one row; cheap enough to keep
 /// phase changes visible to routers within a tenth of a second.
@@ -143,26 +142,6 @@ impl SqliteStore {
         tx.commit().await.doing("commit schema upgrade")
     }
 
-    /// The control rows of a scope (with `merged`, also the migration-wide row), merged.
-    async fn control_rows(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        merged: bool,
-    ) -> Result<CopyControl> {
-        let rows: Vec<(String, bool, bool, Option<i64>)> = sqlx::query_as(
-            "SELECT scope, paused, cancelled, rate_limit FROM ferry_copy_controls
-             WHERE migration_id = ?1 AND (scope = ?2 OR (?3 AND scope = '*'))",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
-        .bind(merged)
-        .fetch_all(&self.pool)
-        .await
-        .doing("read copy controls")?;
-        Ok(facts::controls(rows, tenant))
-    }
-
     /// Overwrites the recorded schema version; for testing the too-new refusal.
     pub async fn force_schema_version(&self, version: i64) -> Result<()> {
         sqlx::query("UPDATE ferry_meta SET value = ?1 WHERE key = 'schema_version'")
@@ -182,143 +161,6 @@ impl ControlStore for SqliteStore {
 
     fn describe(&self) -> String {
         format!("sqlite://{}", self.path.display())
-    }
-
-    async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
-        let record = self.tenant(&p.migration, &p.tenant).await?;
-        if !facts::progress_allowed(p.direction, record.state.phase) {
-            return Err(StoreError::ProgressOutOfPhase {
-                migration: p.migration.clone(),
-                tenant: p.tenant.clone(),
-                phase: record.state.phase,
-                direction: p.direction.as_str(),
-            });
-        }
-        sqlx::query(
-            "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total,
-                 complete, last_key, batch_size, rows_per_s, throttled, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
-             SET rows_done = excluded.rows_done, rows_total = excluded.rows_total,
-                 complete = excluded.complete, last_key = excluded.last_key,
-                 batch_size = excluded.batch_size, rows_per_s = excluded.rows_per_s,
-                 throttled = excluded.throttled, updated_at = excluded.updated_at",
-        )
-        .bind(p.migration.as_str())
-        .bind(p.tenant.as_str())
-        .bind(p.direction.as_str())
-        .bind(i64::try_from(p.rows_done).unwrap_or(i64::MAX))
-        .bind(i64::try_from(p.rows_total).unwrap_or(i64::MAX))
-        .bind(p.complete)
-        .bind(facts::key_to_text(p.last_key.as_deref()))
-        .bind(i64::try_from(p.batch_size).unwrap_or(i64::MAX))
-        .bind(p.rows_per_s)
-        .bind(p.throttled.as_deref())
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .doing("record backfill progress")?;
-        Ok(())
-    }
-
-    async fn progress(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<Vec<BackfillProgress>> {
-        let rows: Vec<facts::ProgressRow<i64>> = sqlx::query_as(
-            "SELECT tenant_id, direction, last_key, rows_done, rows_total, complete, batch_size,
-                    rows_per_s, throttled, updated_at
-             FROM ferry_backfill WHERE migration_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)
-             ORDER BY tenant_id, direction",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map(TenantId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .doing("read copy progress")?;
-        rows.into_iter()
-            .map(|r| facts::progress(migration, r, rows::from_millis))
-            .collect()
-    }
-
-    async fn set_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        control: CopyControl,
-    ) -> Result<()> {
-        self.migration(migration).await?;
-        if let Some(t) = tenant {
-            self.tenant(migration, t).await?;
-        }
-        sqlx::query(
-            "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (migration_id, scope) DO UPDATE
-             SET paused = excluded.paused, cancelled = excluded.cancelled,
-                 rate_limit = excluded.rate_limit, updated_at = excluded.updated_at",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
-        .bind(control.paused)
-        .bind(control.cancelled)
-        .bind(control.rate_limit.map(|r| i64::try_from(r).unwrap_or(i64::MAX)))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .doing("set copy control")?;
-        Ok(())
-    }
-
-    async fn change_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        change: ControlChange,
-    ) -> Result<CopyControl> {
-        self.migration(migration).await?;
-        if let Some(t) = tenant {
-            self.tenant(migration, t).await?;
-        }
-        let (paused, cancelled, limit): (bool, bool, Option<i64>) = sqlx::query_as(
-            "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit, updated_at)
-             VALUES (?1, ?2, coalesce(?3, false), coalesce(?4, false), ?5, ?7)
-             ON CONFLICT (migration_id, scope) DO UPDATE
-             SET paused = coalesce(?3, ferry_copy_controls.paused),
-                 cancelled = coalesce(?4, ferry_copy_controls.cancelled),
-                 rate_limit = CASE WHEN ?6 THEN ?5 ELSE ferry_copy_controls.rate_limit END,
-                 updated_at = excluded.updated_at
-             RETURNING paused, cancelled, rate_limit",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
-        .bind(change.paused)
-        .bind(change.cancelled)
-        .bind(
-            change
-                .rate_limit
-                .flatten()
-                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
-        )
-        .bind(change.rate_limit.is_some())
-        .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await
-        .doing("change copy controls")?;
-        Ok(CopyControl {
-            paused,
-            cancelled,
-            rate_limit: limit.map(|r| u64::try_from(r).unwrap_or(0)),
-        })
-    }
-
-    async fn control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<CopyControl> {
-        self.control_rows(migration, tenant, true).await
     }
 
     async fn record_mismatch(
@@ -352,14 +194,6 @@ impl ControlStore for SqliteStore {
         .await
         .doing("resolve mismatch")?;
         Ok(())
-    }
-
-    async fn scope_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<CopyControl> {
-        self.control_rows(migration, tenant, false).await
     }
 
     async fn open_mismatches(
