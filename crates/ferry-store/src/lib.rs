@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_domain::{MigrationId, RouterId, TenantId};
 
-pub use areas::{AuditStore, CopyStore, GuardStore, MigrationStore, PhaseStore};
+pub use areas::{AuditStore, CopyStore, GuardStore, MigrationStore, MismatchStore, PhaseStore};
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
@@ -53,38 +53,32 @@ pub enum StoreKind {
 /// [`sqlite::SqliteStore`]. Code holding an `Arc<dyn ControlStore>` or an `S: ControlStore`
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
-    pub use crate::{AuditStore, ControlStore, CopyStore, GuardStore, MigrationStore, PhaseStore};
+    pub use crate::{
+        AuditStore, ControlStore, CopyStore, GuardStore, MigrationStore, MismatchStore, PhaseStore,
+    };
 }
 
 /// The whole control store: every area's trait (see `areas/`), and what a store says about
 /// itself.
 #[async_trait]
 pub trait ControlStore:
-    MigrationStore + PhaseStore + AuditStore + GuardStore + CopyStore + Send + Sync + 'static
+    MigrationStore
+    + PhaseStore
+    + AuditStore
+    + GuardStore
+    + CopyStore
+    + MismatchStore
+    + Send
+    + Sync
+    + 'static
 {
     fn kind(&self) -> StoreKind;
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
 
-    // --- mismatches, the update buffer ---
+    // --- the update buffer ---
 
-    /// Records a validation mismatch; returns its id.
-    async fn record_mismatch(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-        key: &str,
-        detail: &str,
-    ) -> Result<i64>;
-    /// Marks a mismatch resolved (a re-check found both sides equal).
-    async fn resolve_mismatch(&self, id: i64) -> Result<()>;
-    /// Unresolved mismatches of a tenant: `(id, key, detail)`, oldest first.
-    async fn open_mismatches(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Vec<(i64, String, String)>>;
     /// Parks a change for the update buffer; returns its sequence number.
     async fn enqueue_update(
         &self,

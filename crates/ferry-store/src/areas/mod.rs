@@ -7,10 +7,12 @@ mod audit;
 mod copies;
 mod guards;
 mod migrations;
+mod mismatches;
 mod phases;
 
 pub use audit::AuditStore;
 pub use copies::CopyStore;
 pub use guards::GuardStore;
 pub use migrations::MigrationStore;
+pub use mismatches::MismatchStore;
 pub use phases::PhaseStore;

@@ -199,53 +199,6 @@ impl ControlStore for PgStore {
         self.description.clone()
     }
 
-    async fn record_mismatch(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-        key: &str,
-        detail: &str,
-    ) -> Result<i64> {
-        sqlx::query_scalar(
-            "INSERT INTO ferry_mismatches (migration_id, tenant_id, entity_key, detail)
-             VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(detail)
-        .fetch_one(&self.pool)
-        .await
-        .doing("record mismatch")
-    }
-
-    async fn resolve_mismatch(&self, id: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE ferry_mismatches SET resolved_at = now() WHERE id = $1 AND resolved_at IS NULL",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .doing("resolve mismatch")?;
-        Ok(())
-    }
-
-    async fn open_mismatches(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Vec<(i64, String, String)>> {
-        sqlx::query_as(
-            "SELECT id, entity_key, detail FROM ferry_mismatches
-             WHERE migration_id = $1 AND tenant_id = $2 AND resolved_at IS NULL ORDER BY id",
-        )
-        .bind(migration.as_str())
-        .bind(tenant.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .doing("list open mismatches")
-    }
-
     async fn enqueue_update(
         &self,
         migration: &MigrationId,
