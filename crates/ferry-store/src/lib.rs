@@ -27,7 +27,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_domain::{MigrationId, RouterId, TenantId};
 
-pub use areas::{AuditStore, CopyStore, GuardStore, MigrationStore, MismatchStore, PhaseStore};
+pub use areas::{
+    AuditStore, BufferStore, CopyStore, GuardStore, MigrationStore, MismatchStore, PhaseStore,
+};
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
@@ -54,7 +56,8 @@ pub enum StoreKind {
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
     pub use crate::{
-        AuditStore, ControlStore, CopyStore, GuardStore, MigrationStore, MismatchStore, PhaseStore,
+        AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, MigrationStore,
+        MismatchStore, PhaseStore,
     };
 }
 
@@ -68,6 +71,7 @@ pub trait ControlStore:
     + GuardStore
     + CopyStore
     + MismatchStore
+    + BufferStore
     + Send
     + Sync
     + 'static
@@ -76,39 +80,6 @@ pub trait ControlStore:
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
-
-    // --- the update buffer ---
-
-    /// Parks a change for the update buffer; returns its sequence number.
-    async fn enqueue_update(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-        key: &str,
-        operation: &str,
-        payload: &serde_json::Value,
-    ) -> Result<i64>;
-    /// Marks a buffered change applied, so it no longer counts towards the buffer's depth.
-    async fn mark_update_applied(&self, seq: i64) -> Result<()>;
-    /// A tenant's pending and dead buffered changes, in sequence order: reads merge both (a
-    /// dead change was acknowledged all the same); workers apply only pending ones, and none
-    /// for a key with a dead change before it.
-    async fn pending_updates(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Vec<BufferedUpdate>>;
-    /// Pending and dead changes of a migration, oldest first (`ferry buffer list`).
-    async fn open_updates(&self, migration: &MigrationId) -> Result<Vec<BufferedUpdate>>;
-    /// Counts a failed attempt at applying `seqs`; those reaching `dead_after` attempts
-    /// become `dead` (parked until an operator retries or drops them).
-    async fn record_update_failure(&self, seqs: &[i64], error: &str, dead_after: i32)
-    -> Result<()>;
-    /// A dead change back to pending with its attempts reset. False if it was not dead.
-    async fn retry_update(&self, seq: i64) -> Result<bool>;
-    /// Gives up on a pending or dead change: it is marked applied without being applied, and
-    /// `note` (who and why) kept on it. False if it was neither.
-    async fn drop_update(&self, seq: i64, note: &str) -> Result<bool>;
 
     // --- the cold tier's manifest ---
 

@@ -4,6 +4,7 @@
 //! [`crate::ControlStore`] is the sum of the area traits.
 
 mod audit;
+mod buffer;
 mod copies;
 mod guards;
 mod migrations;
@@ -11,6 +12,7 @@ mod mismatches;
 mod phases;
 
 pub use audit::AuditStore;
+pub use buffer::BufferStore;
 pub use copies::CopyStore;
 pub use guards::GuardStore;
 pub use migrations::MigrationStore;
