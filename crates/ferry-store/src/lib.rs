@@ -25,10 +25,11 @@ pub mod sqlite;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{MigrationId, RouterId, TenantId};
+use ferry_domain::{MigrationId, RouterId};
 
 pub use areas::{
-    AuditStore, BufferStore, CopyStore, GuardStore, MigrationStore, MismatchStore, PhaseStore,
+    AuditStore, BufferStore, CopyStore, GuardStore, ManifestStore, MigrationStore, MismatchStore,
+    PhaseStore,
 };
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
@@ -56,8 +57,8 @@ pub enum StoreKind {
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
     pub use crate::{
-        AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, MigrationStore,
-        MismatchStore, PhaseStore,
+        AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, ManifestStore,
+        MigrationStore, MismatchStore, PhaseStore,
     };
 }
 
@@ -72,6 +73,7 @@ pub trait ControlStore:
     + CopyStore
     + MismatchStore
     + BufferStore
+    + ManifestStore
     + Send
     + Sync
     + 'static
@@ -81,38 +83,7 @@ pub trait ControlStore:
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
 
-    // --- the cold tier's manifest ---
-
-    /// Reserves an id for a tenant's next segment (pending until committed; a pending
-    /// segment never committed is garbage after a crash).
-    async fn reserve_segment(&self, migration: &MigrationId, tenant: &TenantId) -> Result<i64>;
-    /// Applies a [`SegmentCommit`] atomically.
-    async fn commit_segments(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-        commit: &SegmentCommit,
-    ) -> Result<()>;
-    /// A tenant's live segments, by id.
-    async fn segments(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Vec<SegmentRecord>>;
-    /// Retired segments, and pending ones reserved longer than `stale` ago: their objects
-    /// can be deleted, then [`ControlStore::forget_segment`] called.
-    async fn garbage_segments(
-        &self,
-        migration: &MigrationId,
-        stale: Duration,
-    ) -> Result<Vec<SegmentRecord>>;
-    async fn forget_segment(&self, id: i64) -> Result<()>;
-    /// The tenant's archive watermark (RFC 3339), if it has been archived.
-    async fn archived_through(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Option<String>>;
+    // --- migration health ---
 
     /// The update buffer and validation of a migration, summed (for metrics and status).
     async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth>;
