@@ -25,11 +25,11 @@ pub mod sqlite;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{MigrationId, RouterId};
+use ferry_domain::RouterId;
 
 pub use areas::{
-    AuditStore, BufferStore, CopyStore, GuardStore, ManifestStore, MigrationStore, MismatchStore,
-    PhaseStore,
+    AuditStore, BufferStore, CopyStore, GuardStore, HealthStore, ManifestStore, MigrationStore,
+    MismatchStore, PhaseStore,
 };
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
@@ -57,7 +57,7 @@ pub enum StoreKind {
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
     pub use crate::{
-        AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, ManifestStore,
+        AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, HealthStore, ManifestStore,
         MigrationStore, MismatchStore, PhaseStore,
     };
 }
@@ -74,6 +74,7 @@ pub trait ControlStore:
     + MismatchStore
     + BufferStore
     + ManifestStore
+    + HealthStore
     + Send
     + Sync
     + 'static
@@ -82,11 +83,6 @@ pub trait ControlStore:
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
-
-    // --- migration health ---
-
-    /// The update buffer and validation of a migration, summed (for metrics and status).
-    async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth>;
 
     // --- the admin API's tokens and the operator log ---
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_domain::{MigrationId, RouterId, SqlIdent};
+use ferry_domain::{RouterId, SqlIdent};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor};
 use sqlx::{ConnectOptions as _, Connection};
@@ -197,44 +197,6 @@ impl ControlStore for PgStore {
 
     fn describe(&self) -> String {
         self.description.clone()
-    }
-
-    async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth> {
-        let (pending, dead, retrying, attempts, oldest): (
-            i64,
-            i64,
-            i64,
-            i64,
-            Option<DateTime<Utc>>,
-        ) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE state = 'pending'),
-                        count(*) FILTER (WHERE state = 'dead'),
-                        count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
-                        coalesce(sum(attempts), 0)::bigint,
-                        min(enqueued_at) FILTER (WHERE state = 'pending')
-                 FROM ferry_update_buffer WHERE migration_id = $1 AND state <> 'applied'",
-        )
-        .bind(migration.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .doing("sum the update buffer")?;
-        let (open, total): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE resolved_at IS NULL), count(*)
-             FROM ferry_mismatches WHERE migration_id = $1",
-        )
-        .bind(migration.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .doing("count mismatches")?;
-        Ok(MigrationHealth {
-            buffer_pending: rows::count(pending)?,
-            buffer_dead: rows::count(dead)?,
-            buffer_retrying: rows::count(retrying)?,
-            buffer_attempts: rows::count(attempts)?,
-            buffer_oldest_pending_at: oldest,
-            mismatches_open: rows::count(open)?,
-            mismatches_total: rows::count(total)?,
-        })
     }
 
     async fn create_token(&self, new: &NewToken) -> Result<TokenRecord> {

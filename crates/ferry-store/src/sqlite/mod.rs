@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use ferry_domain::{MigrationId, RouterId};
+use ferry_domain::RouterId;
 use sqlx::ConnectOptions as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -161,39 +161,6 @@ impl ControlStore for SqliteStore {
 
     fn describe(&self) -> String {
         format!("sqlite://{}", self.path.display())
-    }
-
-    async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth> {
-        let (pending, dead, retrying, attempts, oldest): (i64, i64, i64, i64, Option<i64>) =
-            sqlx::query_as(
-                "SELECT coalesce(sum(state = 'pending'), 0),
-                        coalesce(sum(state = 'dead'), 0),
-                        coalesce(sum(state = 'pending' AND attempts > 0), 0),
-                        coalesce(sum(attempts), 0),
-                        min(CASE WHEN state = 'pending' THEN enqueued_at END)
-                 FROM ferry_update_buffer WHERE migration_id = ?1 AND state <> 'applied'",
-            )
-            .bind(migration.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .doing("sum the update buffer")?;
-        let (open, total): (i64, i64) = sqlx::query_as(
-            "SELECT coalesce(sum(resolved_at IS NULL), 0), count(*)
-             FROM ferry_mismatches WHERE migration_id = ?1",
-        )
-        .bind(migration.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .doing("count mismatches")?;
-        Ok(MigrationHealth {
-            buffer_pending: rows::count(pending)?,
-            buffer_dead: rows::count(dead)?,
-            buffer_retrying: rows::count(retrying)?,
-            buffer_attempts: rows::count(attempts)?,
-            buffer_oldest_pending_at: oldest.map(rows::from_millis).transpose()?,
-            mismatches_open: rows::count(open)?,
-            mismatches_total: rows::count(total)?,
-        })
     }
 
     async fn create_token(&self, new: &NewToken) -> Result<TokenRecord> {
