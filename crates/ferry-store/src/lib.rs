@@ -28,8 +28,8 @@ use async_trait::async_trait;
 use ferry_domain::RouterId;
 
 pub use areas::{
-    AuditStore, BufferStore, CopyStore, GuardStore, HealthStore, ManifestStore, MigrationStore,
-    MismatchStore, PhaseStore,
+    AdminStore, AuditStore, BufferStore, CopyStore, GuardStore, HealthStore, ManifestStore,
+    MigrationStore, MismatchStore, PhaseStore,
 };
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
@@ -57,8 +57,8 @@ pub enum StoreKind {
 /// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
 pub mod prelude {
     pub use crate::{
-        AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, HealthStore, ManifestStore,
-        MigrationStore, MismatchStore, PhaseStore,
+        AdminStore, AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, HealthStore,
+        ManifestStore, MigrationStore, MismatchStore, PhaseStore,
     };
 }
 
@@ -75,6 +75,7 @@ pub trait ControlStore:
     + BufferStore
     + ManifestStore
     + HealthStore
+    + AdminStore
     + Send
     + Sync
     + 'static
@@ -83,20 +84,6 @@ pub trait ControlStore:
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
-
-    // --- the admin API's tokens and the operator log ---
-
-    /// Stores a token's hash under a unique name; `InvalidRequest` if the name is taken.
-    async fn create_token(&self, new: &NewToken) -> Result<TokenRecord>;
-    /// Every token, revoked ones included, by name.
-    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
-    /// Revokes a token for good. False if no live token has that name.
-    async fn revoke_token(&self, name: &str) -> Result<bool>;
-    /// Appends one entry to the operator log (append-only, like the audit log).
-    async fn record_operation(&self, op: &NewOperation) -> Result<i64>;
-    /// The operator log from `after_seq` (exclusive), newest last; `limit` most recent if
-    /// `after_seq` is 0.
-    async fn operations(&self, after_seq: i64, limit: u64) -> Result<Vec<OperationRecord>>;
 
     // --- routers and the acknowledgement barrier ---
 

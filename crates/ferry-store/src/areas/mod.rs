@@ -3,6 +3,7 @@
 //! side, so the two dialects of one operation are read, reviewed and changed together;
 //! [`crate::ControlStore`] is the sum of the area traits.
 
+mod admin;
 mod audit;
 mod buffer;
 mod copies;
@@ -13,6 +14,7 @@ mod migrations;
 mod mismatches;
 mod phases;
 
+pub use admin::AdminStore;
 pub use audit::AuditStore;
 pub use buffer::BufferStore;
 pub use copies::CopyStore;
