@@ -8,9 +8,14 @@
 //! implementation and [`sqlite::SqliteStore`] the embedded default. Both pass the same
 //! conformance suite (`tests/it/conformance.rs`).
 //!
+//! `ControlStore` is the sum of one trait per area ([`MigrationStore`], [`PhaseStore`],
+//! [`RouterStore`], …). Each area's module under `areas/` holds its trait and both
+//! implementations, so the two dialects of an operation sit side by side; `pg` and `sqlite`
+//! keep what is not one area's: connecting, the schema and its upgrades, shared helpers.
+//!
 //! Every phase change bumps a store-wide change counter in the same transaction. Routers cache
 //! phases, follow the counter (LISTEN/NOTIFY on PostgreSQL, polling on SQLite) and report the
-//! counter they have applied with a heartbeat; see [`ControlStore::heartbeat`].
+//! counter they have applied with a heartbeat; see [`RouterStore::heartbeat`].
 
 mod areas;
 mod error;
@@ -24,12 +29,9 @@ pub mod sqlite;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use ferry_domain::RouterId;
-
 pub use areas::{
     AdminStore, AuditStore, BufferStore, CopyStore, GuardStore, HealthStore, ManifestStore,
-    MigrationStore, MismatchStore, PhaseStore,
+    MigrationStore, MismatchStore, PhaseStore, RouterStore,
 };
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
@@ -58,13 +60,12 @@ pub enum StoreKind {
 pub mod prelude {
     pub use crate::{
         AdminStore, AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, HealthStore,
-        ManifestStore, MigrationStore, MismatchStore, PhaseStore,
+        ManifestStore, MigrationStore, MismatchStore, PhaseStore, RouterStore,
     };
 }
 
 /// The whole control store: every area's trait (see `areas/`), and what a store says about
 /// itself.
-#[async_trait]
 pub trait ControlStore:
     MigrationStore
     + PhaseStore
@@ -76,6 +77,7 @@ pub trait ControlStore:
     + ManifestStore
     + HealthStore
     + AdminStore
+    + RouterStore
     + Send
     + Sync
     + 'static
@@ -84,29 +86,4 @@ pub trait ControlStore:
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
-
-    // --- routers and the acknowledgement barrier ---
-
-    /// The current value of the store-wide change counter.
-    async fn change_version(&self) -> Result<i64>;
-    /// Tenants changed after `version`, across all migrations. With `version == 0` (a fresh
-    /// router) tenants still in plain `legacy` are left out: that is the default a router
-    /// assumes for a tenant it has no entry for.
-    async fn changes_since(&self, version: i64) -> Result<Vec<TenantRecord>>;
-    /// Records that `router` is alive and has applied every change up to `seen_version`.
-    async fn heartbeat(
-        &self,
-        router: &RouterId,
-        description: &str,
-        seen_version: i64,
-    ) -> Result<()>;
-    async fn deregister_router(&self, router: &RouterId) -> Result<()>;
-    /// Replaces a router's cumulative route-decision counts (sent with its heartbeat).
-    async fn record_route_counts(&self, router: &RouterId, counts: &[RouteCount]) -> Result<()>;
-    /// Route-decision counts per router, for every registered router.
-    async fn route_counts(&self) -> Result<Vec<(RouterId, RouteCount)>>;
-    /// Registered routers, each marked live if it beat within `lease`.
-    async fn routers(&self, lease: Duration) -> Result<Vec<RouterRecord>>;
-    /// Follows the change counter; wakes when it moves.
-    fn change_feed(&self) -> ChangeFeed;
 }

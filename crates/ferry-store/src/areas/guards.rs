@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_domain::{GuardFacts, MigrationId};
 
-use crate::ControlStore;
+use crate::RouterStore;
 use crate::error::{QueryContext, Result, StoreError};
 use crate::facts::{self, FactRows};
 use crate::model::TenantRecord;

@@ -13,6 +13,7 @@ mod manifest;
 mod migrations;
 mod mismatches;
 mod phases;
+mod routers;
 
 pub use admin::AdminStore;
 pub use audit::AuditStore;
@@ -24,3 +25,4 @@ pub use manifest::ManifestStore;
 pub use migrations::MigrationStore;
 pub use mismatches::MismatchStore;
 pub use phases::PhaseStore;
+pub use routers::RouterStore;
