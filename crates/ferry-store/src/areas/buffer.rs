@@ -51,32 +51,6 @@ pub trait BufferStore {
     async fn drop_update(&self, seq: i64, note: &str) -> Result<bool>;
 }
 
-/// The columns of [`rows::UPDATE_COLUMNS`], with the dialect's timestamp last.
-type SelectedUpdate<T> = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i32,
-    Option<String>,
-    T,
-);
-
-fn decode_update<T>(
-    r: SelectedUpdate<T>,
-    at: impl FnOnce(T) -> Result<DateTime<Utc>>,
-) -> Result<BufferedUpdate> {
-    let (seq, tenant, key, operation, payload, state, attempts, last_error, enqueued) = r;
-    rows::update(
-        (
-            seq, tenant, key, operation, payload, state, attempts, last_error,
-        ),
-        at(enqueued)?,
-    )
-}
-
 #[async_trait]
 impl BufferStore for PgStore {
     async fn enqueue_update(
@@ -120,13 +94,13 @@ impl BufferStore for PgStore {
              WHERE migration_id = $1 AND tenant_id = $2 AND state IN ('pending', 'dead') ORDER BY seq",
             rows::UPDATE_COLUMNS
         );
-        let found: Vec<SelectedUpdate<DateTime<Utc>>> = sqlx::query_as(AssertSqlSafe(sql))
+        let found: Vec<rows::UpdateRow<DateTime<Utc>>> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(migration.as_str())
             .bind(tenant.as_str())
             .fetch_all(&self.pool)
             .await
             .doing("read pending buffered updates")?;
-        found.into_iter().map(|r| decode_update(r, Ok)).collect()
+        found.into_iter().map(|r| rows::update(r, Ok)).collect()
     }
 
     async fn open_updates(&self, migration: &MigrationId) -> Result<Vec<BufferedUpdate>> {
@@ -135,12 +109,12 @@ impl BufferStore for PgStore {
              WHERE migration_id = $1 AND state <> 'applied' ORDER BY seq",
             rows::UPDATE_COLUMNS
         );
-        let found: Vec<SelectedUpdate<DateTime<Utc>>> = sqlx::query_as(AssertSqlSafe(sql))
+        let found: Vec<rows::UpdateRow<DateTime<Utc>>> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(migration.as_str())
             .fetch_all(&self.pool)
             .await
             .doing("read the update buffer")?;
-        found.into_iter().map(|r| decode_update(r, Ok)).collect()
+        found.into_iter().map(|r| rows::update(r, Ok)).collect()
     }
 
     async fn record_update_failure(
@@ -233,7 +207,7 @@ impl BufferStore for SqliteStore {
              WHERE migration_id = ?1 AND tenant_id = ?2 AND state IN ('pending', 'dead') ORDER BY seq",
             rows::UPDATE_COLUMNS
         );
-        let found: Vec<SelectedUpdate<i64>> = sqlx::query_as(AssertSqlSafe(sql))
+        let found: Vec<rows::UpdateRow<i64>> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(migration.as_str())
             .bind(tenant.as_str())
             .fetch_all(&self.pool)
@@ -241,7 +215,7 @@ impl BufferStore for SqliteStore {
             .doing("read pending buffered updates")?;
         found
             .into_iter()
-            .map(|r| decode_update(r, rows::from_millis))
+            .map(|r| rows::update(r, rows::from_millis))
             .collect()
     }
 
@@ -251,14 +225,14 @@ impl BufferStore for SqliteStore {
              WHERE migration_id = ?1 AND state <> 'applied' ORDER BY seq",
             rows::UPDATE_COLUMNS
         );
-        let found: Vec<SelectedUpdate<i64>> = sqlx::query_as(AssertSqlSafe(sql))
+        let found: Vec<rows::UpdateRow<i64>> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(migration.as_str())
             .fetch_all(&self.pool)
             .await
             .doing("read the update buffer")?;
         found
             .into_iter()
-            .map(|r| decode_update(r, rows::from_millis))
+            .map(|r| rows::update(r, rows::from_millis))
             .collect()
     }
 
