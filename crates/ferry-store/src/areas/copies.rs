@@ -58,6 +58,33 @@ pub trait CopyStore {
     ) -> Result<CopyControl>;
 }
 
+/// Fails unless the migration, and the tenant if one is named, exist.
+async fn scope_exists<S: MigrationStore + Sync + ?Sized>(
+    store: &S,
+    migration: &MigrationId,
+    tenant: Option<&TenantId>,
+) -> Result<()> {
+    store.migration(migration).await?;
+    if let Some(t) = tenant {
+        store.tenant(migration, t).await?;
+    }
+    Ok(())
+}
+
+/// A rate limit as stored (rows/s; one too large for the column is the largest it holds).
+fn limit_param(rate: u64) -> i64 {
+    i64::try_from(rate).unwrap_or(i64::MAX)
+}
+
+/// A scope's controls as an upsert returns them: `(paused, cancelled, rate_limit)`.
+fn stored_control((paused, cancelled, limit): (bool, bool, Option<i64>)) -> CopyControl {
+    CopyControl {
+        paused,
+        cancelled,
+        rate_limit: limit.map(|r| u64::try_from(r).unwrap_or(0)),
+    }
+}
+
 #[async_trait]
 impl CopyStore for PgStore {
     async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
@@ -123,10 +150,7 @@ impl CopyStore for PgStore {
         tenant: Option<&TenantId>,
         control: CopyControl,
     ) -> Result<()> {
-        self.migration(migration).await?;
-        if let Some(t) = tenant {
-            self.tenant(migration, t).await?;
-        }
+        scope_exists(self, migration, tenant).await?;
         sqlx::query(
             "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit)
              VALUES ($1, $2, $3, $4, $5)
@@ -138,11 +162,7 @@ impl CopyStore for PgStore {
         .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
         .bind(control.paused)
         .bind(control.cancelled)
-        .bind(
-            control
-                .rate_limit
-                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
-        )
+        .bind(control.rate_limit.map(limit_param))
         .execute(&self.pool)
         .await
         .doing("set copy control")?;
@@ -155,11 +175,8 @@ impl CopyStore for PgStore {
         tenant: Option<&TenantId>,
         change: ControlChange,
     ) -> Result<CopyControl> {
-        self.migration(migration).await?;
-        if let Some(t) = tenant {
-            self.tenant(migration, t).await?;
-        }
-        let (paused, cancelled, limit): (bool, bool, Option<i64>) = sqlx::query_as(
+        scope_exists(self, migration, tenant).await?;
+        let stored = sqlx::query_as(
             "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit)
              VALUES ($1, $2, coalesce($3, false), coalesce($4, false), $5)
              ON CONFLICT (migration_id, scope) DO UPDATE
@@ -173,21 +190,12 @@ impl CopyStore for PgStore {
         .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
         .bind(change.paused)
         .bind(change.cancelled)
-        .bind(
-            change
-                .rate_limit
-                .flatten()
-                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
-        )
+        .bind(change.rate_limit.flatten().map(limit_param))
         .bind(change.rate_limit.is_some())
         .fetch_one(&self.pool)
         .await
         .doing("change copy controls")?;
-        Ok(CopyControl {
-            paused,
-            cancelled,
-            rate_limit: limit.map(|r| u64::try_from(r).unwrap_or(0)),
-        })
+        Ok(stored_control(stored))
     }
 
     async fn control(
@@ -295,10 +303,7 @@ impl CopyStore for SqliteStore {
         tenant: Option<&TenantId>,
         control: CopyControl,
     ) -> Result<()> {
-        self.migration(migration).await?;
-        if let Some(t) = tenant {
-            self.tenant(migration, t).await?;
-        }
+        scope_exists(self, migration, tenant).await?;
         sqlx::query(
             "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -310,7 +315,7 @@ impl CopyStore for SqliteStore {
         .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
         .bind(control.paused)
         .bind(control.cancelled)
-        .bind(control.rate_limit.map(|r| i64::try_from(r).unwrap_or(i64::MAX)))
+        .bind(control.rate_limit.map(limit_param))
         .bind(sqlite::now_ms())
         .execute(&self.pool)
         .await
@@ -324,11 +329,8 @@ impl CopyStore for SqliteStore {
         tenant: Option<&TenantId>,
         change: ControlChange,
     ) -> Result<CopyControl> {
-        self.migration(migration).await?;
-        if let Some(t) = tenant {
-            self.tenant(migration, t).await?;
-        }
-        let (paused, cancelled, limit): (bool, bool, Option<i64>) = sqlx::query_as(
+        scope_exists(self, migration, tenant).await?;
+        let stored = sqlx::query_as(
             "INSERT INTO ferry_copy_controls (migration_id, scope, paused, cancelled, rate_limit, updated_at)
              VALUES (?1, ?2, coalesce(?3, false), coalesce(?4, false), ?5, ?7)
              ON CONFLICT (migration_id, scope) DO UPDATE
@@ -342,22 +344,13 @@ impl CopyStore for SqliteStore {
         .bind(tenant.map_or(facts::MIGRATION_SCOPE, TenantId::as_str))
         .bind(change.paused)
         .bind(change.cancelled)
-        .bind(
-            change
-                .rate_limit
-                .flatten()
-                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
-        )
+        .bind(change.rate_limit.flatten().map(limit_param))
         .bind(change.rate_limit.is_some())
         .bind(sqlite::now_ms())
         .fetch_one(&self.pool)
         .await
         .doing("change copy controls")?;
-        Ok(CopyControl {
-            paused,
-            cancelled,
-            rate_limit: limit.map(|r| u64::try_from(r).unwrap_or(0)),
-        })
+        Ok(stored_control(stored))
     }
 
     async fn control(
