@@ -55,6 +55,34 @@ pub trait ManifestStore {
     ) -> Result<Option<String>>;
 }
 
+/// Refuses a commit that retired fewer segments than it named: another commit retired them
+/// first, so this one was built on an older manifest.
+fn check_retired(
+    retired: u64,
+    migration: &MigrationId,
+    tenant: &TenantId,
+    commit: &SegmentCommit,
+) -> Result<()> {
+    if retired != commit.retire.len() as u64 {
+        return Err(StoreError::Conflict {
+            migration: migration.clone(),
+            tenant: tenant.clone(),
+            expected: commit.retire.first().copied().unwrap_or(0),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses adding a segment that is not one of the tenant's pending reservations.
+fn check_added(added: u64, migration: &MigrationId, tenant: &TenantId, id: i64) -> Result<()> {
+    if added != 1 {
+        return Err(StoreError::InvalidRequest(format!(
+            "segment {id} of {migration}/{tenant} is not a pending reservation"
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ManifestStore for PgStore {
     async fn reserve_segment(&self, migration: &MigrationId, tenant: &TenantId) -> Result<i64> {
@@ -85,13 +113,7 @@ impl ManifestStore for PgStore {
         .execute(&mut *tx)
         .await
         .doing("retire segments")?;
-        if retired.rows_affected() != commit.retire.len() as u64 {
-            return Err(StoreError::Conflict {
-                migration: migration.clone(),
-                tenant: tenant.clone(),
-                expected: commit.retire.first().copied().unwrap_or(0),
-            });
-        }
+        check_retired(retired.rows_affected(), migration, tenant, commit)?;
         for s in &commit.add {
             let added = sqlx::query(
                 "UPDATE ferry_segments SET state = 'live', path = $2, row_count = $3, min_key = $4,
@@ -109,12 +131,7 @@ impl ManifestStore for PgStore {
             .execute(&mut *tx)
             .await
             .doing("add a segment")?;
-            if added.rows_affected() != 1 {
-                return Err(StoreError::InvalidRequest(format!(
-                    "segment {} of {migration}/{tenant} is not a pending reservation",
-                    s.id
-                )));
-            }
+            check_added(added.rows_affected(), migration, tenant, s.id)?;
         }
         sqlx::query("UPDATE ferry_update_buffer SET state = 'applied' WHERE seq = ANY($1)")
             .bind(&commit.applied)
@@ -241,13 +258,7 @@ impl ManifestStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .doing("retire segments")?;
-        if retired.rows_affected() != commit.retire.len() as u64 {
-            return Err(StoreError::Conflict {
-                migration: migration.clone(),
-                tenant: tenant.clone(),
-                expected: commit.retire.first().copied().unwrap_or(0),
-            });
-        }
+        check_retired(retired.rows_affected(), migration, tenant, commit)?;
         for seg in &commit.add {
             let added = sqlx::query(
                 "UPDATE ferry_segments SET state = 'live', path = ?2, row_count = ?3, min_key = ?4,
@@ -265,12 +276,7 @@ impl ManifestStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .doing("add a segment")?;
-            if added.rows_affected() != 1 {
-                return Err(StoreError::InvalidRequest(format!(
-                    "segment {} of {migration}/{tenant} is not a pending reservation",
-                    seg.id
-                )));
-            }
+            check_added(added.rows_affected(), migration, tenant, seg.id)?;
         }
         sqlx::query(
             "UPDATE ferry_update_buffer SET state = 'applied'
