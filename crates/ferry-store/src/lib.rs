@@ -6,7 +6,7 @@
 //! facts the transition guards read (backfill progress, validation mismatches, update-buffer
 //! depth). [`ControlStore`] is the one interface; [`pg::PgStore`] is the production
 //! implementation and [`sqlite::SqliteStore`] the embedded default. Both pass the same
-//! conformance suite (`tests/it/conformance.rs`).
+//! conformance suite (`tests/it/conformance/`).
 //!
 //! `ControlStore` is the sum of one trait per area ([`MigrationStore`], [`PhaseStore`],
 //! [`RouterStore`], …). Each area's module under `areas/` holds its trait and both
