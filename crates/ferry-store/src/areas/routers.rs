@@ -4,8 +4,9 @@
 //! A router follows the counter, applies what changed, and heartbeats the version it has
 //! applied; a phase change becomes effective once every live router has acknowledged it, and
 //! a router that stops beating is presumed dead after its lease. Liveness is judged by the
-//! store's clock on PostgreSQL and by the local clock on SQLite, which is one machine's. The
-//! feed listens for notifications on PostgreSQL and polls the counter on SQLite.
+//! database's clock on PostgreSQL, so routers on skewed hosts are judged alike, and by the
+//! local clock on SQLite, whose one file lives on one machine. The change feed listens for
+//! notifications on PostgreSQL and polls the counter on SQLite.
 
 use std::time::Duration;
 
@@ -25,6 +26,17 @@ use crate::sqlite::{self, SqliteStore};
 /// How often the SQLite change feed polls the counter. A read of one row; cheap enough to keep
 /// phase changes visible to routers within a tenth of a second.
 const FEED_POLL: Duration = Duration::from_millis(100);
+
+/// Moves a change feed forward to `version`; an older one (a late notification) is ignored.
+fn advance_feed(tx: &watch::Sender<i64>, version: i64) {
+    tx.send_if_modified(|v| {
+        let newer = version > *v;
+        if newer {
+            *v = version;
+        }
+        newer
+    });
+}
 
 /// The change counter, router heartbeats and route counts.
 #[async_trait]
@@ -218,13 +230,7 @@ async fn follow_notifications(
     loop {
         let note = listener.recv().await?;
         if let Ok(version) = note.payload().parse::<i64>() {
-            tx.send_if_modified(|v| {
-                let newer = version > *v;
-                if newer {
-                    *v = version;
-                }
-                newer
-            });
+            advance_feed(tx, version);
         }
         if tx.is_closed() {
             return Ok(());
@@ -389,15 +395,7 @@ impl RouterStore for SqliteStore {
                 .fetch_one(&pool)
                 .await
                 {
-                    Ok(version) => {
-                        tx.send_if_modified(|v| {
-                            let newer = version > *v;
-                            if newer {
-                                *v = version;
-                            }
-                            newer
-                        });
-                    }
+                    Ok(version) => advance_feed(&tx, version),
                     Err(e) => tracing::warn!("change feed failed to read the counter: {e}"),
                 }
             }
