@@ -6,12 +6,18 @@
 //! facts the transition guards read (backfill progress, validation mismatches, update-buffer
 //! depth). [`ControlStore`] is the one interface; [`pg::PgStore`] is the production
 //! implementation and [`sqlite::SqliteStore`] the embedded default. Both pass the same
-//! conformance suite (`tests/it/conformance.rs`).
+//! conformance suite (`tests/it/conformance/`).
+//!
+//! `ControlStore` is the sum of one trait per area ([`MigrationStore`], [`PhaseStore`],
+//! [`RouterStore`], …). Each area's module under `areas/` holds its trait and both
+//! implementations, so the two dialects of an operation sit side by side; `pg` and `sqlite`
+//! keep what is not one area's: connecting, the schema and its upgrades, shared helpers.
 //!
 //! Every phase change bumps a store-wide change counter in the same transaction. Routers cache
 //! phases, follow the counter (LISTEN/NOTIFY on PostgreSQL, polling on SQLite) and report the
-//! counter they have applied with a heartbeat; see [`ControlStore::heartbeat`].
+//! counter they have applied with a heartbeat; see [`RouterStore::heartbeat`].
 
+mod areas;
 mod error;
 mod facts;
 mod feed;
@@ -23,9 +29,10 @@ pub mod sqlite;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use ferry_domain::{Cohort, GuardFacts, MigrationId, RouterId, TenantId};
-
+pub use areas::{
+    AdminStore, AuditStore, BufferStore, CopyStore, GuardStore, HealthStore, ManifestStore,
+    MigrationStore, MismatchStore, PhaseStore, RouterStore,
+};
 pub use error::{Result, StoreError, redact_url, url_with_database};
 pub use feed::ChangeFeed;
 pub use model::*;
@@ -40,20 +47,6 @@ pub const SCHEMA_VERSION: i64 = 3;
 pub const DEFAULT_ROUTER_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(3);
 
-/// The tenants of a registration with duplicates removed, the last occurrence winning, as if
-/// each line of a tenant file were applied in turn. (A single PostgreSQL upsert cannot touch a
-/// row twice, so duplicates must not reach it.)
-pub(crate) fn last_occurrences(tenants: &[TenantSize]) -> Vec<&TenantSize> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<&TenantSize> = tenants
-        .iter()
-        .rev()
-        .filter(|t| seen.insert(&t.tenant))
-        .collect();
-    out.reverse();
-    out
-}
-
 /// Which implementation a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -61,225 +54,36 @@ pub enum StoreKind {
     Sqlite,
 }
 
-#[async_trait]
-pub trait ControlStore: Send + Sync + 'static {
+/// Every store trait, for code that holds a concrete [`pg::PgStore`] or
+/// [`sqlite::SqliteStore`]. Code holding an `Arc<dyn ControlStore>` or an `S: ControlStore`
+/// needs none of them in scope: the area traits' methods resolve through `ControlStore`.
+pub mod prelude {
+    pub use crate::{
+        AdminStore, AuditStore, BufferStore, ControlStore, CopyStore, GuardStore, HealthStore,
+        ManifestStore, MigrationStore, MismatchStore, PhaseStore, RouterStore,
+    };
+}
+
+/// The whole control store: every area's trait (see `areas/`), and what a store says about
+/// itself.
+pub trait ControlStore:
+    MigrationStore
+    + PhaseStore
+    + AuditStore
+    + GuardStore
+    + CopyStore
+    + MismatchStore
+    + BufferStore
+    + ManifestStore
+    + HealthStore
+    + AdminStore
+    + RouterStore
+    + Send
+    + Sync
+    + 'static
+{
     fn kind(&self) -> StoreKind;
 
     /// Where the store lives, with any password redacted.
     fn describe(&self) -> String;
-
-    // --- migrations ---
-
-    async fn create_migration(&self, new: &NewMigration) -> Result<Migration>;
-    async fn migration(&self, id: &MigrationId) -> Result<Migration>;
-    async fn migrations(&self) -> Result<Vec<Migration>>;
-
-    // --- tenants ---
-
-    /// Adds tenants (in `legacy`) or updates the row counts of known ones. Returns how many
-    /// were new. Fails without writing anything if the migration does not exist.
-    async fn register_tenants(
-        &self,
-        migration: &MigrationId,
-        tenants: &[TenantSize],
-    ) -> Result<u64>;
-    async fn tenant(&self, migration: &MigrationId, tenant: &TenantId) -> Result<TenantRecord>;
-    async fn tenants(
-        &self,
-        migration: &MigrationId,
-        query: &TenantQuery,
-    ) -> Result<Vec<TenantRecord>>;
-    /// The registered tenants a cohort names. Explicitly listed tenants that are not
-    /// registered are simply absent; the caller reports them.
-    async fn cohort(&self, migration: &MigrationId, cohort: &Cohort) -> Result<Vec<TenantRecord>>;
-
-    // --- phase changes and audit ---
-
-    /// Persists phase changes in one transaction per call: each change applies only if its
-    /// tenant is still at `expected_version` (otherwise it is reported as a conflict), writes
-    /// one audit entry, and carries one new value of the change counter.
-    async fn apply_changes(
-        &self,
-        migration: &MigrationId,
-        changes: &[PhaseChange],
-        meta: &AuditMeta,
-    ) -> Result<AppliedChanges>;
-    async fn history(&self, migration: &MigrationId, tenant: &TenantId) -> Result<Vec<AuditEntry>>;
-    /// Audit entries of a migration in order, from `after_seq` (exclusive).
-    async fn audit_log(
-        &self,
-        migration: &MigrationId,
-        after_seq: i64,
-        limit: u64,
-    ) -> Result<Vec<AuditEntry>>;
-    /// The `limit` most recent audit entries of a migration, oldest first.
-    async fn recent_audit(&self, migration: &MigrationId, limit: u64) -> Result<Vec<AuditEntry>>;
-    /// Tenants per phase for every migration.
-    async fn status(&self) -> Result<Vec<PhaseCount>>;
-
-    // --- guard facts ---
-
-    /// The facts the transition guards need, one per given tenant, in the same order.
-    async fn guard_facts(
-        &self,
-        migration: &MigrationId,
-        tenants: &[TenantRecord],
-        router_lease: Duration,
-    ) -> Result<Vec<GuardFacts>>;
-    /// Records a copy's progress; it is also the copy's checkpoint.
-    async fn record_backfill(&self, progress: &BackfillProgress) -> Result<()>;
-    /// Copy progress of a migration's tenants (or of one tenant), both directions.
-    async fn progress(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<Vec<BackfillProgress>>;
-    /// Sets the copier controls for a whole migration (`tenant: None`) or one tenant.
-    async fn set_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        control: CopyControl,
-    ) -> Result<()>;
-    /// Changes some controls of one scope atomically; returns the scope's controls after.
-    async fn change_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-        change: ControlChange,
-    ) -> Result<CopyControl>;
-    /// The control in force: the migration's merged with the tenant's (`tenant: None` for the
-    /// migration's own).
-    async fn control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<CopyControl>;
-    /// One scope's own setting (the migration's, or a tenant's), not merged.
-    async fn scope_control(
-        &self,
-        migration: &MigrationId,
-        tenant: Option<&TenantId>,
-    ) -> Result<CopyControl>;
-    /// Records a validation mismatch; returns its id.
-    async fn record_mismatch(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-        key: &str,
-        detail: &str,
-    ) -> Result<i64>;
-    /// Marks a mismatch resolved (a re-check found both sides equal).
-    async fn resolve_mismatch(&self, id: i64) -> Result<()>;
-    /// Unresolved mismatches of a tenant: `(id, key, detail)`, oldest first.
-    async fn open_mismatches(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Vec<(i64, String, String)>>;
-    /// Parks a change for the update buffer; returns its sequence number.
-    async fn enqueue_update(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-        key: &str,
-        operation: &str,
-        payload: &serde_json::Value,
-    ) -> Result<i64>;
-    /// Marks a buffered change applied, so it no longer counts towards the buffer's depth.
-    async fn mark_update_applied(&self, seq: i64) -> Result<()>;
-    /// A tenant's pending and dead buffered changes, in sequence order: reads merge both (a
-    /// dead change was acknowledged all the same); workers apply only pending ones, and none
-    /// for a key with a dead change before it.
-    async fn pending_updates(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Vec<BufferedUpdate>>;
-    /// Pending and dead changes of a migration, oldest first (`ferry buffer list`).
-    async fn open_updates(&self, migration: &MigrationId) -> Result<Vec<BufferedUpdate>>;
-    /// Counts a failed attempt at applying `seqs`; those reaching `dead_after` attempts
-    /// become `dead` (parked until an operator retries or drops them).
-    async fn record_update_failure(&self, seqs: &[i64], error: &str, dead_after: i32)
-    -> Result<()>;
-    /// A dead change back to pending with its attempts reset. False if it was not dead.
-    async fn retry_update(&self, seq: i64) -> Result<bool>;
-    /// Gives up on a pending or dead change: it is marked applied without being applied, and
-    /// `note` (who and why) kept on it. False if it was neither.
-    async fn drop_update(&self, seq: i64, note: &str) -> Result<bool>;
-
-    // --- the cold tier's manifest ---
-
-    /// Reserves an id for a tenant's next segment (pending until committed; a pending
-    /// segment never committed is garbage after a crash).
-    async fn reserve_segment(&self, migration: &MigrationId, tenant: &TenantId) -> Result<i64>;
-    /// Applies a [`SegmentCommit`] atomically.
-    async fn commit_segments(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-        commit: &SegmentCommit,
-    ) -> Result<()>;
-    /// A tenant's live segments, by id.
-    async fn segments(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Vec<SegmentRecord>>;
-    /// Retired segments, and pending ones reserved longer than `stale` ago: their objects
-    /// can be deleted, then [`ControlStore::forget_segment`] called.
-    async fn garbage_segments(
-        &self,
-        migration: &MigrationId,
-        stale: Duration,
-    ) -> Result<Vec<SegmentRecord>>;
-    async fn forget_segment(&self, id: i64) -> Result<()>;
-    /// The tenant's archive watermark (RFC 3339), if it has been archived.
-    async fn archived_through(
-        &self,
-        migration: &MigrationId,
-        tenant: &TenantId,
-    ) -> Result<Option<String>>;
-
-    /// The update buffer and validation of a migration, summed (for metrics and status).
-    async fn migration_health(&self, migration: &MigrationId) -> Result<MigrationHealth>;
-
-    // --- the admin API's tokens and the operator log ---
-
-    /// Stores a token's hash under a unique name; `InvalidRequest` if the name is taken.
-    async fn create_token(&self, new: &NewToken) -> Result<TokenRecord>;
-    /// Every token, revoked ones included, by name.
-    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
-    /// Revokes a token for good. False if no live token has that name.
-    async fn revoke_token(&self, name: &str) -> Result<bool>;
-    /// Appends one entry to the operator log (append-only, like the audit log).
-    async fn record_operation(&self, op: &NewOperation) -> Result<i64>;
-    /// The operator log from `after_seq` (exclusive), newest last; `limit` most recent if
-    /// `after_seq` is 0.
-    async fn operations(&self, after_seq: i64, limit: u64) -> Result<Vec<OperationRecord>>;
-
-    // --- routers and the acknowledgement barrier ---
-
-    /// The current value of the store-wide change counter.
-    async fn change_version(&self) -> Result<i64>;
-    /// Tenants changed after `version`, across all migrations. With `version == 0` (a fresh
-    /// router) tenants still in plain `legacy` are left out: that is the default a router
-    /// assumes for a tenant it has no entry for.
-    async fn changes_since(&self, version: i64) -> Result<Vec<TenantRecord>>;
-    /// Records that `router` is alive and has applied every change up to `seen_version`.
-    async fn heartbeat(
-        &self,
-        router: &RouterId,
-        description: &str,
-        seen_version: i64,
-    ) -> Result<()>;
-    async fn deregister_router(&self, router: &RouterId) -> Result<()>;
-    /// Replaces a router's cumulative route-decision counts (sent with its heartbeat).
-    async fn record_route_counts(&self, router: &RouterId, counts: &[RouteCount]) -> Result<()>;
-    /// Route-decision counts per router, for every registered router.
-    async fn route_counts(&self) -> Result<Vec<(RouterId, RouteCount)>>;
-    /// Registered routers, each marked live if it beat within `lease`.
-    async fn routers(&self, lease: Duration) -> Result<Vec<RouterRecord>>;
-    /// Follows the change counter; wakes when it moves.
-    fn change_feed(&self) -> ChangeFeed;
 }

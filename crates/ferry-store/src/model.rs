@@ -115,7 +115,7 @@ pub struct AuditMeta {
     pub reason: String,
 }
 
-/// What [`crate::ControlStore::apply_changes`] did.
+/// What [`crate::PhaseStore::apply_changes`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppliedChanges {
     pub applied: Vec<TenantId>,

@@ -213,9 +213,9 @@ pub(crate) fn segment(row: SegmentRow) -> crate::Result<crate::SegmentRecord> {
     })
 }
 
-/// `seq, tenant_id, entity_key, operation, payload, state, attempts, last_error`, then the
-/// enqueue time (decoded by each store).
-pub(crate) type UpdateRow = (
+/// `seq, tenant_id, entity_key, operation, payload, state, attempts, last_error, enqueued_at`
+/// ([`UPDATE_COLUMNS`]), the enqueue time in the store's own type.
+pub(crate) type UpdateRow<T> = (
     i64,
     String,
     String,
@@ -224,16 +224,18 @@ pub(crate) type UpdateRow = (
     String,
     i32,
     Option<String>,
+    T,
 );
 
 pub(crate) const UPDATE_COLUMNS: &str =
     "seq, tenant_id, entity_key, operation, payload, state, attempts, last_error, enqueued_at";
 
-pub(crate) fn update(
-    row: UpdateRow,
-    enqueued_at: chrono::DateTime<chrono::Utc>,
+pub(crate) fn update<T>(
+    row: UpdateRow<T>,
+    at: impl FnOnce(T) -> Result<DateTime<Utc>>,
 ) -> crate::Result<crate::BufferedUpdate> {
-    let (seq, tenant, key, operation, payload, state, attempts, last_error) = row;
+    let (seq, tenant, key, operation, payload, state, attempts, last_error, enqueued) = row;
+    let enqueued_at = at(enqueued)?;
     let corrupt = |e: String| crate::StoreError::Corrupt {
         what: format!("buffered update {seq}: {e}"),
     };

@@ -123,7 +123,7 @@ async fn two_postgres_stores_in_one_database_are_independent() {
     )
     .await
     .unwrap();
-    use ferry_store::ControlStore;
+    use ferry_store::MigrationStore;
     a.create_migration(&ferry_store::NewMigration {
         id: ferry_domain::MigrationId::new("only_in_a").unwrap(),
         kind: ferry_store::MigrationKind::Import,
