@@ -180,7 +180,12 @@ pub const RULES: &[Rule] = &[
         action: Action::Rollback,
         from: TargetPrimary,
         to: Shadow,
-        guards: &[ReverseSyncComplete, BufferDrained, RoutersAcknowledged],
+        guards: &[
+            ReverseSyncComplete,
+            NoUnresolvedMismatches,
+            BufferDrained,
+            RoutersAcknowledged,
+        ],
     },
     Rule {
         action: Action::Rollback,
@@ -323,6 +328,14 @@ pub struct Transition {
 pub struct Checked {
     pub transition: Transition,
     pub forced: Vec<GuardFailure>,
+}
+
+impl Checked {
+    /// Whether `guard` applies to this change and was not forced past: the store must then
+    /// re-check it inside the write, in case it stopped holding since the facts were read.
+    pub fn requires_unforced(&self, guard: Guard) -> bool {
+        self.transition.guards.contains(&guard) && !self.forced.iter().any(|f| f.guard() == guard)
+    }
 }
 
 impl Transition {

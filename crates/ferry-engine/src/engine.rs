@@ -214,10 +214,9 @@ impl PhaseEngine {
                         to_phase: checked.transition.to_phase,
                         to_paused: checked.transition.to_paused,
                         forced_guards: checked.forced.iter().map(|f| f.guard()).collect(),
-                        recheck_clean: checked.transition.guards.iter().any(|g| {
-                            matches!(g, Guard::BufferDrained | Guard::NoUnresolvedMismatches)
-                                && !checked.forced.iter().any(|f| f.guard() == *g)
-                        }),
+                        recheck_buffer: checked.requires_unforced(Guard::BufferDrained),
+                        recheck_mismatches: checked
+                            .requires_unforced(Guard::NoUnresolvedMismatches),
                     });
                     forced.push(checked.forced);
                 }

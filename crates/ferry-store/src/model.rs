@@ -101,11 +101,13 @@ pub struct PhaseChange {
     pub to_paused: bool,
     /// Guards that failed and were overridden with `--force`.
     pub forced_guards: Vec<Guard>,
-    /// Re-check, inside the writing transaction, that the tenant's update buffer is empty and
-    /// it has no open mismatch (set for changes whose guards require it, unless forced), so
-    /// a buffered write or a mismatch recorded after the engine read the facts still stops
-    /// the change (it is then reported as a conflict).
-    pub recheck_clean: bool,
+    /// Re-check, inside the writing transaction, that the tenant's update buffer is empty
+    /// (set for changes whose guards require it, unless that guard was forced), so a write
+    /// buffered after the engine read the facts still stops the change (it is then reported
+    /// as a conflict).
+    pub recheck_buffer: bool,
+    /// Likewise for open validation mismatches.
+    pub recheck_mismatches: bool,
 }
 
 /// Who asked for a change and why; recorded with every audit entry.

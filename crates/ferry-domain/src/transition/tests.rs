@@ -54,7 +54,7 @@ fn transition_matrix() {
         shadow                 pause    -> shadow (paused) []
         shadow                 resume   refused: tenant is not paused
         target_primary         advance  -> target_only [no_unresolved_mismatches, buffer_drained, routers_acknowledged]
-        target_primary         rollback -> shadow [reverse_sync_complete, buffer_drained, routers_acknowledged]
+        target_primary         rollback -> shadow [reverse_sync_complete, no_unresolved_mismatches, buffer_drained, routers_acknowledged]
         target_primary         pause    -> target_primary (paused) []
         target_primary         resume   refused: tenant is not paused
         target_only            advance  -> complete [buffer_drained, routers_acknowledged]
@@ -78,7 +78,7 @@ fn transition_matrix() {
         shadow+paused          pause    refused: tenant is already paused
         shadow+paused          resume   -> shadow []
         target_primary+paused  advance  refused: tenant is paused; resume it before advancing
-        target_primary+paused  rollback -> shadow (paused) [reverse_sync_complete, buffer_drained, routers_acknowledged]
+        target_primary+paused  rollback -> shadow (paused) [reverse_sync_complete, no_unresolved_mismatches, buffer_drained, routers_acknowledged]
         target_primary+paused  pause    refused: tenant is already paused
         target_primary+paused  resume   -> target_primary []
         target_only+paused     advance  refused: tenant is paused; resume it before advancing

@@ -77,6 +77,7 @@ both_stores!(
     rollout_reports_each_tenant,
     live_lagging_routers_hold_changes_and_dead_ones_do_not,
     rollback_from_target_only_needs_reverse_sync,
+    a_rollback_to_shadow_needs_a_clean_reverse_validation,
     pause_holds_a_tenant_and_survives_rollback,
     dry_run_reports_and_writes_nothing,
     audit_verification_catches_changes_that_bypassed_the_engine,
@@ -521,6 +522,66 @@ async fn rollback_from_target_only_needs_reverse_sync(s: &TestStore) {
     // Step three: shadow to legacy, as from any source-authoritative phase.
     let moved = e.change(&mig(), t, Action::Rollback, &req()).await.unwrap();
     assert_eq!(moved.to_phase, Phase::Legacy);
+}
+
+/// Item 7 of the review: rolling `target_primary` back to `shadow` returns authority to the
+/// source, so a mismatch the reverse copy recorded (the source known to differ) must hold it
+/// back, as it holds an advance; `--force` passes it, audited.
+async fn a_rollback_to_shadow_needs_a_clean_reverse_validation(s: &TestStore) {
+    let tenants = setup(s, 1).await;
+    let t = &tenants[0];
+    let e = engine(s);
+    e.change(&mig(), t, Action::Advance, &req()).await.unwrap();
+    backfill_done(s, t, CopyDirection::Forward).await;
+    for _ in 0..3 {
+        e.change(&mig(), t, Action::Advance, &req()).await.unwrap();
+    }
+    e.change(&mig(), t, Action::Rollback, &req()).await.unwrap();
+    backfill_done(s, t, CopyDirection::Reverse).await;
+    let id = s
+        .store
+        .record_mismatch(
+            &mig(),
+            t,
+            "[\"7\"]",
+            "reverse copy: differs between the sides",
+        )
+        .await
+        .unwrap();
+    let err = e
+        .change(&mig(), t, Action::Rollback, &req())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("1 unresolved validation mismatch"),
+        "{err}"
+    );
+    assert_eq!(
+        s.store.tenant(&mig(), t).await.unwrap().state.phase,
+        Phase::TargetPrimary
+    );
+    let forced = Request {
+        force: true,
+        reason: "the differing row was checked by hand".into(),
+        ..req()
+    };
+    let moved = e
+        .change(&mig(), t, Action::Rollback, &forced)
+        .await
+        .unwrap();
+    assert_eq!(moved.to_phase, Phase::Shadow);
+    let audit = s.store.history(&mig(), t).await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        last.forced_guards,
+        [ferry_domain::Guard::NoUnresolvedMismatches],
+        "the forced guard is audited"
+    );
+    // Once the re-check resolves it, the way back is open without force.
+    s.store.resolve_mismatch(id).await.unwrap();
+    e.change(&mig(), t, Action::Advance, &forced).await.unwrap();
+    let moved = e.change(&mig(), t, Action::Rollback, &req()).await.unwrap();
+    assert_eq!(moved.to_phase, Phase::Shadow);
 }
 
 async fn pause_holds_a_tenant_and_survives_rollback(s: &TestStore) {

@@ -193,20 +193,23 @@ async fn pg_update_phases(
     let expected: Vec<i64> = changes.iter().map(|c| c.expected_version).collect();
     let to_phase: Vec<&str> = changes.iter().map(|c| c.to_phase.as_str()).collect();
     let to_paused: Vec<bool> = changes.iter().map(|c| c.to_paused).collect();
-    let recheck: Vec<bool> = changes.iter().map(|c| c.recheck_clean).collect();
+    let recheck_buffer: Vec<bool> = changes.iter().map(|c| c.recheck_buffer).collect();
+    let recheck_mismatches: Vec<bool> = changes.iter().map(|c| c.recheck_mismatches).collect();
     sqlx::query_scalar(
         "UPDATE ferry_tenant_phases AS p
          SET phase = i.to_phase, paused = i.to_paused, version = p.version + 1,
              changed_at_version = $2, updated_at = now()
-         FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bool[], $7::bool[])
-              AS i(tenant_id, expected_version, to_phase, to_paused, recheck)
+         FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bool[], $7::bool[], $8::bool[])
+              AS i(tenant_id, expected_version, to_phase, to_paused, recheck_buffer,
+                   recheck_mismatches)
          WHERE p.migration_id = $1 AND p.tenant_id = i.tenant_id
            AND p.version = i.expected_version
-           AND (NOT i.recheck OR (
+           AND (NOT i.recheck_buffer OR
                NOT EXISTS (SELECT 1 FROM ferry_update_buffer b WHERE b.migration_id = $1
-                           AND b.tenant_id = i.tenant_id AND b.state <> 'applied')
-               AND NOT EXISTS (SELECT 1 FROM ferry_mismatches x WHERE x.migration_id = $1
-                           AND x.tenant_id = i.tenant_id AND x.resolved_at IS NULL)))
+                           AND b.tenant_id = i.tenant_id AND b.state <> 'applied'))
+           AND (NOT i.recheck_mismatches OR
+               NOT EXISTS (SELECT 1 FROM ferry_mismatches x WHERE x.migration_id = $1
+                           AND x.tenant_id = i.tenant_id AND x.resolved_at IS NULL))
          RETURNING p.tenant_id",
     )
     .bind(migration.as_str())
@@ -215,7 +218,8 @@ async fn pg_update_phases(
     .bind(&expected)
     .bind(&to_phase)
     .bind(&to_paused)
-    .bind(&recheck)
+    .bind(&recheck_buffer)
+    .bind(&recheck_mismatches)
     .fetch_all(&mut *conn)
     .await
     .doing("apply phase changes")
@@ -238,11 +242,12 @@ async fn sqlite_update_phases(
              SET phase = ?1, paused = ?2, version = version + 1, changed_at_version = ?3,
                  updated_at = ?4
              WHERE migration_id = ?5 AND tenant_id = ?6 AND version = ?7
-               AND (NOT ?8 OR (
+               AND (NOT ?8 OR
                    NOT EXISTS (SELECT 1 FROM ferry_update_buffer b WHERE b.migration_id = ?5
-                               AND b.tenant_id = ?6 AND b.state <> 'applied')
-                   AND NOT EXISTS (SELECT 1 FROM ferry_mismatches x WHERE x.migration_id = ?5
-                               AND x.tenant_id = ?6 AND x.resolved_at IS NULL)))",
+                               AND b.tenant_id = ?6 AND b.state <> 'applied'))
+               AND (NOT ?9 OR
+                   NOT EXISTS (SELECT 1 FROM ferry_mismatches x WHERE x.migration_id = ?5
+                               AND x.tenant_id = ?6 AND x.resolved_at IS NULL))",
         )
         .bind(c.to_phase.as_str())
         .bind(c.to_paused)
@@ -251,7 +256,8 @@ async fn sqlite_update_phases(
         .bind(migration.as_str())
         .bind(c.tenant.as_str())
         .bind(c.expected_version)
-        .bind(c.recheck_clean)
+        .bind(c.recheck_buffer)
+        .bind(c.recheck_mismatches)
         .execute(&mut *conn)
         .await
         .doing("apply phase change")?;

@@ -71,6 +71,7 @@ fn advance(record: &TenantRecord) -> PhaseChange {
         to_phase: to,
         to_paused: record.state.paused,
         forced_guards: vec![],
-        recheck_clean: false,
+        recheck_buffer: false,
+        recheck_mismatches: false,
     }
 }

@@ -164,7 +164,8 @@ async fn rollback_resets_backfill_progress(s: &TestStore) {
         to_phase: Phase::Legacy,
         to_paused: false,
         forced_guards: vec![],
-        recheck_clean: false,
+        recheck_buffer: false,
+        recheck_mismatches: false,
     };
     s.store
         .apply_changes(&m, &[rollback], &meta())
@@ -215,7 +216,8 @@ async fn entering_target_only_marks_the_source_stale(s: &TestStore) {
         to_phase: Phase::TargetPrimary,
         to_paused: false,
         forced_guards: vec![],
-        recheck_clean: false,
+        recheck_buffer: false,
+        recheck_mismatches: false,
     };
     s.store.apply_changes(&m, &[back], &meta()).await.unwrap();
     let a = s.store.tenant(&m, &tenant("a")).await.unwrap();
@@ -246,7 +248,8 @@ async fn guards_are_rechecked_inside_the_write(s: &TestStore) {
     let changes: Vec<PhaseChange> = all
         .iter()
         .map(|r| PhaseChange {
-            recheck_clean: true,
+            recheck_buffer: true,
+            recheck_mismatches: true,
             ..advance(r)
         })
         .collect();
@@ -260,7 +263,8 @@ async fn guards_are_rechecked_inside_the_write(s: &TestStore) {
         .await
         .unwrap();
     let change = PhaseChange {
-        recheck_clean: true,
+        recheck_buffer: true,
+        recheck_mismatches: true,
         ..advance(&a)
     };
     let applied = s
@@ -279,7 +283,8 @@ async fn guards_are_rechecked_inside_the_write(s: &TestStore) {
         .apply_changes(
             &m,
             &[PhaseChange {
-                recheck_clean: false,
+                recheck_buffer: false,
+                recheck_mismatches: false,
                 ..change
             }],
             &meta(),

@@ -98,7 +98,8 @@ async fn routers_heartbeat_and_follow_changes(s: &TestStore) {
         to_phase: Phase::Legacy,
         to_paused: false,
         forced_guards: vec![],
-        recheck_clean: false,
+        recheck_buffer: false,
+        recheck_mismatches: false,
     };
     s.store.apply_changes(&m, &[back], &meta()).await.unwrap();
     let changed = s.store.changes_since(applied.change_version).await.unwrap();
