@@ -18,18 +18,19 @@ use std::time::{Duration, Instant};
 use ferry_domain::{MigrationId, Phase, TenantId};
 use ferry_engine::PhaseEngine;
 use ferry_store::{BackfillProgress, ControlStore, CopyDirection, MigrationKind};
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Row};
 
 use crate::backpressure::{self, Verdict};
 use crate::batch::BatchSizer;
 use crate::config::{SourceLock, TenantMoveConfig};
 use crate::error::CopyError;
 use crate::plan::{Key, TablePlan};
-use crate::sql::{Statements, bind_key};
+use crate::sql::Statements;
 use crate::validate::{Digest, RangeCheck};
 
 mod batch_local;
+mod batch_remote;
 
 /// How a copy run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -591,69 +592,8 @@ impl Copier {
         if self.same_database {
             return self.copy_batch_local(sql, from, tenant, after, limit).await;
         }
-        let mut locked = from
-            .begin()
+        self.copy_batch_remote(sql, from, to, tenant, after, limit)
             .await
-            .map_err(|e| CopyError::db("begin the batch", e))?;
-        self.lock_tenant(&mut locked, tenant)
-            .await
-            .map_err(|e| CopyError::db("lock the tenant", e))?;
-        let query = match after {
-            None => sqlx::query(AssertSqlSafe(sql.select_first.clone())).bind(tenant.as_str()),
-            Some(key) => bind_key(
-                sqlx::query(AssertSqlSafe(sql.select_after.clone())).bind(tenant.as_str()),
-                key,
-            ),
-        };
-        let rows = query
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&mut *locked)
-            .await
-            .map_err(|e| CopyError::db("read a batch", e))?;
-        if rows.is_empty() {
-            locked
-                .commit()
-                .await
-                .map_err(|e| CopyError::db("end the batch", e))?;
-            return Ok(None);
-        }
-        let keys = self.plan.order.len();
-        let mut json = String::with_capacity(rows.len() * 256);
-        json.push('[');
-        let mut last = Vec::with_capacity(keys);
-        for (i, row) in rows.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            let text: String = row
-                .try_get(0)
-                .map_err(|e| CopyError::db("decode a row", e))?;
-            json.push_str(&text);
-            if i + 1 == rows.len() {
-                for k in 0..keys {
-                    last.push(
-                        row.try_get::<String, _>(k + 1)
-                            .map_err(|e| CopyError::db("decode a key", e))?,
-                    );
-                }
-            }
-        }
-        json.push(']');
-        sqlx::query(AssertSqlSafe(sql.upsert.clone()))
-            .bind(json)
-            .execute(to)
-            .await
-            .map_err(|e| CopyError::db("write a batch", e))?;
-        // Only now may concurrent writers touch these rows in `from`.
-        locked
-            .commit()
-            .await
-            .map_err(|e| CopyError::db("end the batch", e))?;
-        Ok(Some(Copied {
-            rows: rows.len() as u64,
-            last_key: last,
-            digest: None,
-        }))
     }
 
     /// Holds the tenant lock shared until `tx` ends, when the copy closes race 2 with it
