@@ -28,9 +28,11 @@ use crate::error::CopyError;
 use crate::plan::{Key, TablePlan};
 use crate::sql::Statements;
 use crate::validate::{Digest, RangeCheck};
+use controls::{Step, rate_limit};
 
 mod batch_local;
 mod batch_remote;
+mod controls;
 
 /// How a copy run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,11 +69,6 @@ struct Copied {
     digest: Option<Digest>,
 }
 
-enum Step {
-    Go(ferry_store::CopyControl),
-    Stop(Outcome),
-}
-
 pub struct Copier {
     pub(crate) store: Arc<dyn ControlStore>,
     engine: PhaseEngine,
@@ -100,31 +97,6 @@ pub struct Copier {
     learned_batch: std::sync::atomic::AtomicU64,
     /// Rows/s of the copies running now (their last batches), summed.
     observed: std::sync::Mutex<std::collections::HashMap<String, f64>>,
-}
-
-/// Sleeps as needed so the copy stays under the operator's (or the config's) row rate.
-async fn rate_limit(
-    control: &ferry_store::CopyControl,
-    configured: Option<u64>,
-    paced: Option<f64>,
-    rows: u64,
-    took: Duration,
-) {
-    let limit = [
-        control.rate_limit.map(|l| l as f64),
-        configured.map(|l| l as f64),
-        paced,
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|l| *l > 0.0)
-    .reduce(f64::min);
-    if let Some(limit) = limit {
-        let minimum = Duration::from_secs_f64(rows as f64 / limit);
-        if minimum > took {
-            tokio::time::sleep(minimum - took).await;
-        }
-    }
 }
 
 /// Connections with the session settings that make row text identical on both sides, so a
@@ -244,34 +216,6 @@ impl Copier {
             CopyDirection::Forward => (&self.source, &self.target),
             CopyDirection::Reverse => (&self.target, &self.source),
         }
-    }
-
-    /// The phases in which a copy in `direction` runs.
-    fn runs_in(direction: CopyDirection, phase: Phase) -> bool {
-        match direction {
-            CopyDirection::Forward => matches!(phase, Phase::DualWrite | Phase::Shadow),
-            CopyDirection::Reverse => phase == Phase::TargetPrimary,
-        }
-    }
-
-    /// Checks controls and phase: stop with an outcome, or go on under a control.
-    async fn controls(
-        &self,
-        tenant: &TenantId,
-        direction: CopyDirection,
-    ) -> Result<Step, CopyError> {
-        let record = self.store.tenant(&self.migration, tenant).await?;
-        if !Self::runs_in(direction, record.state.phase) {
-            return Ok(Step::Stop(Outcome::NotInPhase(record.state.phase)));
-        }
-        let control = self.store.control(&self.migration, Some(tenant)).await?;
-        if control.cancelled {
-            return Ok(Step::Stop(Outcome::Cancelled));
-        }
-        if control.paused || record.state.paused {
-            return Ok(Step::Stop(Outcome::Paused));
-        }
-        Ok(Step::Go(control))
     }
 
     /// The databases' verdict, read at most every [`SIGNAL_TTL`] however many tenants are
@@ -415,16 +359,7 @@ impl Copier {
             let control = match self.controls(tenant, direction).await? {
                 Step::Go(control) => control,
                 Step::Stop(outcome) => {
-                    match outcome {
-                        Outcome::Paused => {
-                            progress.throttled = Some("paused by an operator".into());
-                            self.store.record_backfill(&progress).await?;
-                        }
-                        Outcome::Cancelled => self.forget_checkpoint(tenant, direction).await?,
-                        // Not in a phase where this copy runs: its progress is not accepted.
-                        _ => {}
-                    }
-                    return Ok(outcome);
+                    return self.stop(tenant, direction, &mut progress, outcome).await;
                 }
             };
             // Backpressure: hold (re-reading the signals) until they clear. The databases'
