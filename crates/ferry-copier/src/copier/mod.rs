@@ -21,7 +21,7 @@ use ferry_store::{BackfillProgress, ControlStore, CopyDirection, MigrationKind};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::backpressure::{self, Verdict};
+use crate::backpressure::Verdict;
 use crate::batch::BatchSizer;
 use crate::config::{SourceLock, TenantMoveConfig};
 use crate::error::CopyError;
@@ -29,10 +29,12 @@ use crate::plan::{Key, TablePlan};
 use crate::sql::Statements;
 use crate::validate::{Digest, RangeCheck};
 use controls::{Step, rate_limit};
+use pacing::Running;
 
 mod batch_local;
 mod batch_remote;
 mod controls;
+mod pacing;
 
 /// How a copy run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +59,6 @@ pub enum Outcome {
 
 /// Transient failures are retried this many times, with exponential backoff and jitter.
 const RETRIES: u32 = 8;
-
-/// How long a backpressure verdict stands before the signals are read again.
-const SIGNAL_TTL: Duration = Duration::from_millis(250);
 
 /// What one batch wrote.
 struct Copied {
@@ -218,58 +217,6 @@ impl Copier {
         }
     }
 
-    /// The databases' verdict, read at most every [`SIGNAL_TTL`] however many tenants are
-    /// copying at once: probes are cheap, but not free on a database under strain.
-    async fn external_verdict(&self, from: &PgPool, to: &PgPool) -> Verdict {
-        if let Some((at, verdict)) = self.verdict.lock().expect("verdict cache").clone()
-            && at.elapsed() < SIGNAL_TTL
-        {
-            return verdict;
-        }
-        if self.config.backpressure.latency_factor > 0.0 && self.pace.baseline().is_none() {
-            // Before the first batch: what the application's own load makes a probe take.
-            let (mut source, mut target) = (Vec::new(), Vec::new());
-            for _ in 0..5 {
-                let (s, t) = tokio::join!(
-                    backpressure::commit_time(from),
-                    backpressure::commit_time(to)
-                );
-                source.push(s);
-                target.push(t);
-            }
-            self.pace.set_baseline(crate::pace::Baseline {
-                source: crate::pace::median(source),
-                target: crate::pace::median(target),
-            });
-        }
-        let signals = backpressure::read(from, to, &self.config.backpressure, None).await;
-        let verdict = backpressure::judge(
-            &signals,
-            &self.config.backpressure,
-            self.config.target_batch(),
-        );
-        let observed: f64 = self
-            .observed
-            .lock()
-            .map(|o| o.values().sum())
-            .unwrap_or(0.0);
-        let paced = if self.config.backpressure.latency_factor > 0.0 {
-            let (source, target) = tokio::join!(
-                backpressure::commit_time(from),
-                backpressure::commit_time(to)
-            );
-            self.pace
-                .observe(&self.config.backpressure, source, target, observed)
-        } else {
-            (None, None)
-        };
-        if let Ok(mut p) = self.paced.lock() {
-            *p = paced;
-        }
-        *self.verdict.lock().expect("verdict cache") = Some((Instant::now(), verdict.clone()));
-        verdict
-    }
-
     /// Copies the tenant in `direction` from its checkpoint to the end, validating as it goes.
     /// `on_batch` sees the progress after every batch (for progress bars).
     pub async fn copy(
@@ -333,23 +280,7 @@ impl Copier {
             };
             self.store.record_backfill(&progress).await?;
         }
-        let settings = &self.config.copy;
-        let target_batch = self.config.target_batch();
-        let learned = self
-            .learned_batch
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let mut sizer = BatchSizer::new(
-            if progress.batch_size > 0 {
-                progress.batch_size
-            } else if learned > 0 {
-                learned
-            } else {
-                settings.start_batch
-            },
-            settings.min_batch,
-            settings.max_batch,
-            target_batch,
-        );
+        let mut sizer = self.sizer_for(&progress);
         let (mut repaired, mut mismatches) = (0u64, 0u64);
         let mut last_batch: Option<Duration> = None;
         let _running = Running::enter(self, tenant);
@@ -362,53 +293,16 @@ impl Copier {
                     return self.stop(tenant, direction, &mut progress, outcome).await;
                 }
             };
-            // Backpressure: hold (re-reading the signals) until they clear. The databases'
-            // signals are shared by every tenant being copied; the batch time is this copy's.
-            let mut verdict = self.external_verdict(from, to).await;
-            if verdict == Verdict::Go
-                && let Some(took) = last_batch
+            if self
+                .hold(tenant, from, to, &mut progress, last_batch)
+                .await?
             {
-                let local = backpressure::Signals {
-                    last_batch: Some(took),
-                    ..backpressure::Signals::default()
-                };
-                verdict = backpressure::judge(&local, &self.config.backpressure, target_batch);
-            }
-            if let Verdict::Hold(why) = verdict {
-                if progress.throttled.as_deref() != Some(why.as_str()) {
-                    tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "copier holding");
-                    progress.throttled = Some(why);
-                    self.store.record_backfill(&progress).await?;
-                }
                 last_batch = None;
-                tokio::time::sleep(Duration::from_millis(self.config.backpressure.hold_poll_ms))
-                    .await;
                 continue;
             }
-            // The pace controller slows the copy without holding it; say so while it does.
-            let (paced, pace_reason) = self.paced.lock().map(|p| p.clone()).unwrap_or_default();
-            if progress.throttled != pace_reason {
-                progress.throttled = pace_reason;
-                if let Some(why) = &progress.throttled {
-                    tracing::info!(migration = %self.migration, tenant = %tenant, reason = %why, "copier paced");
-                }
-            }
-            let share = paced.map(|p| {
-                p / self
-                    .running
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    .max(1) as f64
-            });
-
+            let share = self.pace_share(tenant, &mut progress);
             let batch_started = Instant::now();
-            // Paced, batches shrink to a fifth of a second's share: the same rows/s as small
-            // steps the live load barely feels, not bursts it queues behind.
-            let limit = match share {
-                Some(share) => sizer
-                    .size()
-                    .min((share / 5.0).max(settings.min_batch as f64) as u64),
-                None => sizer.size(),
-            };
+            let limit = self.batch_limit(&sizer, share);
             let lower = progress.last_key.clone();
             let copied = self
                 .retrying("copy a batch", || {
@@ -459,17 +353,7 @@ impl Copier {
             mismatches += check.mismatches;
             let took = batch_started.elapsed();
             last_batch = Some(took);
-            let size = sizer.observe(rows, took);
-            if rows >= limit {
-                self.learned_batch
-                    .store(size, std::sync::atomic::Ordering::Relaxed);
-            }
-            if let Ok(mut o) = self.observed.lock() {
-                o.insert(
-                    tenant.to_string(),
-                    rows as f64 / took.as_secs_f64().max(1e-6),
-                );
-            }
+            self.learn(tenant, &mut sizer, rows, limit, took);
             rate_limit(&control, self.config.copy.rate_limit, share, rows, took).await;
             progress.rows_done += rows;
             progress.rows_total = progress.rows_total.max(progress.rows_done);
@@ -645,35 +529,6 @@ impl Copier {
             let took = started.elapsed();
             sizer.observe(n, took);
             rate_limit(&control, self.config.copy.rate_limit, None, n, took).await;
-        }
-    }
-}
-
-/// Counts a copy as running (for the pace's shares) until dropped.
-struct Running<'a> {
-    copier: &'a Copier,
-    tenant: String,
-}
-
-impl<'a> Running<'a> {
-    fn enter(copier: &'a Copier, tenant: &TenantId) -> Running<'a> {
-        copier
-            .running
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Running {
-            copier,
-            tenant: tenant.to_string(),
-        }
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.copier
-            .running
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut o) = self.copier.observed.lock() {
-            o.remove(&self.tenant);
         }
     }
 }
