@@ -11,6 +11,7 @@
 //! contiguous from the first key to the last and then to the end, so validation sees every
 //! key the target could hold for the tenant.
 
+use std::ops::ControlFlow;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,11 +31,13 @@ use crate::sql::Statements;
 use crate::validate::{Digest, RangeCheck};
 use controls::{Step, rate_limit};
 use pacing::Running;
+use progress::Run;
 
 mod batch_local;
 mod batch_remote;
 mod controls;
 mod pacing;
+mod progress;
 
 /// How a copy run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,85 +228,35 @@ impl Copier {
         direction: CopyDirection,
         mut on_batch: impl FnMut(&BackfillProgress),
     ) -> Result<Outcome, CopyError> {
-        let record = self.store.tenant(&self.migration, tenant).await?;
-        if !Self::runs_in(direction, record.state.phase) {
-            return Ok(Outcome::NotInPhase(record.state.phase));
-        }
-        // Copying is safe only once every router writes both sides: a router still on the
-        // previous phase could write one side after the copier passed that key.
-        let ack = self
-            .engine
-            .acknowledgement(record.changed_at_version)
-            .await?;
-        if !ack.effective() {
-            return Ok(Outcome::WaitingForRouters(ack.lagging));
-        }
-        let existing = self
-            .store
-            .progress(&self.migration, Some(tenant))
-            .await?
-            .into_iter()
-            .find(|p| p.direction == direction);
-        let control = self.store.control(&self.migration, Some(tenant)).await?;
-        if control.cancelled {
-            self.forget_checkpoint(tenant, direction).await?;
-            return Ok(Outcome::Cancelled);
-        }
-        let starting = existing.is_none();
-        let mut progress = match existing {
-            Some(p) if p.complete => return Ok(Outcome::AlreadyComplete),
-            Some(p) => p,
-            None => BackfillProgress::new(self.migration.clone(), tenant.clone(), direction),
+        let progress = match self.resume(tenant, direction).await? {
+            ControlFlow::Continue(progress) => progress,
+            ControlFlow::Break(outcome) => return Ok(outcome),
         };
-        let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
-        // Only the very first start looks for someone else's rows: after a crash, rows the
-        // copy itself wrote (or a raced delete it wrote back) must not look like theirs.
-        if starting {
-            // Rows left in the target by an earlier attempt (rolled back to legacy since) are
-            // Ferry's own, stale, and simply overwritten; before the first attempt, rows
-            // there are someone else's.
-            let earlier_attempt = self
-                .store
-                .history(&self.migration, tenant)
-                .await?
-                .iter()
-                .any(|e| e.action == ferry_domain::Action::Rollback && e.to_phase == Phase::Legacy);
-            if !earlier_attempt {
-                self.check_target_conflicts(tenant, direction).await?;
-            }
-            // The registered size is the estimate; counting would read the tenant once more.
-            progress.rows_total = if record.rows > 0 {
-                record.rows
-            } else {
-                self.count(from, &sql.count_from, tenant).await?
-            };
-            self.store.record_backfill(&progress).await?;
-        }
         let mut sizer = self.sizer_for(&progress);
-        let (mut repaired, mut mismatches) = (0u64, 0u64);
         let mut last_batch: Option<Duration> = None;
         let _running = Running::enter(self, tenant);
-        let started = Instant::now();
-        let rows_at_start = progress.rows_done;
+        let mut run = Run::new(progress);
         loop {
             let control = match self.controls(tenant, direction).await? {
                 Step::Go(control) => control,
                 Step::Stop(outcome) => {
-                    return self.stop(tenant, direction, &mut progress, outcome).await;
+                    return self
+                        .stop(tenant, direction, &mut run.progress, outcome)
+                        .await;
                 }
             };
             if self
-                .hold(tenant, from, to, &mut progress, last_batch)
+                .hold(tenant, from, to, &mut run.progress, last_batch)
                 .await?
             {
                 last_batch = None;
                 continue;
             }
-            let share = self.pace_share(tenant, &mut progress);
+            let share = self.pace_share(tenant, &mut run.progress);
             let batch_started = Instant::now();
             let limit = self.batch_limit(&sizer, share);
-            let lower = progress.last_key.clone();
+            let lower = run.progress.last_key.clone();
             let copied = self
                 .retrying("copy a batch", || {
                     self.copy_batch(tenant, direction, lower.as_ref(), limit)
@@ -321,81 +274,50 @@ impl Copier {
                         self.validate_range(tenant, direction, lower.as_ref(), None, None)
                     })
                     .await?;
-                repaired += check.repaired;
-                mismatches += check.mismatches;
-                progress.complete = true;
-                progress.rows_total = progress.rows_total.max(progress.rows_done);
-                progress.throttled = None;
-                self.store.record_backfill(&progress).await?;
-                on_batch(&progress);
-                return Ok(Outcome::Complete {
-                    rows: progress.rows_done,
-                    repaired,
-                    mismatches,
-                });
+                run.tally(&check);
+                return self.finish(&mut run, &mut on_batch).await;
             };
             // A short batch reached the end: validate through the tail (where only extras
             // can be) at once, instead of another empty batch and another range.
             let last = rows < limit;
             let upper = (!last).then_some(&last_key);
-            // With the source locked (its rows, or the tenant against deletes), the batch's own
-            // digest is the source side: only a dual write, which writes both sides, can have
-            // changed a row since, and that shows as a difference the second look settles.
-            // Unlocked, a raced delete can be written back and match the batch's digest, so
-            // the source is read again.
-            let expected = digest.filter(|_| self.config.copy.source_lock() != SourceLock::None);
-            let check: RangeCheck = self
-                .retrying("validate a batch", || {
-                    self.validate_range(tenant, direction, lower.as_ref(), upper, expected)
-                })
+            let check = self
+                .validate_batch(tenant, direction, lower.as_ref(), upper, digest)
                 .await?;
-            repaired += check.repaired;
-            mismatches += check.mismatches;
+            run.tally(&check);
             let took = batch_started.elapsed();
             last_batch = Some(took);
             self.learn(tenant, &mut sizer, rows, limit, took);
             rate_limit(&control, self.config.copy.rate_limit, share, rows, took).await;
-            progress.rows_done += rows;
-            progress.rows_total = progress.rows_total.max(progress.rows_done);
-            progress.last_key = Some(last_key);
-            progress.batch_size = sizer.size();
-            let elapsed = started.elapsed().as_secs_f64();
-            progress.rows_per_s = if elapsed > 0.0 {
-                (progress.rows_done - rows_at_start) as f64 / elapsed
-            } else {
-                0.0
-            };
+            run.advance(rows, last_key, sizer.size(), last);
+            self.checkpoint(tenant, direction, &run, rows, took, &check)
+                .await?;
+            on_batch(&run.progress);
             if last {
-                progress.complete = true;
-                progress.throttled = None;
-            }
-            self.store.record_backfill(&progress).await?;
-            tracing::info!(
-                migration = %self.migration, tenant = %tenant, direction = direction.as_str(),
-                rows, batch_ms = took.as_millis() as u64, rows_done = progress.rows_done,
-                rows_total = progress.rows_total, repaired = check.repaired,
-                mismatches = check.mismatches, "batch copied"
-            );
-            on_batch(&progress);
-            if last {
-                return Ok(Outcome::Complete {
-                    rows: progress.rows_done,
-                    repaired,
-                    mismatches,
-                });
+                return Ok(run.outcome());
             }
         }
     }
 
-    /// A cancelled copy starts over: its progress is replaced by a fresh one.
-    async fn forget_checkpoint(
+    /// Validates the range a batch just copied, `(lower, upper]`.
+    async fn validate_batch(
         &self,
         tenant: &TenantId,
         direction: CopyDirection,
-    ) -> Result<(), CopyError> {
-        let fresh = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
-        self.store.record_backfill(&fresh).await?;
-        Ok(())
+        lower: Option<&Key>,
+        upper: Option<&Key>,
+        digest: Option<Digest>,
+    ) -> Result<RangeCheck, CopyError> {
+        // With the source locked (its rows, or the tenant against deletes), the batch's own
+        // digest is the source side: only a dual write, which writes both sides, can have
+        // changed a row since, and that shows as a difference the second look settles.
+        // Unlocked, a raced delete can be written back and match the batch's digest, so
+        // the source is read again.
+        let expected = digest.filter(|_| self.config.copy.source_lock() != SourceLock::None);
+        self.retrying("validate a batch", || {
+            self.validate_range(tenant, direction, lower, upper, expected)
+        })
+        .await
     }
 
     /// One batch: lock the next rows in `from`, upsert them into `to`, then release.
