@@ -123,97 +123,26 @@ impl TablePlan {
             schema: names.target_schema.clone(),
             name: names.target_table.clone(),
         };
-        let columns = read_columns(source_pool, &source).await?;
-        if columns.is_empty() {
-            return Err(CopyError::Plan(format!(
-                "source table {source} does not exist"
-            )));
-        }
-        let key_names = primary_key(source_pool, &source).await?;
-        if key_names.is_empty() {
-            return Err(CopyError::Plan(format!(
-                "source table {source} has no primary key; Ferry copies in key order and upserts by key, so it needs one"
-            )));
-        }
-        let find = |name: &str| columns.iter().find(|c| c.name.as_str() == name).cloned();
-        let tenant = find(names.tenant_column.as_str()).ok_or_else(|| {
-            CopyError::Plan(format!(
-                "{source} has no tenant column {}",
-                names.tenant_column
-            ))
-        })?;
-        let version = find(names.version_column.as_str()).ok_or_else(|| {
-            CopyError::Plan(format!(
-                "{source} has no version column {}",
-                names.version_column
-            ))
-        })?;
-        if !matches!(
-            version.ty.as_str(),
-            "bigint"
-                | "integer"
-                | "smallint"
-                | "timestamp with time zone"
-                | "timestamp without time zone"
-        ) {
-            return Err(CopyError::Plan(format!(
-                "version column {} of {source} is {}; it must be an integer or a timestamp that every write increases",
-                version.name, version.ty
-            )));
-        }
-        if !key_names.iter().any(|k| k == tenant.name.as_str()) {
-            return Err(CopyError::Plan(format!(
-                "the primary key of {source} ({}) does not include the tenant column {}; an upsert by it could overwrite another tenant's row with the same key",
-                key_names.join(", "),
-                tenant.name
-            )));
-        }
-        let key: Vec<Column> = key_names.iter().filter_map(|k| find(k)).collect();
-        let order: Vec<Column> = key
-            .iter()
-            .filter(|c| c.name != tenant.name)
-            .cloned()
-            .collect();
-        if order.is_empty() {
-            return Err(CopyError::Plan(format!(
-                "the primary key of {source} is the tenant column alone; there is nothing to page through"
-            )));
-        }
+        let (columns, key_names) = read_source(source_pool, &source).await?;
+        let tenant = named_column(&source, &columns, &names.tenant_column, "tenant")?;
+        let version = named_column(&source, &columns, &names.version_column, "version")?;
+        check_version_type(&source, &version)?;
+        let (key, order) = keyset(&source, &columns, &key_names, &tenant)?;
         if source == target && same_database(source_pool, target_pool).await? {
             return Err(CopyError::Plan(format!(
                 "source and target are the same table {source} in the same database; pass the target database's URL (--target-url) or name another table"
             )));
         }
-        let mut target_columns = read_columns(target_pool, &target).await?;
-        if target_columns.is_empty() && create_target {
-            let create = format!(
-                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)",
-                target.schema.quoted(),
-                target.quoted(),
-                source.quoted()
-            );
-            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-                .execute(target_pool)
-                .await
-                .map_err(|e| CopyError::db("create the target table", e))?;
-            target_columns = read_columns(target_pool, &target).await?;
-        }
-        if target_columns.is_empty() {
-            return Err(CopyError::Plan(format!(
-                "target table {target} does not exist; create it with the same columns and primary key as {source}"
-            )));
-        }
-        if target_columns != columns {
-            return Err(CopyError::Plan(format!(
-                "target table {target} does not have the same columns (names, types, collations, order) as {source}"
-            )));
-        }
-        if primary_key(target_pool, &target).await? != key_names {
-            return Err(CopyError::Plan(format!(
-                "target table {target} does not have the same primary key as {source} ({})",
-                key_names.join(", ")
-            )));
-        }
+        let target_columns = read_target(target_pool, &source, &target, create_target).await?;
+        check_target_matches(
+            target_pool,
+            &source,
+            &target,
+            &target_columns,
+            &columns,
+            &key_names,
+        )
+        .await?;
         Ok(TablePlan {
             source,
             target,
@@ -224,4 +153,143 @@ impl TablePlan {
             order,
         })
     }
+}
+
+/// The source's columns and primary key: it must exist, and have a key to page and upsert by.
+async fn read_source(
+    pool: &PgPool,
+    source: &Table,
+) -> Result<(Vec<Column>, Vec<String>), CopyError> {
+    let columns = read_columns(pool, source).await?;
+    if columns.is_empty() {
+        return Err(CopyError::Plan(format!(
+            "source table {source} does not exist"
+        )));
+    }
+    let key_names = primary_key(pool, source).await?;
+    if key_names.is_empty() {
+        return Err(CopyError::Plan(format!(
+            "source table {source} has no primary key; Ferry copies in key order and upserts by key, so it needs one"
+        )));
+    }
+    Ok((columns, key_names))
+}
+
+fn find_column(columns: &[Column], name: &str) -> Option<Column> {
+    columns.iter().find(|c| c.name.as_str() == name).cloned()
+}
+
+/// The configured `what` column (tenant, version) of the source, which must have it.
+fn named_column(
+    source: &Table,
+    columns: &[Column],
+    name: &SqlIdent,
+    what: &str,
+) -> Result<Column, CopyError> {
+    find_column(columns, name.as_str())
+        .ok_or_else(|| CopyError::Plan(format!("{source} has no {what} column {name}")))
+}
+
+/// The version guard compares versions, so every write must increase them.
+fn check_version_type(source: &Table, version: &Column) -> Result<(), CopyError> {
+    if !matches!(
+        version.ty.as_str(),
+        "bigint"
+            | "integer"
+            | "smallint"
+            | "timestamp with time zone"
+            | "timestamp without time zone"
+    ) {
+        return Err(CopyError::Plan(format!(
+            "version column {} of {source} is {}; it must be an integer or a timestamp that every write increases",
+            version.name, version.ty
+        )));
+    }
+    Ok(())
+}
+
+/// The primary key's columns (the upsert's conflict target), which must include the tenant,
+/// and the keyset order within a tenant: the key without the tenant column, not empty.
+fn keyset(
+    source: &Table,
+    columns: &[Column],
+    key_names: &[String],
+    tenant: &Column,
+) -> Result<(Vec<Column>, Vec<Column>), CopyError> {
+    if !key_names.iter().any(|k| k == tenant.name.as_str()) {
+        return Err(CopyError::Plan(format!(
+            "the primary key of {source} ({}) does not include the tenant column {}; an upsert by it could overwrite another tenant's row with the same key",
+            key_names.join(", "),
+            tenant.name
+        )));
+    }
+    let key: Vec<Column> = key_names
+        .iter()
+        .filter_map(|k| find_column(columns, k))
+        .collect();
+    let order: Vec<Column> = key
+        .iter()
+        .filter(|c| c.name != tenant.name)
+        .cloned()
+        .collect();
+    if order.is_empty() {
+        return Err(CopyError::Plan(format!(
+            "the primary key of {source} is the tenant column alone; there is nothing to page through"
+        )));
+    }
+    Ok((key, order))
+}
+
+/// The target's columns; with `create_target`, a missing target is created `LIKE` the source
+/// first. It must exist.
+async fn read_target(
+    pool: &PgPool,
+    source: &Table,
+    target: &Table,
+    create_target: bool,
+) -> Result<Vec<Column>, CopyError> {
+    let mut target_columns = read_columns(pool, target).await?;
+    if target_columns.is_empty() && create_target {
+        let create = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)",
+            target.schema.quoted(),
+            target.quoted(),
+            source.quoted()
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(pool)
+            .await
+            .map_err(|e| CopyError::db("create the target table", e))?;
+        target_columns = read_columns(pool, target).await?;
+    }
+    if target_columns.is_empty() {
+        return Err(CopyError::Plan(format!(
+            "target table {target} does not exist; create it with the same columns and primary key as {source}"
+        )));
+    }
+    Ok(target_columns)
+}
+
+/// The target has the source's columns (names, types, collations, order) and primary key, so
+/// a row and its key mean the same on both sides.
+async fn check_target_matches(
+    pool: &PgPool,
+    source: &Table,
+    target: &Table,
+    target_columns: &[Column],
+    columns: &[Column],
+    key_names: &[String],
+) -> Result<(), CopyError> {
+    if target_columns != columns {
+        return Err(CopyError::Plan(format!(
+            "target table {target} does not have the same columns (names, types, collations, order) as {source}"
+        )));
+    }
+    if primary_key(pool, target).await? != key_names {
+        return Err(CopyError::Plan(format!(
+            "target table {target} does not have the same primary key as {source} ({})",
+            key_names.join(", ")
+        )));
+    }
+    Ok(())
 }
