@@ -10,6 +10,11 @@
 //! the checkpoint) upserts rows that are already there, which changes nothing. Ranges are
 //! contiguous from the first key to the last and then to the end, so validation sees every
 //! key the target could hold for the tenant.
+//!
+//! The loop itself is here, as named steps; around it are the operator's `controls`, the
+//! `pacing` (backpressure and the pace's share), the `progress` it checkpoints, how a batch
+//! runs (`batch_local` in one database, `batch_remote` across two), and the source's
+//! retirement after `complete` (`retire`).
 
 use std::ops::ControlFlow;
 use std::str::FromStr;
