@@ -183,6 +183,35 @@ impl Copier {
         upper: Option<&Key>,
         expected: Option<Digest>,
     ) -> Result<Diff, CopyError> {
+        if self
+            .summaries_match(tenant, direction, lower, upper, expected)
+            .await?
+        {
+            return Ok(Diff::default());
+        }
+        let sql = self.statements(direction);
+        let (from, to) = self.pools(direction);
+        let i = bounds_index(lower.is_some(), upper.is_some());
+        let a = self
+            .digests(from, &sql.digests_from[i], tenant, lower, upper)
+            .await?;
+        let b = self
+            .digests(to, &sql.digests_to[i], tenant, lower, upper)
+            .await?;
+        Ok(diff(&a, &b))
+    }
+
+    /// Whether `(lower, upper]` holds the same rows on both sides, by the cheapest summary the
+    /// databases allow (`expected` standing for the source's digest when given); if not, the
+    /// caller compares row by row.
+    async fn summaries_match(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        lower: Option<&Key>,
+        upper: Option<&Key>,
+        expected: Option<Digest>,
+    ) -> Result<bool, CopyError> {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
         let i = bounds_index(lower.is_some(), upper.is_some());
@@ -212,9 +241,7 @@ impl Copier {
                     .await?
                 }
             };
-            if ours == theirs {
-                return Ok(Diff::default());
-            }
+            Ok(ours == theirs)
         } else if self.same_database() {
             // One merge of both ranges in the database: no row leaves it, none is hashed.
             let (differing,): (i64,) = self
@@ -227,9 +254,7 @@ impl Copier {
                     "compare a range",
                 )
                 .await?;
-            if differing == 0 {
-                return Ok(Diff::default());
-            }
+            Ok(differing == 0)
         } else {
             let a: (i64, String) = self
                 .range_row(
@@ -251,17 +276,8 @@ impl Copier {
                     "checksum a range",
                 )
                 .await?;
-            if a == b {
-                return Ok(Diff::default());
-            }
+            Ok(a == b)
         }
-        let a = self
-            .digests(from, &sql.digests_from[i], tenant, lower, upper)
-            .await?;
-        let b = self
-            .digests(to, &sql.digests_to[i], tenant, lower, upper)
-            .await?;
-        Ok(diff(&a, &b))
     }
 
     /// Validates a range just copied: equal, or equal on a second look, or repaired, or the
