@@ -26,6 +26,8 @@ use crate::hot::{HotTable, Row};
 use crate::key::{KeyValue, RowKey, key_at};
 use crate::segment::{key_columns, write_segment};
 
+mod gc;
+
 /// Rows per segment an archive run writes at most.
 pub const SEGMENT_ROWS: usize = 256 * 1024;
 
@@ -961,29 +963,6 @@ impl Tiering {
             .await
             .map_err(|e| TierError::db("lock the tenant", e))?;
         Ok(tx)
-    }
-
-    /// Deletes the objects of retired segments and of reservations older than `stale`, then
-    /// forgets them. Returns how many were collected.
-    pub async fn collect_garbage(&self, stale: Duration) -> Result<u64, TierError> {
-        let garbage = self
-            .store
-            .garbage_segments(&self.migration, stale)
-            .await
-            .map_err(err_store)?;
-        for g in &garbage {
-            if !g.path.is_empty() {
-                self.cold.delete(&Self::path(g)).await?;
-            } else {
-                // A reservation that never got its path recorded: its object, if any, has
-                // the name Ferry gives it.
-                self.cold
-                    .delete(&ColdStore::segment_path(&self.migration, &g.tenant, g.id))
-                    .await?;
-            }
-            self.store.forget_segment(g.id).await.map_err(err_store)?;
-        }
-        Ok(garbage.len() as u64)
     }
 }
 
