@@ -6,7 +6,6 @@
 //! reservation and an orphan object, which garbage collection removes. Re-running any step
 //! after a crash therefore changes nothing that was already committed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +21,17 @@ use sqlx::PgPool;
 use crate::cold::ColdStore;
 use crate::columns::{Declaration, TableDecl};
 use crate::error::TierError;
-use crate::hot::{HotTable, Row};
+use crate::hot::HotTable;
 use crate::key::{KeyValue, RowKey, key_at};
 use crate::segment::{key_columns, write_segment};
 
 mod apply;
 mod deletion;
 mod gc;
+mod read;
 mod restore;
+
+pub use read::ColdAnswer;
 
 /// Rows per segment an archive run writes at most.
 pub const SEGMENT_ROWS: usize = 256 * 1024;
@@ -75,15 +77,6 @@ impl Default for BufferSettings {
             max_age_s: 3_600,
         }
     }
-}
-
-/// What the cold tier says about a key.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ColdAnswer {
-    /// Not in the cold tier: the hot table is the only place it can be.
-    NotArchived,
-    /// Archived; `None` if a buffered delete removed it.
-    Archived(Option<Row>),
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -203,100 +196,6 @@ impl Tiering {
 
     fn path(segment: &SegmentRecord) -> object_store::path::Path {
         object_store::path::Path::from(segment.path.as_str())
-    }
-
-    /// The cold tier's answer for a key, pending buffered changes merged in (the last one
-    /// wins). Pending changes are read before the manifest: a buffer worker committing in
-    /// between then shows its changes twice (harmless: they are whole row images), never not
-    /// at all.
-    pub async fn cold_get(&self, tenant: &TenantId, key: &RowKey) -> Result<ColdAnswer, TierError> {
-        let wanted = key_text(key);
-        let pending = self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
-        if let Some(last) = pending.iter().rev().find(|u| u.key == wanted) {
-            return Ok(ColdAnswer::Archived(match last.operation.as_str() {
-                "delete" => None,
-                _ => Some(self.hot.normalize_json(&last.payload.to_string()).await?),
-            }));
-        }
-        for attempt in 0..2 {
-            let segments = self
-                .store
-                .segments(&self.migration, tenant)
-                .await
-                .map_err(err_store)?;
-            let mut missing = false;
-            for s in &segments {
-                if !self.covers(s, key)? {
-                    continue;
-                }
-                match self.cold.lookup(self.decl(), &Self::path(s), key).await {
-                    Ok(Some(batch)) => {
-                        return Ok(ColdAnswer::Archived(Some(
-                            self.hot.normalize(&batch, 0).await?,
-                        )));
-                    }
-                    Ok(None) => {}
-                    // Retired and collected under a reader that had the old manifest.
-                    Err(e) if attempt == 0 && is_not_found(&e) => missing = true,
-                    Err(e) => return Err(e),
-                }
-            }
-            if !missing {
-                break;
-            }
-        }
-        Ok(ColdAnswer::NotArchived)
-    }
-
-    /// The tenant's archived rows with `from <= key <= to`, pending changes merged in, by key:
-    /// `key -> Some(row image JSON)`, or `None` for a buffered delete. Segments whose key
-    /// range misses the bounds are not read.
-    pub async fn cold_scan(
-        &self,
-        tenant: &TenantId,
-        from: Option<&RowKey>,
-        to: Option<&RowKey>,
-    ) -> Result<BTreeMap<RowKey, Option<String>>, TierError> {
-        let inside = |k: &RowKey| from.is_none_or(|f| k >= f) && to.is_none_or(|t| k <= t);
-        let pending = self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
-        let segments = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
-        let mut rows: BTreeMap<RowKey, Option<String>> = BTreeMap::new();
-        for s in &segments {
-            let (lo, hi) = (
-                self.parse_stored_key(&s.min_key)?,
-                self.parse_stored_key(&s.max_key)?,
-            );
-            if from.is_some_and(|f| hi < *f) || to.is_some_and(|t| lo > *t) {
-                continue;
-            }
-            for batch in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
-                for (key, json) in self.batch_images(&batch) {
-                    if inside(&key) {
-                        rows.insert(key, Some(json));
-                    }
-                }
-            }
-        }
-        for u in pending {
-            let key = self.parse_stored_key(&u.key)?;
-            if inside(&key) {
-                let image = (u.operation != "delete").then(|| u.payload.to_string());
-                rows.insert(key, image);
-            }
-        }
-        Ok(rows)
     }
 
     /// The rows of `batch` whose key no live segment holds yet: a row archived before and
@@ -609,17 +508,5 @@ impl Tiering {
             .await
             .map_err(|e| TierError::db("lock the tenant", e))?;
         Ok(tx)
-    }
-}
-
-fn is_not_found(e: &TierError) -> bool {
-    match e {
-        TierError::ObjectStore { cause, .. } => {
-            matches!(cause, object_store::Error::NotFound { .. })
-        }
-        TierError::Segment { detail, .. } => {
-            detail.contains("not found") || detail.contains("NotFound")
-        }
-        _ => false,
     }
 }
