@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use ferry_domain::{Phase, TenantId};
-use ferry_store::{CopyDirection, SegmentCommit, SegmentRecord};
+use ferry_store::{CopyDirection, NewSegment, SegmentCommit, SegmentRecord};
 
 use crate::error::TierError;
 use crate::key::{RowKey, key_at};
@@ -121,34 +121,67 @@ impl Tiering {
             return Ok(ArchiveReport::default());
         }
         let started = Instant::now();
-        let (batch, versions) = self.hot.window(tenant, from.as_deref(), cutoff).await?;
-        let segments = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
-        let keep = self.not_yet_archived(&segments, &batch).await?;
-        let (batch, versions) = if keep.len() == batch.num_rows() {
-            (batch, versions)
-        } else {
-            let indices = arrow_array::UInt32Array::from_iter_values(
-                keep.iter().map(|&i| u32::try_from(i).unwrap_or(u32::MAX)),
-            );
-            let taken = arrow_select::take::take_record_batch(&batch, &indices).map_err(|e| {
-                TierError::Value {
-                    column: "*".into(),
-                    detail: e.to_string(),
-                }
-            })?;
-            let versions = keep.iter().map(|&i| versions[i].clone()).collect();
-            (taken, versions)
-        };
+        let (batch, versions) = self.read_window(tenant, from.as_deref(), cutoff).await?;
         let mut report = ArchiveReport {
             rows: batch.num_rows() as u64,
             read: started.elapsed(),
             ..ArchiveReport::default()
         };
         let started = Instant::now();
+        let add = self.upload_window(tenant, &batch).await?;
+        report.segments = add.len() as u64;
+        report.write = started.elapsed();
+        let started = Instant::now();
+        report.requeued = self
+            .commit_window(tenant, from.as_deref(), cutoff, &batch, &versions, add)
+            .await?;
+        report.commit = started.elapsed();
+        self.record_progress(tenant, report.rows).await?;
+        tracing::info!(
+            migration = %self.migration, tenant = %tenant, rows = report.rows,
+            segments = report.segments, requeued = report.requeued,
+            read_s = report.read.as_secs_f64(), write_s = report.write.as_secs_f64(),
+            commit_s = report.commit.as_secs_f64(), "archived"
+        );
+        Ok(report)
+    }
+
+    /// The window's rows not archived yet, in key order, with their `xmin`.
+    async fn read_window(
+        &self,
+        tenant: &TenantId,
+        from: Option<&str>,
+        cutoff: &str,
+    ) -> Result<(RecordBatch, Vec<String>), TierError> {
+        let (batch, versions) = self.hot.window(tenant, from, cutoff).await?;
+        let segments = self
+            .store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)?;
+        let keep = self.not_yet_archived(&segments, &batch).await?;
+        if keep.len() == batch.num_rows() {
+            return Ok((batch, versions));
+        }
+        let indices = arrow_array::UInt32Array::from_iter_values(
+            keep.iter().map(|&i| u32::try_from(i).unwrap_or(u32::MAX)),
+        );
+        let taken = arrow_select::take::take_record_batch(&batch, &indices).map_err(|e| {
+            TierError::Value {
+                column: "*".into(),
+                detail: e.to_string(),
+            }
+        })?;
+        let versions = keep.iter().map(|&i| versions[i].clone()).collect();
+        Ok((taken, versions))
+    }
+
+    /// The window's rows as segments of at most [`SEGMENT_ROWS`], uploaded and read back.
+    async fn upload_window(
+        &self,
+        tenant: &TenantId,
+        batch: &RecordBatch,
+    ) -> Result<Vec<NewSegment>, TierError> {
         let mut add = Vec::new();
         let mut offset = 0;
         while offset < batch.num_rows() {
@@ -156,9 +189,21 @@ impl Tiering {
             add.push(self.upload(tenant, &batch.slice(offset, len)).await?);
             offset += len;
         }
-        report.segments = add.len() as u64;
-        report.write = started.elapsed();
-        let started = Instant::now();
+        Ok(add)
+    }
+
+    /// Commits the uploaded segments and the new watermark under the tenant's exclusive lock,
+    /// after re-sending through the buffer every row of `archived` (as read, with its `xmin`)
+    /// that a writer changed since. Returns how many rows were re-sent.
+    async fn commit_window(
+        &self,
+        tenant: &TenantId,
+        from: Option<&str>,
+        cutoff: &str,
+        archived: &RecordBatch,
+        versions: &[String],
+        add: Vec<NewSegment>,
+    ) -> Result<u64, TierError> {
         // The moment these keys change tier: no write of the tenant is between its location
         // lookup and its hot write while the rows are compared again and the manifest is
         // committed. A row a writer changed since the read is re-sent through the buffer
@@ -166,10 +211,10 @@ impl Tiering {
         let mut lock = self.lock_tenant(tenant, true).await?;
         let now = self
             .hot
-            .versions_in(&mut lock, tenant, from.as_deref(), cutoff)
+            .versions_in(&mut lock, tenant, from, cutoff)
             .await?;
-        report.requeued = self
-            .requeue_changed(tenant, &batch, &versions, &now)
+        let requeued = self
+            .requeue_changed(tenant, archived, versions, &now)
             .await?;
         self.store
             .commit_segments(
@@ -186,15 +231,7 @@ impl Tiering {
         lock.commit()
             .await
             .map_err(|e| TierError::db("release the tenant lock", e))?;
-        report.commit = started.elapsed();
-        self.record_progress(tenant, report.rows).await?;
-        tracing::info!(
-            migration = %self.migration, tenant = %tenant, rows = report.rows,
-            segments = report.segments, requeued = report.requeued,
-            read_s = report.read.as_secs_f64(), write_s = report.write.as_secs_f64(),
-            commit_s = report.commit.as_secs_f64(), "archived"
-        );
-        Ok(report)
+        Ok(requeued)
     }
 
     /// `a <= b` for two timestamps as PostgreSQL reads them (compared by the database, so
