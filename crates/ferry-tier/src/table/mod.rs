@@ -143,6 +143,24 @@ impl TieredTable {
         Ok((snapshot, phase))
     }
 
+    /// A cold-tier failure in a phase where only the cold tier can answer: counted, and
+    /// returned to the caller as [`TableError::ColdUnavailable`].
+    fn cold_unavailable(
+        &self,
+        tenant: &TenantId,
+        key: String,
+        phase: Phase,
+        cause: TierError,
+    ) -> TableError {
+        bump(&self.stats.cold_errors);
+        TableError::ColdUnavailable {
+            tenant: tenant.clone(),
+            key,
+            phase,
+            cause: Box::new(cause),
+        }
+    }
+
     /// Counts a route decision (by migration, phase, path and reason) and logs it at debug.
     fn route(&self, tenant: &TenantId, op: &str, route: TierRoute) {
         let kind = match op {

@@ -71,13 +71,7 @@ impl TieredTable {
                         (TierPath::Hot, TierReason::Fallback(phase), None)
                     }
                     Err(cause) => {
-                        bump(&self.stats.cold_errors);
-                        return Err(TableError::ColdUnavailable {
-                            tenant: tenant.clone(),
-                            key: key_text(key),
-                            phase,
-                            cause: Box::new(cause),
-                        });
+                        return Err(self.cold_unavailable(tenant, key_text(key), phase, cause));
                     }
                 };
                 self.route(tenant, "get", TierRoute { path, reason });
@@ -144,13 +138,7 @@ impl TieredTable {
                 return Ok(rows);
             }
             Err(cause) => {
-                bump(&self.stats.cold_errors);
-                return Err(TableError::ColdUnavailable {
-                    tenant: tenant.clone(),
-                    key: "(scan)".into(),
-                    phase,
-                    cause: Box::new(cause),
-                });
+                return Err(self.cold_unavailable(tenant, "(scan)".into(), phase, cause));
             }
         };
         self.route(

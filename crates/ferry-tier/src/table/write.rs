@@ -48,13 +48,7 @@ impl TieredTable {
                     tracing::warn!(migration = %self.migration(), tenant = %tenant, "insert not checked against the cold tier: {cause}");
                 }
                 Err(cause) => {
-                    bump(&self.stats.cold_errors);
-                    return Err(TableError::ColdUnavailable {
-                        tenant: tenant.clone(),
-                        key: key_text(&key),
-                        phase,
-                        cause: Box::new(cause),
-                    });
+                    return Err(self.cold_unavailable(tenant, key_text(&key), phase, cause));
                 }
             }
         }
@@ -166,13 +160,7 @@ impl TieredTable {
                     }
                 }
                 Err(cause) => {
-                    bump(&self.stats.cold_errors);
-                    return Err(TableError::ColdUnavailable {
-                        tenant: tenant.clone(),
-                        key: key_text(&key),
-                        phase,
-                        cause: Box::new(cause),
-                    });
+                    return Err(self.cold_unavailable(tenant, key_text(&key), phase, cause));
                 }
             }
         };
