@@ -5,7 +5,7 @@
 //! hot copy follows.
 
 use ferry_domain::{Phase, TenantId};
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, PgConnection};
 
 use crate::error::TierError;
 use crate::hot::{Row, parse_row};
@@ -107,139 +107,24 @@ impl TieredTable {
         let key = t.parse_key(key)?;
         if let Some(changes) = &changes {
             // Checked before any path: an archived row's new image is built from these.
-            let decl = t.decl();
-            for name in changes.keys() {
-                let column = decl.columns.iter().find(|c| c.name.as_str() == name);
-                match column {
-                    None => {
-                        return Err(TierError::Value {
-                            column: name.clone(),
-                            detail: format!("not a column of {}", decl.quoted()),
-                        }
-                        .into());
-                    }
-                    Some(c) if c.name == decl.tenant || decl.key.contains(&c.name) => {
-                        return Err(TierError::Value {
-                            column: name.clone(),
-                            detail: "tenant and key columns cannot be updated".into(),
-                        }
-                        .into());
-                    }
-                    Some(_) => {}
-                }
-            }
+            self.updated_columns(changes)?;
         }
         let (snapshot, phase) = self.phase(tenant)?;
-        let op = if changes.is_some() {
-            "update"
-        } else {
-            "delete"
-        };
+        let changes = changes.as_ref();
         // Held from the location lookup to the hot write, so the key cannot change tier in
         // between (see `Tiering::archive`).
         let mut lock = t.lock_tenant(tenant, false).await?;
-        // (archived?, its current image): a key archived and then deleted counts as not
-        // archived; only the hot table can hold it again.
-        let (archived, current) = if phase == Phase::Legacy {
-            (false, None)
-        } else {
-            match t.cold_get(tenant, &key).await {
-                Ok(ColdAnswer::Archived(Some(row))) => (true, Some(row)),
-                Ok(_) => (false, None),
-                // Hot is authoritative up to shadow: write it, and buffer the change in case
-                // the key is archived (applying it to a key that is not changes nothing wrong).
-                Err(_) if matches!(phase, Phase::DualWrite | Phase::Shadow) => (true, None),
-                // The hot copy is kept in step in target_primary: it stands in for the
-                // current image, and the change still goes through the buffer.
-                Err(e) if phase == Phase::TargetPrimary => {
-                    bump(&self.stats.fallbacks);
-                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "cold read for a write failed, using the hot copy: {e}");
-                    match t.hot.get(tenant, &key).await? {
-                        Some(row) => (true, Some(row)),
-                        None => (false, None),
-                    }
-                }
-                Err(cause) => {
-                    return Err(self.cold_unavailable(tenant, key_text(&key), phase, cause));
-                }
-            }
-        };
+        let (archived, current) = self.locate(tenant, &key, phase).await?;
         let result = match (phase, archived, current) {
-            (_, false, _) => {
-                self.route(
-                    tenant,
-                    op,
-                    TierRoute {
-                        path: TierPath::Hot,
-                        reason: TierReason::Phase(phase),
-                    },
-                );
-                self.write_hot(tenant, &key, changes.as_ref()).await?
-            }
+            (_, false, _) => self.write_unarchived(tenant, &key, phase, changes).await?,
             (Phase::Legacy | Phase::DualWrite | Phase::Shadow, true, _) => {
-                self.route(
-                    tenant,
-                    op,
-                    TierRoute {
-                        path: TierPath::HotThenBuffer,
-                        reason: TierReason::Archived(phase),
-                    },
-                );
-                let written = self.write_hot(tenant, &key, changes.as_ref()).await?;
-                // The mirror: what hot now holds (or that it holds nothing).
-                let image = t.hot.get(tenant, &key).await?;
-                self.buffer(tenant, &key, image.as_ref()).await?;
-                written
+                self.write_hot_authoritative(tenant, &key, phase, changes)
+                    .await?
             }
             (_, true, None) => None,
             (_, true, Some(current)) => {
-                let image = match &changes {
-                    Some(c) => {
-                        let mut next = current.clone();
-                        for (k, v) in c {
-                            next.insert(k.clone(), v.clone());
-                        }
-                        Some(
-                            t.hot
-                                .normalize_json(&serde_json::Value::Object(next).to_string())
-                                .await?,
-                        )
-                    }
-                    None => None,
-                };
-                // Acknowledged once durable in the buffer: the cold tier's authority.
-                self.buffer(tenant, &key, image.as_ref()).await?;
-                // The hot copy: kept in step in target_primary (it is the fallback); in
-                // target_only only a delete reaches it, so a deleted key's stale copy can
-                // never be read or block an insert before the copies are deleted.
-                // The hot copy follows in the same lock: in target_primary it is the fallback
-                // (kept whole); later, while it still exists, it is updated or deleted but
-                // never created again, so no key is in both tiers as two different rows.
-                let path = if phase == Phase::TargetPrimary {
-                    TierPath::BufferThenHot
-                } else {
-                    TierPath::Buffer
-                };
-                self.route(
-                    tenant,
-                    op,
-                    TierRoute {
-                        path,
-                        reason: TierReason::Archived(phase),
-                    },
-                );
-                let mirrored = if phase == Phase::TargetPrimary || image.is_none() {
-                    t.hot.mirror(&mut lock, tenant, &key, image.as_ref()).await
-                } else {
-                    match &image {
-                        Some(row) => t.hot.mirror_existing(&mut lock, tenant, &key, row).await,
-                        None => Ok(()),
-                    }
-                };
-                if let Err(e) = mirrored {
-                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "hot copy not updated: {e}");
-                }
-                Some(image.unwrap_or(current))
+                self.write_cold_authoritative(&mut lock, tenant, &key, phase, changes, current)
+                    .await?
             }
         };
         lock.commit()
@@ -247,6 +132,188 @@ impl TieredTable {
             .map_err(|e| TierError::db("release the tenant lock", e))?;
         drop(snapshot);
         Ok(result)
+    }
+
+    /// The columns `changes` sets, quoted: each must be a column of the table, and neither
+    /// the tenant column nor a key column.
+    fn updated_columns(&self, changes: &Row) -> Result<Vec<String>, TierError> {
+        let decl = self.tiering.decl();
+        changes
+            .keys()
+            .map(
+                |name| match decl.columns.iter().find(|c| c.name.as_str() == name) {
+                    None => Err(TierError::Value {
+                        column: name.clone(),
+                        detail: format!("not a column of {}", decl.quoted()),
+                    }),
+                    Some(c) if c.name == decl.tenant || decl.key.contains(&c.name) => {
+                        Err(TierError::Value {
+                            column: name.clone(),
+                            detail: "tenant and key columns cannot be updated".into(),
+                        })
+                    }
+                    Some(c) => Ok(c.name.quoted()),
+                },
+            )
+            .collect()
+    }
+
+    /// The location lookup of a write: `(archived?, its current image)`. A key archived and
+    /// then deleted counts as not archived; only the hot table can hold it again.
+    async fn locate(
+        &self,
+        tenant: &TenantId,
+        key: &RowKey,
+        phase: Phase,
+    ) -> Result<(bool, Option<Row>), TableError> {
+        if phase == Phase::Legacy {
+            return Ok((false, None));
+        }
+        let t = &self.tiering;
+        Ok(match t.cold_get(tenant, key).await {
+            Ok(ColdAnswer::Archived(Some(row))) => (true, Some(row)),
+            Ok(_) => (false, None),
+            // Hot is authoritative up to shadow: write it, and buffer the change in case
+            // the key is archived (applying it to a key that is not changes nothing wrong).
+            Err(_) if matches!(phase, Phase::DualWrite | Phase::Shadow) => (true, None),
+            // The hot copy is kept in step in target_primary: it stands in for the
+            // current image, and the change still goes through the buffer.
+            Err(e) if phase == Phase::TargetPrimary => {
+                bump(&self.stats.fallbacks);
+                tracing::warn!(migration = %self.migration(), tenant = %tenant, "cold read for a write failed, using the hot copy: {e}");
+                match t.hot.get(tenant, key).await? {
+                    Some(row) => (true, Some(row)),
+                    None => (false, None),
+                }
+            }
+            Err(cause) => {
+                return Err(self.cold_unavailable(tenant, key_text(key), phase, cause));
+            }
+        })
+    }
+
+    /// A key the cold tier does not hold, in any phase: the hot table alone.
+    async fn write_unarchived(
+        &self,
+        tenant: &TenantId,
+        key: &RowKey,
+        phase: Phase,
+        changes: Option<&Row>,
+    ) -> Result<Option<Row>, TableError> {
+        self.route(
+            tenant,
+            write_op(changes),
+            TierRoute {
+                path: TierPath::Hot,
+                reason: TierReason::Phase(phase),
+            },
+        );
+        self.write_hot(tenant, key, changes).await
+    }
+
+    /// Up to `shadow`, a key that is archived (or that the cold tier could not rule out): the
+    /// hot table is authoritative and written first; the cold tier's mirror is the buffered
+    /// image of what hot then holds.
+    async fn write_hot_authoritative(
+        &self,
+        tenant: &TenantId,
+        key: &RowKey,
+        phase: Phase,
+        changes: Option<&Row>,
+    ) -> Result<Option<Row>, TableError> {
+        self.route(
+            tenant,
+            write_op(changes),
+            TierRoute {
+                path: TierPath::HotThenBuffer,
+                reason: TierReason::Archived(phase),
+            },
+        );
+        let written = self.write_hot(tenant, key, changes).await?;
+        // The mirror: what hot now holds (or that it holds nothing).
+        let image = self.tiering.hot.get(tenant, key).await?;
+        self.buffer(tenant, key, image.as_ref()).await?;
+        Ok(written)
+    }
+
+    /// From `target_primary` on, an archived key with its `current` image: the buffer is
+    /// authoritative, then the hot copy follows in the write's lock. Returns the new image
+    /// (for a delete: `current`).
+    async fn write_cold_authoritative(
+        &self,
+        lock: &mut PgConnection,
+        tenant: &TenantId,
+        key: &RowKey,
+        phase: Phase,
+        changes: Option<&Row>,
+        current: Row,
+    ) -> Result<Option<Row>, TableError> {
+        let image = match changes {
+            Some(c) => Some(self.next_image(&current, c).await?),
+            None => None,
+        };
+        // Acknowledged once durable in the buffer: the cold tier's authority.
+        self.buffer(tenant, key, image.as_ref()).await?;
+        // The hot copy: kept in step in target_primary (it is the fallback); in
+        // target_only only a delete reaches it, so a deleted key's stale copy can
+        // never be read or block an insert before the copies are deleted.
+        // The hot copy follows in the same lock: in target_primary it is the fallback
+        // (kept whole); later, while it still exists, it is updated or deleted but
+        // never created again, so no key is in both tiers as two different rows.
+        let path = if phase == Phase::TargetPrimary {
+            TierPath::BufferThenHot
+        } else {
+            TierPath::Buffer
+        };
+        self.route(
+            tenant,
+            write_op(changes),
+            TierRoute {
+                path,
+                reason: TierReason::Archived(phase),
+            },
+        );
+        self.mirror_hot_copy(lock, tenant, key, phase, image.as_ref())
+            .await;
+        Ok(Some(image.unwrap_or(current)))
+    }
+
+    /// `current` with `changes` applied, in `to_jsonb` form.
+    async fn next_image(&self, current: &Row, changes: &Row) -> Result<Row, TableError> {
+        let mut next = current.clone();
+        for (k, v) in changes {
+            next.insert(k.clone(), v.clone());
+        }
+        Ok(self
+            .tiering
+            .hot
+            .normalize_json(&serde_json::Value::Object(next).to_string())
+            .await?)
+    }
+
+    /// Brings an archived key's hot copy in line with its buffered `image` (`None`: deleted),
+    /// in the write's lock: the whole copy in `target_primary`, later only a copy that still
+    /// exists. A failure is logged, not returned: the change is in the buffer already.
+    async fn mirror_hot_copy(
+        &self,
+        lock: &mut PgConnection,
+        tenant: &TenantId,
+        key: &RowKey,
+        phase: Phase,
+        image: Option<&Row>,
+    ) {
+        let hot = &self.tiering.hot;
+        let mirrored = if phase == Phase::TargetPrimary || image.is_none() {
+            hot.mirror(lock, tenant, key, image).await
+        } else {
+            match image {
+                Some(row) => hot.mirror_existing(lock, tenant, key, row).await,
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = mirrored {
+            tracing::warn!(migration = %self.migration(), tenant = %tenant, "hot copy not updated: {e}");
+        }
     }
 
     async fn buffer(
@@ -288,25 +355,7 @@ impl TieredTable {
             return Ok(before);
         };
         let decl = t.decl();
-        let mut columns = Vec::new();
-        for name in changes.keys() {
-            let c = decl
-                .columns
-                .iter()
-                .find(|c| c.name.as_str() == name)
-                .ok_or_else(|| TierError::Value {
-                    column: name.clone(),
-                    detail: format!("not a column of {}", decl.quoted()),
-                })?;
-            if c.name == decl.tenant || decl.key.contains(&c.name) {
-                return Err(TierError::Value {
-                    column: name.clone(),
-                    detail: "key columns cannot be updated".into(),
-                }
-                .into());
-            }
-            columns.push(c.name.quoted());
-        }
+        let columns = self.updated_columns(changes)?;
         if columns.is_empty() {
             return Ok(t.hot.get(tenant, key).await?);
         }
@@ -329,5 +378,14 @@ impl TieredTable {
             .await
             .map_err(|e| TierError::db("update a hot row", e))?;
         Ok(text.map(|t| parse_row(&t)).transpose()?)
+    }
+}
+
+/// A write's operation, as routes name it.
+fn write_op(changes: Option<&Row>) -> &'static str {
+    if changes.is_some() {
+        "update"
+    } else {
+        "delete"
     }
 }
