@@ -25,33 +25,7 @@ impl TieredTable {
         let key = t.hot.key_of(&row)?;
         let (snapshot, phase) = self.phase(tenant)?;
         let lock = t.lock_tenant(tenant, false).await?;
-        // From target_primary on, an archived key's hot copy may be gone (deleted in
-        // target_only, not yet restored after a step back), so the hot table's unique key
-        // alone cannot refuse a second row with it: the location lookup must.
-        if matches!(
-            phase,
-            Phase::TargetPrimary | Phase::TargetOnly | Phase::Complete
-        ) {
-            match t.cold_get(tenant, &key).await {
-                Ok(ColdAnswer::Archived(Some(_))) => {
-                    bump(&self.stats.duplicates_refused);
-                    return Err(TableError::Duplicate {
-                        tenant: tenant.clone(),
-                        key: key_text(&key),
-                    });
-                }
-                Ok(_) => {}
-                // In target_primary the hot copy is there unless a restore is pending; an
-                // unavailable cold tier must not stop inserts, the hot key still guards.
-                Err(cause) if phase == Phase::TargetPrimary => {
-                    bump(&self.stats.cold_errors);
-                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "insert not checked against the cold tier: {cause}");
-                }
-                Err(cause) => {
-                    return Err(self.cold_unavailable(tenant, key_text(&key), phase, cause));
-                }
-            }
-        }
+        self.refuse_archived(tenant, &key, phase).await?;
         self.route(
             tenant,
             "insert",
@@ -64,11 +38,7 @@ impl TieredTable {
             Err(TierError::Database { cause, .. })
                 if cause.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505") =>
             {
-                bump(&self.stats.duplicates_refused);
-                return Err(TableError::Duplicate {
-                    tenant: tenant.clone(),
-                    key: key_text(&key),
-                });
+                return Err(self.duplicate(tenant, &key));
             }
             other => other?,
         };
@@ -78,6 +48,49 @@ impl TieredTable {
             .map_err(|e| TierError::db("release the tenant lock", e))?;
         drop(snapshot);
         Ok(written)
+    }
+
+    /// The location lookup of an insert: refuses a key the cold tier holds.
+    async fn refuse_archived(
+        &self,
+        tenant: &TenantId,
+        key: &RowKey,
+        phase: Phase,
+    ) -> Result<(), TableError> {
+        // From target_primary on, an archived key's hot copy may be gone (deleted in
+        // target_only, not yet restored after a step back), so the hot table's unique key
+        // alone cannot refuse a second row with it: the location lookup must.
+        if matches!(
+            phase,
+            Phase::TargetPrimary | Phase::TargetOnly | Phase::Complete
+        ) {
+            match self.tiering.cold_get(tenant, key).await {
+                Ok(ColdAnswer::Archived(Some(_))) => {
+                    return Err(self.duplicate(tenant, key));
+                }
+                Ok(_) => {}
+                // In target_primary the hot copy is there unless a restore is pending; an
+                // unavailable cold tier must not stop inserts, the hot key still guards.
+                Err(cause) if phase == Phase::TargetPrimary => {
+                    bump(&self.stats.cold_errors);
+                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "insert not checked against the cold tier: {cause}");
+                }
+                Err(cause) => {
+                    return Err(self.cold_unavailable(tenant, key_text(key), phase, cause));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An insert refused because its key exists: counted, and returned as
+    /// [`TableError::Duplicate`].
+    fn duplicate(&self, tenant: &TenantId, key: &RowKey) -> TableError {
+        bump(&self.stats.duplicates_refused);
+        TableError::Duplicate {
+            tenant: tenant.clone(),
+            key: key_text(key),
+        }
     }
 
     /// Updates columns of one row; returns the new row, or `None` if there is no such row.
