@@ -278,76 +278,87 @@ pub fn row_to_json(decl: &TableDecl, batch: &RecordBatch, row: usize, out: &mut 
             out.push_str("null");
             continue;
         }
-        match c.kind {
-            ColumnKind::Int16 => {
-                let _ = write!(out, "{}", a.as_primitive::<Int16Type>().value(row));
-            }
-            ColumnKind::Int32 => {
-                let _ = write!(out, "{}", a.as_primitive::<Int32Type>().value(row));
-            }
-            ColumnKind::Int64 => {
-                let _ = write!(out, "{}", a.as_primitive::<Int64Type>().value(row));
-            }
-            ColumnKind::Float32 => {
-                let v = a.as_primitive::<Float32Type>().value(row);
-                // Shortest text that reads back to the same f32.
-                json_float(out, f64::from(v), format!("{v:?}"));
-            }
-            ColumnKind::Float64 => {
-                let v = a.as_primitive::<Float64Type>().value(row);
-                json_float(out, v, format!("{v:?}"));
-            }
-            ColumnKind::Decimal { scale, .. } => {
-                let v = a.as_primitive::<Decimal128Type>().value(row);
-                json_string(out, &format_decimal(v, scale));
-            }
-            ColumnKind::NumericText | ColumnKind::Text => {
-                json_string(out, a.as_string::<i32>().value(row));
-            }
-            // A nested JSON value (PostgreSQL's own valid text): json_populate_record keeps
-            // its exact text for `json`, and parses it for `jsonb`.
-            ColumnKind::Json | ColumnKind::Jsonb => out.push_str(a.as_string::<i32>().value(row)),
-            ColumnKind::Bool => {
-                out.push_str(if a.as_boolean().value(row) {
-                    "true"
-                } else {
-                    "false"
-                });
-            }
-            ColumnKind::Date => {
-                let days = a.as_primitive::<Date32Type>().value(row);
-                let d = EPOCH + chrono::Duration::days(i64::from(days));
-                json_string(out, &d.format("%Y-%m-%d").to_string());
-            }
-            ColumnKind::Timestamp | ColumnKind::TimestampTz => {
-                let micros = a.as_primitive::<TimestampMicrosecondType>().value(row);
-                let text = DateTime::from_timestamp_micros(micros)
-                    .map(|t| {
-                        let tz = if c.kind == ColumnKind::TimestampTz {
-                            "+00:00"
-                        } else {
-                            ""
-                        };
-                        format!("{}{tz}", t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f"))
-                    })
-                    .unwrap_or_default();
-                json_string(out, &text);
-            }
-            ColumnKind::Uuid => {
-                json_string(out, &format_uuid(a.as_fixed_size_binary().value(row)));
-            }
-            ColumnKind::Bytes => {
-                let bytes = a.as_binary::<i32>().value(row);
-                let mut hex = String::with_capacity(2 + bytes.len() * 2);
-                hex.push_str("\\x");
-                for b in bytes {
-                    let _ = write!(hex, "{b:02x}");
-                }
-                json_string(out, &hex);
-            }
-        }
+        value_to_json(c.kind, a, row, out);
     }
     out.push('}');
+}
+
+/// Appends the (non-null) value at `row` of `a`, a column of kind `kind`, as JSON.
+fn value_to_json(kind: ColumnKind, a: &ArrayRef, row: usize, out: &mut String) {
+    match kind {
+        ColumnKind::Int16 => {
+            let _ = write!(out, "{}", a.as_primitive::<Int16Type>().value(row));
+        }
+        ColumnKind::Int32 => {
+            let _ = write!(out, "{}", a.as_primitive::<Int32Type>().value(row));
+        }
+        ColumnKind::Int64 => {
+            let _ = write!(out, "{}", a.as_primitive::<Int64Type>().value(row));
+        }
+        ColumnKind::Float32 => {
+            let v = a.as_primitive::<Float32Type>().value(row);
+            // Shortest text that reads back to the same f32.
+            json_float(out, f64::from(v), format!("{v:?}"));
+        }
+        ColumnKind::Float64 => {
+            let v = a.as_primitive::<Float64Type>().value(row);
+            json_float(out, v, format!("{v:?}"));
+        }
+        ColumnKind::Decimal { scale, .. } => {
+            let v = a.as_primitive::<Decimal128Type>().value(row);
+            json_string(out, &format_decimal(v, scale));
+        }
+        ColumnKind::NumericText | ColumnKind::Text => {
+            json_string(out, a.as_string::<i32>().value(row));
+        }
+        // A nested JSON value (PostgreSQL's own valid text): json_populate_record keeps
+        // its exact text for `json`, and parses it for `jsonb`.
+        ColumnKind::Json | ColumnKind::Jsonb => out.push_str(a.as_string::<i32>().value(row)),
+        ColumnKind::Bool => {
+            out.push_str(if a.as_boolean().value(row) {
+                "true"
+            } else {
+                "false"
+            });
+        }
+        ColumnKind::Date => {
+            let days = a.as_primitive::<Date32Type>().value(row);
+            let d = EPOCH + chrono::Duration::days(i64::from(days));
+            json_string(out, &d.format("%Y-%m-%d").to_string());
+        }
+        ColumnKind::Timestamp | ColumnKind::TimestampTz => {
+            let micros = a.as_primitive::<TimestampMicrosecondType>().value(row);
+            json_string(out, &timestamp_text(kind, micros));
+        }
+        ColumnKind::Uuid => {
+            json_string(out, &format_uuid(a.as_fixed_size_binary().value(row)));
+        }
+        ColumnKind::Bytes => json_string(out, &bytea_text(a.as_binary::<i32>().value(row))),
+    }
+}
+
+/// A timestamp (`timestamptz`: with its `+00:00`) as PostgreSQL reads it, to the microsecond.
+fn timestamp_text(kind: ColumnKind, micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .map(|t| {
+            let tz = if kind == ColumnKind::TimestampTz {
+                "+00:00"
+            } else {
+                ""
+            };
+            format!("{}{tz}", t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f"))
+        })
+        .unwrap_or_default()
+}
+
+/// Bytes in `bytea`'s hex input form: `\x` and two hex digits a byte.
+fn bytea_text(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(2 + bytes.len() * 2);
+    hex.push_str("\\x");
+    for b in bytes {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// Rows `rows` of `batch` as a JSON array for `json_populate_recordset`.
