@@ -19,11 +19,7 @@ impl Tiering {
     /// (copy-on-write) with the changes in sequence order and swapped in atomically with the
     /// changes marked applied. Returns how many changes were applied.
     pub async fn apply_buffer(&self, tenant: &TenantId) -> Result<u64, TierError> {
-        let open = self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
+        let open = self.pending(tenant).await?;
         // A dead change waits for an operator; later changes to its key wait behind it, or
         // a retry would apply an older image over a newer one.
         let blocked: HashSet<&str> = open
@@ -39,11 +35,7 @@ impl Tiering {
         if pending.is_empty() {
             return Ok(0);
         }
-        let segments = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
+        let segments = self.segments(tenant).await?;
         // Changes per segment (by index), in sequence order; keys no segment covers get a
         // segment of their own.
         let mut groups: BTreeMap<Option<usize>, Vec<&BufferedUpdate>> = BTreeMap::new();
@@ -139,19 +131,16 @@ impl Tiering {
             let batch = self.rows_from_json(&json).await?;
             add.push(self.upload(tenant, &batch).await?);
         }
-        self.store
-            .commit_segments(
-                &self.migration,
-                tenant,
-                &SegmentCommit {
-                    add,
-                    retire: segment.map(|s| vec![s.id]).unwrap_or_default(),
-                    applied: changes.iter().map(|u| u.seq).collect(),
-                    archived_through: None,
-                },
-            )
-            .await
-            .map_err(err_store)
+        self.commit(
+            tenant,
+            &SegmentCommit {
+                add,
+                retire: segment.map(|s| vec![s.id]).unwrap_or_default(),
+                applied: changes.iter().map(|u| u.seq).collect(),
+                archived_through: None,
+            },
+        )
+        .await
     }
 
     /// Row images (JSON array) as a batch in key order, converted by PostgreSQL itself.

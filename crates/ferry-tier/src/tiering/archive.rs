@@ -72,11 +72,7 @@ impl Tiering {
 
     /// Whether archiving should pause for this tenant: its buffer's depth or age.
     pub async fn buffer_pressure(&self, tenant: &TenantId) -> Result<Option<String>, TierError> {
-        let pending = self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
+        let pending = self.pending(tenant).await?;
         let b = &self.config.buffer;
         if pending.len() as u64 > b.max_depth {
             return Ok(Some(format!(
@@ -154,11 +150,7 @@ impl Tiering {
         cutoff: &str,
     ) -> Result<(RecordBatch, Vec<String>), TierError> {
         let (batch, versions) = self.hot.window(tenant, from, cutoff).await?;
-        let segments = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
+        let segments = self.segments(tenant).await?;
         let keep = self.not_yet_archived(&segments, &batch).await?;
         if keep.len() == batch.num_rows() {
             return Ok((batch, versions));
@@ -216,18 +208,15 @@ impl Tiering {
         let requeued = self
             .requeue_changed(tenant, archived, versions, &now)
             .await?;
-        self.store
-            .commit_segments(
-                &self.migration,
-                tenant,
-                &SegmentCommit {
-                    add,
-                    archived_through: Some(cutoff.to_owned()),
-                    ..SegmentCommit::default()
-                },
-            )
-            .await
-            .map_err(err_store)?;
+        self.commit(
+            tenant,
+            &SegmentCommit {
+                add,
+                archived_through: Some(cutoff.to_owned()),
+                ..SegmentCommit::default()
+            },
+        )
+        .await?;
         lock.commit()
             .await
             .map_err(|e| TierError::db("release the tenant lock", e))?;

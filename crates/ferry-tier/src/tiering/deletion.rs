@@ -11,7 +11,7 @@ use crate::error::TierError;
 use crate::key::key_at;
 use crate::segment::key_columns;
 
-use super::{Tiering, err_store, key_text};
+use super::{Tiering, key_text};
 
 impl Tiering {
     /// In `target_only`: deletes the hot copies of the tenant's archived rows, `batch` keys
@@ -23,11 +23,7 @@ impl Tiering {
         batch: usize,
     ) -> Result<u64, TierError> {
         self.apply_buffer(tenant).await?;
-        let segments = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
+        let segments = self.segments(tenant).await?;
         let decl = self.decl();
         let keys = decl.key_list("k");
         let sql = format!(
@@ -81,21 +77,13 @@ impl Tiering {
         keys: &[(String, String)],
     ) -> Result<u64, TierError> {
         let mut lock = self.lock_tenant(tenant, true).await?;
-        let live = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?
-            .iter()
-            .any(|s| s.id == segment);
+        let live = self.segments(tenant).await?.iter().any(|s| s.id == segment);
         if !live {
             return Ok(0);
         }
         let changing: HashSet<String> = self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?
+            .pending(tenant)
+            .await?
             .into_iter()
             .map(|u| u.key)
             .collect();

@@ -8,15 +8,16 @@
 //! committed.
 //!
 //! This module holds what the steps share: opening a migration, keys as the manifest stores
-//! them, the one segment upload, and the tenant's lock. Each step is a module of its own.
+//! them, the control-store calls every step makes, the one segment upload, and the tenant's
+//! lock. Each step is a module of its own.
 
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use ferry_domain::{MigrationId, TenantId};
 use ferry_store::{
-    BackfillProgress, ControlStore, CopyDirection, MigrationKind, NewSegment, SegmentRecord,
-    StoreError,
+    BackfillProgress, BufferedUpdate, ControlStore, CopyDirection, MigrationKind, NewSegment,
+    SegmentCommit, SegmentRecord, StoreError,
 };
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -236,6 +237,30 @@ impl Tiering {
         p.rows_total = rows;
         p.complete = true;
         self.store.record_backfill(&p).await.map_err(err_store)
+    }
+
+    /// The tenant's live segments: the manifest.
+    async fn segments(&self, tenant: &TenantId) -> Result<Vec<SegmentRecord>, TierError> {
+        self.store
+            .segments(&self.migration, tenant)
+            .await
+            .map_err(err_store)
+    }
+
+    /// The tenant's pending and dead buffered changes, in sequence order.
+    async fn pending(&self, tenant: &TenantId) -> Result<Vec<BufferedUpdate>, TierError> {
+        self.store
+            .pending_updates(&self.migration, tenant)
+            .await
+            .map_err(err_store)
+    }
+
+    /// Commits one change of the tenant's manifest, atomically.
+    async fn commit(&self, tenant: &TenantId, commit: &SegmentCommit) -> Result<(), TierError> {
+        self.store
+            .commit_segments(&self.migration, tenant, commit)
+            .await
+            .map_err(err_store)
     }
 
     /// The advisory lock that orders a tenant's writes (shared) against the moments a key

@@ -10,7 +10,7 @@ use crate::error::TierError;
 use crate::hot::Row;
 use crate::key::RowKey;
 
-use super::{Tiering, err_store, key_text};
+use super::{Tiering, key_text};
 
 /// What the cold tier says about a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,11 +28,7 @@ impl Tiering {
     /// at all.
     pub async fn cold_get(&self, tenant: &TenantId, key: &RowKey) -> Result<ColdAnswer, TierError> {
         let wanted = key_text(key);
-        let pending = self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
+        let pending = self.pending(tenant).await?;
         if let Some(last) = pending.iter().rev().find(|u| u.key == wanted) {
             return Ok(ColdAnswer::Archived(match last.operation.as_str() {
                 "delete" => None,
@@ -40,11 +36,7 @@ impl Tiering {
             }));
         }
         for attempt in 0..2 {
-            let segments = self
-                .store
-                .segments(&self.migration, tenant)
-                .await
-                .map_err(err_store)?;
+            let segments = self.segments(tenant).await?;
             let mut missing = false;
             for s in &segments {
                 if !self.covers(s, key)? {
@@ -79,16 +71,8 @@ impl Tiering {
         to: Option<&RowKey>,
     ) -> Result<BTreeMap<RowKey, Option<String>>, TierError> {
         let inside = |k: &RowKey| from.is_none_or(|f| k >= f) && to.is_none_or(|t| k <= t);
-        let pending = self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
-        let segments = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
+        let pending = self.pending(tenant).await?;
+        let segments = self.segments(tenant).await?;
         let mut rows: BTreeMap<RowKey, Option<String>> = BTreeMap::new();
         for s in &segments {
             let (lo, hi) = (

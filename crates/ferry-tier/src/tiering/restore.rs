@@ -17,11 +17,7 @@ impl Tiering {
     /// the reverse sync recorded complete (the guard on `target_primary -> shadow`).
     pub async fn restore(&self, tenant: &TenantId) -> Result<u64, TierError> {
         self.apply_buffer(tenant).await?;
-        let segments = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
+        let segments = self.segments(tenant).await?;
         let mut restored = 0;
         for s in &segments {
             for b in self.cold.read_checked(self.decl(), &Self::path(s)).await? {
@@ -35,12 +31,7 @@ impl Tiering {
                 // or writes its own after them.
                 let mut tx = self.lock_tenant(tenant, true).await?;
                 let mut deleted = Vec::new();
-                for u in self
-                    .store
-                    .pending_updates(&self.migration, tenant)
-                    .await
-                    .map_err(err_store)?
-                {
+                for u in self.pending(tenant).await? {
                     if let Some(image) = images.get_mut(&u.key) {
                         if u.operation == "delete" {
                             deleted.push(u.key.clone());
@@ -73,34 +64,22 @@ impl Tiering {
     /// trusting segments that writes in `legacy` never reached. Returns the segments retired.
     pub async fn reset(&self, tenant: &TenantId) -> Result<u64, TierError> {
         let lock = self.lock_tenant(tenant, true).await?;
-        let segments = self
-            .store
-            .segments(&self.migration, tenant)
-            .await
-            .map_err(err_store)?;
-        for u in self
-            .store
-            .pending_updates(&self.migration, tenant)
-            .await
-            .map_err(err_store)?
-        {
+        let segments = self.segments(tenant).await?;
+        for u in self.pending(tenant).await? {
             self.store
                 .drop_update(u.seq, "dropped: the tenant was rolled back to legacy")
                 .await
                 .map_err(err_store)?;
         }
-        self.store
-            .commit_segments(
-                &self.migration,
-                tenant,
-                &SegmentCommit {
-                    retire: segments.iter().map(|s| s.id).collect(),
-                    archived_through: Some("-infinity".into()),
-                    ..SegmentCommit::default()
-                },
-            )
-            .await
-            .map_err(err_store)?;
+        self.commit(
+            tenant,
+            &SegmentCommit {
+                retire: segments.iter().map(|s| s.id).collect(),
+                archived_through: Some("-infinity".into()),
+                ..SegmentCommit::default()
+            },
+        )
+        .await?;
         lock.commit()
             .await
             .map_err(|e| TierError::db("release the tenant lock", e))?;
