@@ -10,20 +10,22 @@ use std::sync::Arc;
 
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
-    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, PrimitiveBuilder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
     TimestampMicrosecondType,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, ArrowPrimitiveType, FixedSizeBinaryArray, PrimitiveArray, RecordBatch,
+};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::columns::{ColumnKind, TableDecl};
+use crate::columns::{Column, ColumnKind, TableDecl};
 use crate::error::TierError;
 
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
@@ -110,139 +112,124 @@ pub(crate) fn format_uuid(bytes: &[u8]) -> String {
 
 /// Rows read with [`TableDecl::select_list`] as one Arrow batch of the table's schema.
 pub fn rows_to_batch(decl: &TableDecl, rows: &[PgRow]) -> Result<RecordBatch, TierError> {
-    let n = rows.len();
-    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(decl.columns.len());
-    for (i, c) in decl.columns.iter().enumerate() {
-        let name = c.name.as_str();
-        let array: ArrayRef = match c.kind {
-            ColumnKind::Int16 => {
-                let mut b = Int16Builder::with_capacity(n);
-                for r in rows {
-                    b.append_option(decode::<i16>(r, i, name)?);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Int32 => {
-                let mut b = Int32Builder::with_capacity(n);
-                for r in rows {
-                    b.append_option(decode::<i32>(r, i, name)?);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Int64 => {
-                let mut b = Int64Builder::with_capacity(n);
-                for r in rows {
-                    b.append_option(decode::<i64>(r, i, name)?);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Float32 => {
-                let mut b = Float32Builder::with_capacity(n);
-                for r in rows {
-                    b.append_option(decode::<f32>(r, i, name)?);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Float64 => {
-                let mut b = Float64Builder::with_capacity(n);
-                for r in rows {
-                    b.append_option(decode::<f64>(r, i, name)?);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Decimal { precision, scale } => {
-                let mut b = Decimal128Builder::with_capacity(n);
-                for r in rows {
-                    let v = decode::<String>(r, i, name)?
-                        .map(|t| parse_decimal(&t, scale, name))
-                        .transpose()?;
-                    b.append_option(v);
-                }
-                Arc::new(
-                    b.finish()
-                        .with_precision_and_scale(precision, scale)
-                        .map_err(|e| TierError::Value {
-                            column: name.to_owned(),
-                            detail: e.to_string(),
-                        })?,
-                )
-            }
-            ColumnKind::NumericText | ColumnKind::Text | ColumnKind::Json | ColumnKind::Jsonb => {
-                let mut b = StringBuilder::with_capacity(n, n * 16);
-                for r in rows {
-                    b.append_option(decode::<String>(r, i, name)?);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Bool => {
-                let mut b = BooleanBuilder::with_capacity(n);
-                for r in rows {
-                    b.append_option(decode::<bool>(r, i, name)?);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Date => {
-                let mut b = Date32Builder::with_capacity(n);
-                for r in rows {
-                    let v = decode::<NaiveDate>(r, i, name)?
-                        .map(|d| i32::try_from((d - EPOCH).num_days()))
-                        .transpose()
-                        .map_err(|e| TierError::Value {
-                            column: name.to_owned(),
-                            detail: e.to_string(),
-                        })?;
-                    b.append_option(v);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Timestamp => {
-                let mut b = TimestampMicrosecondBuilder::with_capacity(n);
-                for r in rows {
-                    let v = decode::<NaiveDateTime>(r, i, name)?
-                        .map(|t| t.and_utc().timestamp_micros());
-                    b.append_option(v);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::TimestampTz => {
-                let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-                for r in rows {
-                    let v = decode::<DateTime<Utc>>(r, i, name)?.map(|t| t.timestamp_micros());
-                    b.append_option(v);
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Uuid => {
-                let mut b = FixedSizeBinaryBuilder::with_capacity(n, 16);
-                for r in rows {
-                    match decode::<String>(r, i, name)? {
-                        Some(t) => {
-                            b.append_value(parse_uuid(&t, name)?).map_err(|e| {
-                                TierError::Value {
-                                    column: name.to_owned(),
-                                    detail: e.to_string(),
-                                }
-                            })?;
-                        }
-                        None => b.append_null(),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            ColumnKind::Bytes => {
-                let mut b = BinaryBuilder::with_capacity(n, n * 16);
-                for r in rows {
-                    b.append_option(decode::<Vec<u8>>(r, i, name)?);
-                }
-                Arc::new(b.finish())
-            }
-        };
-        arrays.push(array);
-    }
+    let arrays = decl
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| column_array(c, rows, i))
+        .collect::<Result<Vec<ArrayRef>, TierError>>()?;
     RecordBatch::try_new(Arc::new(decl.arrow_schema()), arrays).map_err(|e| TierError::Value {
         column: "*".into(),
         detail: e.to_string(),
     })
+}
+
+/// Column `c` (the `i`th selected) of `rows` as the Arrow array of its kind.
+fn column_array(c: &Column, rows: &[PgRow], i: usize) -> Result<ArrayRef, TierError> {
+    let (n, name) = (rows.len(), c.name.as_str());
+    let src = Source { rows, i, name };
+    let array: ArrayRef = match c.kind {
+        ColumnKind::Int16 => Arc::new(src.converted(Int16Builder::with_capacity(n), Ok)?),
+        ColumnKind::Int32 => Arc::new(src.converted(Int32Builder::with_capacity(n), Ok)?),
+        ColumnKind::Int64 => Arc::new(src.converted(Int64Builder::with_capacity(n), Ok)?),
+        ColumnKind::Float32 => Arc::new(src.converted(Float32Builder::with_capacity(n), Ok)?),
+        ColumnKind::Float64 => Arc::new(src.converted(Float64Builder::with_capacity(n), Ok)?),
+        ColumnKind::Decimal { precision, scale } => {
+            let b = Decimal128Builder::with_capacity(n);
+            let decimals = src.converted(b, |t: String| parse_decimal(&t, scale, name))?;
+            Arc::new(
+                decimals
+                    .with_precision_and_scale(precision, scale)
+                    .map_err(|e| value_error(name, e))?,
+            )
+        }
+        ColumnKind::NumericText | ColumnKind::Text | ColumnKind::Json | ColumnKind::Jsonb => {
+            let mut b = StringBuilder::with_capacity(n, n * 16);
+            for r in rows {
+                b.append_option(decode::<String>(r, i, name)?);
+            }
+            Arc::new(b.finish())
+        }
+        ColumnKind::Bool => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            for r in rows {
+                b.append_option(decode::<bool>(r, i, name)?);
+            }
+            Arc::new(b.finish())
+        }
+        ColumnKind::Date => Arc::new(
+            src.converted(Date32Builder::with_capacity(n), |d: NaiveDate| {
+                i32::try_from((d - EPOCH).num_days()).map_err(|e| value_error(name, e))
+            })?,
+        ),
+        ColumnKind::Timestamp => {
+            let b = TimestampMicrosecondBuilder::with_capacity(n);
+            Arc::new(src.converted(b, |t: NaiveDateTime| Ok(t.and_utc().timestamp_micros()))?)
+        }
+        ColumnKind::TimestampTz => {
+            let b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+            Arc::new(src.converted(b, |t: DateTime<Utc>| Ok(t.timestamp_micros()))?)
+        }
+        ColumnKind::Uuid => Arc::new(src.uuids()?),
+        ColumnKind::Bytes => {
+            let mut b = BinaryBuilder::with_capacity(n, n * 16);
+            for r in rows {
+                b.append_option(decode::<Vec<u8>>(r, i, name)?);
+            }
+            Arc::new(b.finish())
+        }
+    };
+    Ok(array)
+}
+
+/// One column of the rows read: its index in the select list, and its name for errors.
+struct Source<'a> {
+    rows: &'a [PgRow],
+    i: usize,
+    name: &'a str,
+}
+
+impl Source<'_> {
+    /// Every row's value decoded as `T`, converted by `convert`, appended to `b`.
+    fn converted<A, T>(
+        &self,
+        mut b: PrimitiveBuilder<A>,
+        convert: impl Fn(T) -> Result<A::Native, TierError>,
+    ) -> Result<PrimitiveArray<A>, TierError>
+    where
+        A: ArrowPrimitiveType,
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        for r in self.rows {
+            let v = decode::<T>(r, self.i, self.name)?
+                .map(&convert)
+                .transpose()?;
+            b.append_option(v);
+        }
+        Ok(b.finish())
+    }
+
+    /// Uuids as PostgreSQL prints them, as 16-byte values.
+    fn uuids(&self) -> Result<FixedSizeBinaryArray, TierError> {
+        let mut b = FixedSizeBinaryBuilder::with_capacity(self.rows.len(), 16);
+        for r in self.rows {
+            match decode::<String>(r, self.i, self.name)? {
+                Some(t) => {
+                    b.append_value(parse_uuid(&t, self.name)?)
+                        .map_err(|e| value_error(self.name, e))?;
+                }
+                None => b.append_null(),
+            }
+        }
+        Ok(b.finish())
+    }
+}
+
+fn value_error(column: &str, e: impl std::fmt::Display) -> TierError {
+    TierError::Value {
+        column: column.to_owned(),
+        detail: e.to_string(),
+    }
 }
 
 fn json_string(out: &mut String, s: &str) {
@@ -291,76 +278,87 @@ pub fn row_to_json(decl: &TableDecl, batch: &RecordBatch, row: usize, out: &mut 
             out.push_str("null");
             continue;
         }
-        match c.kind {
-            ColumnKind::Int16 => {
-                let _ = write!(out, "{}", a.as_primitive::<Int16Type>().value(row));
-            }
-            ColumnKind::Int32 => {
-                let _ = write!(out, "{}", a.as_primitive::<Int32Type>().value(row));
-            }
-            ColumnKind::Int64 => {
-                let _ = write!(out, "{}", a.as_primitive::<Int64Type>().value(row));
-            }
-            ColumnKind::Float32 => {
-                let v = a.as_primitive::<Float32Type>().value(row);
-                // Shortest text that reads back to the same f32.
-                json_float(out, f64::from(v), format!("{v:?}"));
-            }
-            ColumnKind::Float64 => {
-                let v = a.as_primitive::<Float64Type>().value(row);
-                json_float(out, v, format!("{v:?}"));
-            }
-            ColumnKind::Decimal { scale, .. } => {
-                let v = a.as_primitive::<Decimal128Type>().value(row);
-                json_string(out, &format_decimal(v, scale));
-            }
-            ColumnKind::NumericText | ColumnKind::Text => {
-                json_string(out, a.as_string::<i32>().value(row));
-            }
-            // A nested JSON value (PostgreSQL's own valid text): json_populate_record keeps
-            // its exact text for `json`, and parses it for `jsonb`.
-            ColumnKind::Json | ColumnKind::Jsonb => out.push_str(a.as_string::<i32>().value(row)),
-            ColumnKind::Bool => {
-                out.push_str(if a.as_boolean().value(row) {
-                    "true"
-                } else {
-                    "false"
-                });
-            }
-            ColumnKind::Date => {
-                let days = a.as_primitive::<Date32Type>().value(row);
-                let d = EPOCH + chrono::Duration::days(i64::from(days));
-                json_string(out, &d.format("%Y-%m-%d").to_string());
-            }
-            ColumnKind::Timestamp | ColumnKind::TimestampTz => {
-                let micros = a.as_primitive::<TimestampMicrosecondType>().value(row);
-                let text = DateTime::from_timestamp_micros(micros)
-                    .map(|t| {
-                        let tz = if c.kind == ColumnKind::TimestampTz {
-                            "+00:00"
-                        } else {
-                            ""
-                        };
-                        format!("{}{tz}", t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f"))
-                    })
-                    .unwrap_or_default();
-                json_string(out, &text);
-            }
-            ColumnKind::Uuid => {
-                json_string(out, &format_uuid(a.as_fixed_size_binary().value(row)));
-            }
-            ColumnKind::Bytes => {
-                let bytes = a.as_binary::<i32>().value(row);
-                let mut hex = String::with_capacity(2 + bytes.len() * 2);
-                hex.push_str("\\x");
-                for b in bytes {
-                    let _ = write!(hex, "{b:02x}");
-                }
-                json_string(out, &hex);
-            }
-        }
+        value_to_json(c.kind, a, row, out);
     }
     out.push('}');
+}
+
+/// Appends the (non-null) value at `row` of `a`, a column of kind `kind`, as JSON.
+fn value_to_json(kind: ColumnKind, a: &ArrayRef, row: usize, out: &mut String) {
+    match kind {
+        ColumnKind::Int16 => {
+            let _ = write!(out, "{}", a.as_primitive::<Int16Type>().value(row));
+        }
+        ColumnKind::Int32 => {
+            let _ = write!(out, "{}", a.as_primitive::<Int32Type>().value(row));
+        }
+        ColumnKind::Int64 => {
+            let _ = write!(out, "{}", a.as_primitive::<Int64Type>().value(row));
+        }
+        ColumnKind::Float32 => {
+            let v = a.as_primitive::<Float32Type>().value(row);
+            // Shortest text that reads back to the same f32.
+            json_float(out, f64::from(v), format!("{v:?}"));
+        }
+        ColumnKind::Float64 => {
+            let v = a.as_primitive::<Float64Type>().value(row);
+            json_float(out, v, format!("{v:?}"));
+        }
+        ColumnKind::Decimal { scale, .. } => {
+            let v = a.as_primitive::<Decimal128Type>().value(row);
+            json_string(out, &format_decimal(v, scale));
+        }
+        ColumnKind::NumericText | ColumnKind::Text => {
+            json_string(out, a.as_string::<i32>().value(row));
+        }
+        // A nested JSON value (PostgreSQL's own valid text): json_populate_record keeps
+        // its exact text for `json`, and parses it for `jsonb`.
+        ColumnKind::Json | ColumnKind::Jsonb => out.push_str(a.as_string::<i32>().value(row)),
+        ColumnKind::Bool => {
+            out.push_str(if a.as_boolean().value(row) {
+                "true"
+            } else {
+                "false"
+            });
+        }
+        ColumnKind::Date => {
+            let days = a.as_primitive::<Date32Type>().value(row);
+            let d = EPOCH + chrono::Duration::days(i64::from(days));
+            json_string(out, &d.format("%Y-%m-%d").to_string());
+        }
+        ColumnKind::Timestamp | ColumnKind::TimestampTz => {
+            let micros = a.as_primitive::<TimestampMicrosecondType>().value(row);
+            json_string(out, &timestamp_text(kind, micros));
+        }
+        ColumnKind::Uuid => {
+            json_string(out, &format_uuid(a.as_fixed_size_binary().value(row)));
+        }
+        ColumnKind::Bytes => json_string(out, &bytea_text(a.as_binary::<i32>().value(row))),
+    }
+}
+
+/// A timestamp (`timestamptz`: with its `+00:00`) as PostgreSQL reads it, to the microsecond.
+fn timestamp_text(kind: ColumnKind, micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .map(|t| {
+            let tz = if kind == ColumnKind::TimestampTz {
+                "+00:00"
+            } else {
+                ""
+            };
+            format!("{}{tz}", t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f"))
+        })
+        .unwrap_or_default()
+}
+
+/// Bytes in `bytea`'s hex input form: `\x` and two hex digits a byte.
+fn bytea_text(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(2 + bytes.len() * 2);
+    hex.push_str("\\x");
+    for b in bytes {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// Rows `rows` of `batch` as a JSON array for `json_populate_recordset`.

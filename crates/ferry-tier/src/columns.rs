@@ -167,112 +167,12 @@ impl TableDecl {
         let tenant = ident("tenant_column", &d.tenant_column)?;
         let age = ident("age_column", &d.age_column)?;
         let qualified = format!("{}.{}", schema.quoted(), table.quoted());
-        let rows: Vec<(String, String, bool)> = sqlx::query_as(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
-             FROM pg_attribute a
-             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum",
-        )
-        .bind(&qualified)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| TierError::db("read the table's columns", e))?;
-        if rows.is_empty() {
-            return Err(TierError::Declaration(format!(
-                "table {schema}.{table} does not exist (or has no columns)"
-            )));
-        }
-        let key_names: Vec<String> = sqlx::query_scalar(
-            "SELECT a.attname::text
-             FROM pg_index i
-             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-             WHERE i.indrelid = to_regclass($1) AND i.indisprimary
-             ORDER BY k.n",
-        )
-        .bind(&qualified)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| TierError::db("read the table's primary key", e))?;
-        if !key_names.iter().any(|k| k == tenant.as_str()) {
-            return Err(TierError::Declaration(format!(
-                "table {schema}.{table} needs a primary key that includes the tenant column \
-                 {tenant}: segments are sorted and looked up by (tenant, key)"
-            )));
-        }
-        let key: Vec<SqlIdent> = key_names
-            .iter()
-            .filter(|k| k.as_str() != tenant.as_str())
-            .map(|k| ident("key column", k))
-            .collect::<Result<_, _>>()?;
-        if key.is_empty() {
-            return Err(TierError::Declaration(format!(
-                "the primary key of {schema}.{table} is only the tenant column; a row key is needed"
-            )));
-        }
-        let wanted = |name: &str| {
-            d.columns
-                .as_ref()
-                .is_none_or(|only| only.iter().any(|c| c == name))
-                || name == tenant.as_str()
-                || name == age.as_str()
-                || key.iter().any(|k| k.as_str() == name)
-        };
-        if let Some(only) = &d.columns {
-            for name in only {
-                if !rows.iter().any(|(n, _, _)| n == name) {
-                    return Err(TierError::Declaration(format!(
-                        "column {name:?} is not a column of {schema}.{table}"
-                    )));
-                }
-            }
-        }
-        let mut columns = Vec::new();
-        for (name, pg_type, nullable) in rows.into_iter().filter(|(n, _, _)| wanted(n)) {
-            let kind = ColumnKind::from_pg(&pg_type).ok_or_else(|| {
-                TierError::Declaration(format!(
-                    "column {name} of {schema}.{table} has type {pg_type}, which the cold tier \
-                     cannot store losslessly; supported: integers, real/double precision, \
-                     numeric, text/varchar/char, boolean, date, timestamp, timestamptz, uuid, \
-                     json, jsonb, bytea (leave the column out with `columns`, or change its type)"
-                ))
-            })?;
-            columns.push(Column {
-                name: ident("column", &name)?,
-                pg_type,
-                kind,
-                nullable,
-            });
-        }
-        for k in &key {
-            if let Some(c) = columns.iter().find(|c| &c.name == k)
-                && !crate::key::is_key_kind(c.kind)
-            {
-                return Err(TierError::Declaration(format!(
-                    "key column {k} has type {}; key columns must be integers, text or uuid",
-                    c.pg_type
-                )));
-            }
-        }
-        match columns.iter().find(|c| c.name == age) {
-            None => {
-                return Err(TierError::Declaration(format!(
-                    "age column {age} is not a column of {schema}.{table}"
-                )));
-            }
-            Some(c)
-                if !matches!(
-                    c.kind,
-                    ColumnKind::Date | ColumnKind::Timestamp | ColumnKind::TimestampTz
-                ) =>
-            {
-                return Err(TierError::Declaration(format!(
-                    "age column {age} has type {}; it must be a date, timestamp or timestamptz",
-                    c.pg_type
-                )));
-            }
-            Some(_) => {}
-        }
+        let name = format!("{schema}.{table}");
+        let rows = read_columns(pool, &qualified, &name).await?;
+        let key = read_key(pool, &qualified, &name, &tenant).await?;
+        let columns = map_columns(d, rows, &name, &tenant, &age, &key)?;
+        check_key_kinds(&columns, &key)?;
+        check_age(&columns, &age, &name)?;
         Ok(TableDecl {
             schema,
             table,
@@ -348,6 +248,150 @@ impl TableDecl {
     /// Index of a column in [`TableDecl::columns`].
     pub fn position(&self, name: &SqlIdent) -> Option<usize> {
         self.columns.iter().position(|c| &c.name == name)
+    }
+}
+
+/// The table's columns from the catalogue, in order: name, type as `format_type` prints it,
+/// nullable.
+async fn read_columns(
+    pool: &PgPool,
+    qualified: &str,
+    name: &str,
+) -> Result<Vec<(String, String, bool)>, TierError> {
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+         FROM pg_attribute a
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum",
+    )
+    .bind(qualified)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| TierError::db("read the table's columns", e))?;
+    if rows.is_empty() {
+        return Err(TierError::Declaration(format!(
+            "table {name} does not exist (or has no columns)"
+        )));
+    }
+    Ok(rows)
+}
+
+/// The primary key without the tenant column, in key order; the tenant column must be in it.
+async fn read_key(
+    pool: &PgPool,
+    qualified: &str,
+    name: &str,
+    tenant: &SqlIdent,
+) -> Result<Vec<SqlIdent>, TierError> {
+    let key_names: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname::text
+         FROM pg_index i
+         JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = to_regclass($1) AND i.indisprimary
+         ORDER BY k.n",
+    )
+    .bind(qualified)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| TierError::db("read the table's primary key", e))?;
+    if !key_names.iter().any(|k| k == tenant.as_str()) {
+        return Err(TierError::Declaration(format!(
+            "table {name} needs a primary key that includes the tenant column \
+             {tenant}: segments are sorted and looked up by (tenant, key)"
+        )));
+    }
+    let key: Vec<SqlIdent> = key_names
+        .iter()
+        .filter(|k| k.as_str() != tenant.as_str())
+        .map(|k| ident("key column", k))
+        .collect::<Result<_, _>>()?;
+    if key.is_empty() {
+        return Err(TierError::Declaration(format!(
+            "the primary key of {name} is only the tenant column; a row key is needed"
+        )));
+    }
+    Ok(key)
+}
+
+/// The columns to archive (those `d.columns` names, or all; the tenant, age and key columns
+/// always), each mapped to its kind.
+fn map_columns(
+    d: &Declaration,
+    rows: Vec<(String, String, bool)>,
+    name: &str,
+    tenant: &SqlIdent,
+    age: &SqlIdent,
+    key: &[SqlIdent],
+) -> Result<Vec<Column>, TierError> {
+    let wanted = |column: &str| {
+        d.columns
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|c| c == column))
+            || column == tenant.as_str()
+            || column == age.as_str()
+            || key.iter().any(|k| k.as_str() == column)
+    };
+    if let Some(only) = &d.columns {
+        for column in only {
+            if !rows.iter().any(|(n, _, _)| n == column) {
+                return Err(TierError::Declaration(format!(
+                    "column {column:?} is not a column of {name}"
+                )));
+            }
+        }
+    }
+    let mut columns = Vec::new();
+    for (column, pg_type, nullable) in rows.into_iter().filter(|(n, _, _)| wanted(n)) {
+        let kind = ColumnKind::from_pg(&pg_type).ok_or_else(|| {
+            TierError::Declaration(format!(
+                "column {column} of {name} has type {pg_type}, which the cold tier \
+                 cannot store losslessly; supported: integers, real/double precision, \
+                 numeric, text/varchar/char, boolean, date, timestamp, timestamptz, uuid, \
+                 json, jsonb, bytea (leave the column out with `columns`, or change its type)"
+            ))
+        })?;
+        columns.push(Column {
+            name: ident("column", &column)?,
+            pg_type,
+            kind,
+            nullable,
+        });
+    }
+    Ok(columns)
+}
+
+fn check_key_kinds(columns: &[Column], key: &[SqlIdent]) -> Result<(), TierError> {
+    for k in key {
+        if let Some(c) = columns.iter().find(|c| &c.name == k)
+            && !crate::key::is_key_kind(c.kind)
+        {
+            return Err(TierError::Declaration(format!(
+                "key column {k} has type {}; key columns must be integers, text or uuid",
+                c.pg_type
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_age(columns: &[Column], age: &SqlIdent, name: &str) -> Result<(), TierError> {
+    match columns.iter().find(|c| &c.name == age) {
+        None => Err(TierError::Declaration(format!(
+            "age column {age} is not a column of {name}"
+        ))),
+        Some(c)
+            if !matches!(
+                c.kind,
+                ColumnKind::Date | ColumnKind::Timestamp | ColumnKind::TimestampTz
+            ) =>
+        {
+            Err(TierError::Declaration(format!(
+                "age column {age} has type {}; it must be a date, timestamp or timestamptz",
+                c.pg_type
+            )))
+        }
+        Some(_) => Ok(()),
     }
 }
 

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::codec;
-use crate::columns::TableDecl;
+use crate::columns::{Column, ColumnKind, TableDecl};
 use crate::error::TierError;
 use crate::key::{KeyValue, RowKey};
 
@@ -19,169 +19,46 @@ pub type Row = serde_json::Map<String, serde_json::Value>;
 pub struct HotTable {
     pub decl: TableDecl,
     pub pool: PgPool,
-    select_window: String,
-    select_versions: String,
-    update_existing: String,
+    window: WindowSql,
+    rows: RowSql,
+    images: ImageSql,
+}
+
+/// The archive's reads of one age window of one tenant: `$1` tenant, `$2` from (or NULL),
+/// `$3` to.
+struct WindowSql {
+    /// The rows and, last, their `xmin`: the version the archive compares later.
+    rows: String,
+    /// Key and `xmin` of the same rows.
+    versions: String,
     /// The first row of a window holding an infinite date or timestamp, if any: the cold
     /// tier's types cannot hold one, and it must be refused, not decoded.
-    select_infinite: Option<String>,
-    select_key: String,
+    infinite: Option<String>,
+}
+
+/// The application's rows: one by key (`$1` tenant, then the key), a key range, an insert.
+struct RowSql {
+    select: String,
+    scan: String,
+    insert: String,
+    delete: String,
+}
+
+/// Row images (JSON) written over the table or read back in `to_jsonb` form.
+struct ImageSql {
     normalize: String,
     normalize_many: String,
-    scan: String,
     upsert: String,
-    insert: String,
-    delete_key: String,
+    /// `SELECT 1` when every column is the tenant or a key column: nothing to update.
+    update_existing: String,
 }
 
 impl HotTable {
     pub fn new(decl: TableDecl, pool: PgPool) -> HotTable {
-        let t = decl.quoted();
-        let tenant = decl.tenant.quoted();
-        let age = decl.age.quoted();
-        let age_type = decl
-            .columns
-            .iter()
-            .find(|c| c.name == decl.age)
-            .map(|c| c.pg_type.clone())
-            .unwrap_or_else(|| "timestamptz".into());
-        let key_match = |first: usize| decl.key_match(first);
-        let cols = decl
-            .columns
-            .iter()
-            .map(|c| c.name.quoted())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let key_cols = std::iter::once(decl.tenant.quoted())
-            .chain(decl.key.iter().map(|k| k.quoted()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let set = decl
-            .columns
-            .iter()
-            .filter(|c| c.name != decl.tenant && !decl.key.contains(&c.name))
-            .map(|c| format!("{0} = EXCLUDED.{0}", c.name.quoted()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let on_conflict = if set.is_empty() {
-            "DO NOTHING".to_owned()
-        } else {
-            format!("DO UPDATE SET {set}")
-        };
-        // One archive window of one tenant: `$1` tenant, `$2` from (or NULL), `$3` to.
-        let window = format!(
-            "t.{tenant} = $1 AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
-             AND t.{age} < CAST($3 AS {age_type})"
-        );
         HotTable {
-            // The rows and, last, their `xmin`: the version the archive compares later.
-            select_window: format!(
-                "SELECT {}, t.xmin::text FROM {t} AS t WHERE {window} ORDER BY {}",
-                decl.select_list(),
-                decl.key_list("t"),
-            ),
-            select_versions: format!(
-                "SELECT {}, t.xmin::text FROM {t} AS t WHERE {window}",
-                decl.key
-                    .iter()
-                    .map(|k| {
-                        let uuid = decl
-                            .columns
-                            .iter()
-                            .any(|c| &c.name == k && c.kind == crate::columns::ColumnKind::Uuid);
-                        if uuid {
-                            format!("t.{}::text", k.quoted())
-                        } else {
-                            format!("t.{}", k.quoted())
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            select_infinite: {
-                let temporal: Vec<&crate::columns::Column> = decl
-                    .columns
-                    .iter()
-                    .filter(|c| {
-                        matches!(
-                            c.kind,
-                            crate::columns::ColumnKind::Date
-                                | crate::columns::ColumnKind::Timestamp
-                                | crate::columns::ColumnKind::TimestampTz
-                        )
-                    })
-                    .collect();
-                (!temporal.is_empty()).then(|| {
-                    let which = temporal
-                        .iter()
-                        .map(|c| {
-                            format!(
-                                "WHEN NOT isfinite(t.{0}) THEN '{1}'",
-                                c.name.quoted(),
-                                c.name.as_str()
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    let any = temporal
-                        .iter()
-                        .map(|c| format!("NOT isfinite(t.{})", c.name.quoted()))
-                        .collect::<Vec<_>>()
-                        .join(" OR ");
-                    format!(
-                        "SELECT CASE {which} END, json_build_array({})::text FROM {t} AS t \
-                         WHERE {window} AND ({any}) LIMIT 1",
-                        decl.key_list("t")
-                    )
-                })
-            },
-            update_existing: {
-                let values = decl
-                    .columns
-                    .iter()
-                    .filter(|c| c.name != decl.tenant && !decl.key.contains(&c.name))
-                    .map(|c| c.name.quoted())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if values.is_empty() {
-                    "SELECT 1".to_owned()
-                } else {
-                    format!(
-                        "UPDATE {t} AS t SET ({values}) = (SELECT {values} FROM json_populate_record(NULL::{t}, $1::json)) \
-                         WHERE t.{tenant} = $2 AND {}",
-                        key_match(3)
-                    )
-                }
-            },
-            select_key: format!(
-                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
-                key_match(2)
-            ),
-            normalize_many: format!(
-                "SELECT to_jsonb(r)::text FROM json_populate_recordset(NULL::{t}, $1::json) AS r"
-            ),
-            scan: format!(
-                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 \
-                 AND ($2::json IS NULL OR ({keys}) >= (SELECT {keys} FROM json_populate_record(NULL::{t}, $2::json) AS t)) \
-                 AND ($3::json IS NULL OR ({keys}) <= (SELECT {keys} FROM json_populate_record(NULL::{t}, $3::json) AS t)) \
-                 ORDER BY {keys} LIMIT $4",
-                keys = decl.key_list("t"),
-            ),
-            normalize: format!(
-                "SELECT to_jsonb(r)::text FROM json_populate_record(NULL::{t}, $1::json) AS r"
-            ),
-            upsert: format!(
-                "INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, $1::json) \
-                 ON CONFLICT ({key_cols}) {on_conflict}"
-            ),
-            insert: format!(
-                "INSERT INTO {t} AS inserted ({cols}) SELECT {cols} FROM json_populate_record(NULL::{t}, $1::json) \
-                 RETURNING to_jsonb(inserted)::text"
-            ),
-            delete_key: format!(
-                "DELETE FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
-                key_match(2)
-            ),
+            window: WindowSql::new(&decl),
+            rows: RowSql::new(&decl),
+            images: ImageSql::new(&decl),
             decl,
             pool,
         }
@@ -201,7 +78,7 @@ impl HotTable {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(|e| TierError::db("begin reading rows to archive", e))?;
-        if let Some(sql) = &self.select_infinite {
+        if let Some(sql) = &self.window.infinite {
             let found: Option<(String, String)> = sqlx::query_as(AssertSqlSafe(sql.clone()))
                 .bind(tenant.as_str())
                 .bind(from)
@@ -219,7 +96,7 @@ impl HotTable {
                 });
             }
         }
-        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.select_window.clone()))
+        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.window.rows.clone()))
             .bind(tenant.as_str())
             .bind(from)
             .bind(to)
@@ -249,7 +126,7 @@ impl HotTable {
         from: Option<&str>,
         to: &str,
     ) -> Result<std::collections::HashMap<RowKey, String>, TierError> {
-        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.select_versions.clone()))
+        let rows: Vec<PgRow> = sqlx::query(AssertSqlSafe(self.window.versions.clone()))
             .bind(tenant.as_str())
             .bind(from)
             .bind(to)
@@ -268,7 +145,7 @@ impl HotTable {
     }
 
     pub async fn get(&self, tenant: &TenantId, key: &RowKey) -> Result<Option<Row>, TierError> {
-        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(self.select_key.clone()))
+        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(self.rows.select.clone()))
             .bind(tenant.as_str());
         for v in key {
             q = q.bind(v.to_text());
@@ -289,7 +166,7 @@ impl HotTable {
 
     /// Any row image (a `to_jsonb` object, or the codec's JSON) in `to_jsonb` form.
     pub async fn normalize_json(&self, json: &str) -> Result<Row, TierError> {
-        let text: String = sqlx::query_scalar(AssertSqlSafe(self.normalize.clone()))
+        let text: String = sqlx::query_scalar(AssertSqlSafe(self.images.normalize.clone()))
             .bind(json)
             .fetch_one(&self.pool)
             .await
@@ -299,11 +176,12 @@ impl HotTable {
 
     /// Many row images (a JSON array) in `to_jsonb` form, in one round trip.
     pub async fn normalize_many(&self, json: &str) -> Result<Vec<Row>, TierError> {
-        let texts: Vec<String> = sqlx::query_scalar(AssertSqlSafe(self.normalize_many.clone()))
-            .bind(json)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| TierError::db("read row images", e))?;
+        let texts: Vec<String> =
+            sqlx::query_scalar(AssertSqlSafe(self.images.normalize_many.clone()))
+                .bind(json)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| TierError::db("read row images", e))?;
         texts.iter().map(|t| parse_row(t)).collect()
     }
 
@@ -316,7 +194,7 @@ impl HotTable {
         to: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Row>, TierError> {
-        let texts: Vec<String> = sqlx::query_scalar(AssertSqlSafe(self.scan.clone()))
+        let texts: Vec<String> = sqlx::query_scalar(AssertSqlSafe(self.rows.scan.clone()))
             .bind(tenant.as_str())
             .bind(from)
             .bind(to)
@@ -341,7 +219,7 @@ impl HotTable {
 
     /// Inserts a row; a duplicate key is the hot table's own unique violation.
     pub async fn insert(&self, row: &Row) -> Result<Row, TierError> {
-        let text: String = sqlx::query_scalar(AssertSqlSafe(self.insert.clone()))
+        let text: String = sqlx::query_scalar(AssertSqlSafe(self.rows.insert.clone()))
             .bind(serde_json::Value::Object(row.clone()).to_string())
             .fetch_one(&self.pool)
             .await
@@ -351,7 +229,7 @@ impl HotTable {
 
     /// Writes row images (a JSON array) over whatever the hot table holds for their keys.
     pub async fn upsert_json(&self, rows: &str) -> Result<u64, TierError> {
-        let done = sqlx::query(AssertSqlSafe(self.upsert.clone()))
+        let done = sqlx::query(AssertSqlSafe(self.images.upsert.clone()))
             .bind(rows)
             .execute(&self.pool)
             .await
@@ -365,7 +243,7 @@ impl HotTable {
         tx: &mut sqlx::PgConnection,
         rows: &str,
     ) -> Result<u64, TierError> {
-        let done = sqlx::query(AssertSqlSafe(self.upsert.clone()))
+        let done = sqlx::query(AssertSqlSafe(self.images.upsert.clone()))
             .bind(rows)
             .execute(tx)
             .await
@@ -389,7 +267,7 @@ impl HotTable {
             }
             None => {
                 let mut q =
-                    sqlx::query(AssertSqlSafe(self.delete_key.clone())).bind(tenant.as_str());
+                    sqlx::query(AssertSqlSafe(self.rows.delete.clone())).bind(tenant.as_str());
                 for v in key {
                     q = q.bind(v.to_text());
                 }
@@ -410,10 +288,10 @@ impl HotTable {
         key: &RowKey,
         image: &Row,
     ) -> Result<(), TierError> {
-        if self.update_existing == "SELECT 1" {
+        if self.images.update_existing == "SELECT 1" {
             return Ok(());
         }
-        let mut q = sqlx::query(AssertSqlSafe(self.update_existing.clone()))
+        let mut q = sqlx::query(AssertSqlSafe(self.images.update_existing.clone()))
             .bind(serde_json::Value::Object(image.clone()).to_string())
             .bind(tenant.as_str());
         for v in key {
@@ -426,7 +304,7 @@ impl HotTable {
     }
 
     pub async fn delete(&self, tenant: &TenantId, key: &RowKey) -> Result<u64, TierError> {
-        let mut q = sqlx::query(AssertSqlSafe(self.delete_key.clone())).bind(tenant.as_str());
+        let mut q = sqlx::query(AssertSqlSafe(self.rows.delete.clone())).bind(tenant.as_str());
         for v in key {
             q = q.bind(v.to_text());
         }
@@ -458,6 +336,178 @@ impl HotTable {
             })
             .collect()
     }
+}
+
+impl WindowSql {
+    fn new(decl: &TableDecl) -> WindowSql {
+        let t = decl.quoted();
+        let tenant = decl.tenant.quoted();
+        let age = decl.age.quoted();
+        let age_type = decl
+            .columns
+            .iter()
+            .find(|c| c.name == decl.age)
+            .map(|c| c.pg_type.clone())
+            .unwrap_or_else(|| "timestamptz".into());
+        let window = format!(
+            "t.{tenant} = $1 AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
+             AND t.{age} < CAST($3 AS {age_type})"
+        );
+        WindowSql {
+            rows: format!(
+                "SELECT {}, t.xmin::text FROM {t} AS t WHERE {window} ORDER BY {}",
+                decl.select_list(),
+                decl.key_list("t"),
+            ),
+            versions: format!(
+                "SELECT {}, t.xmin::text FROM {t} AS t WHERE {window}",
+                decl.key
+                    .iter()
+                    .map(|k| {
+                        let uuid = decl
+                            .columns
+                            .iter()
+                            .any(|c| &c.name == k && c.kind == ColumnKind::Uuid);
+                        if uuid {
+                            format!("t.{}::text", k.quoted())
+                        } else {
+                            format!("t.{}", k.quoted())
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            infinite: Self::infinite(decl, &window),
+        }
+    }
+
+    fn infinite(decl: &TableDecl, window: &str) -> Option<String> {
+        let t = decl.quoted();
+        let temporal: Vec<&Column> = decl
+            .columns
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.kind,
+                    ColumnKind::Date | ColumnKind::Timestamp | ColumnKind::TimestampTz
+                )
+            })
+            .collect();
+        (!temporal.is_empty()).then(|| {
+            let which = temporal
+                .iter()
+                .map(|c| {
+                    format!(
+                        "WHEN NOT isfinite(t.{0}) THEN '{1}'",
+                        c.name.quoted(),
+                        c.name.as_str()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let any = temporal
+                .iter()
+                .map(|c| format!("NOT isfinite(t.{})", c.name.quoted()))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            format!(
+                "SELECT CASE {which} END, json_build_array({})::text FROM {t} AS t \
+                 WHERE {window} AND ({any}) LIMIT 1",
+                decl.key_list("t")
+            )
+        })
+    }
+}
+
+impl RowSql {
+    fn new(decl: &TableDecl) -> RowSql {
+        let t = decl.quoted();
+        let tenant = decl.tenant.quoted();
+        let cols = column_list(decl);
+        RowSql {
+            select: format!(
+                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
+                decl.key_match(2)
+            ),
+            scan: format!(
+                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 \
+                 AND ($2::json IS NULL OR ({keys}) >= (SELECT {keys} FROM json_populate_record(NULL::{t}, $2::json) AS t)) \
+                 AND ($3::json IS NULL OR ({keys}) <= (SELECT {keys} FROM json_populate_record(NULL::{t}, $3::json) AS t)) \
+                 ORDER BY {keys} LIMIT $4",
+                keys = decl.key_list("t"),
+            ),
+            insert: format!(
+                "INSERT INTO {t} AS inserted ({cols}) SELECT {cols} FROM json_populate_record(NULL::{t}, $1::json) \
+                 RETURNING to_jsonb(inserted)::text"
+            ),
+            delete: format!(
+                "DELETE FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
+                decl.key_match(2)
+            ),
+        }
+    }
+}
+
+impl ImageSql {
+    fn new(decl: &TableDecl) -> ImageSql {
+        let t = decl.quoted();
+        let tenant = decl.tenant.quoted();
+        let cols = column_list(decl);
+        let key_cols = std::iter::once(decl.tenant.quoted())
+            .chain(decl.key.iter().map(|k| k.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let set = value_columns(decl)
+            .map(|c| format!("{0} = EXCLUDED.{0}", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let on_conflict = if set.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            format!("DO UPDATE SET {set}")
+        };
+        let values = value_columns(decl)
+            .map(|c| c.name.quoted())
+            .collect::<Vec<_>>()
+            .join(", ");
+        ImageSql {
+            normalize: format!(
+                "SELECT to_jsonb(r)::text FROM json_populate_record(NULL::{t}, $1::json) AS r"
+            ),
+            normalize_many: format!(
+                "SELECT to_jsonb(r)::text FROM json_populate_recordset(NULL::{t}, $1::json) AS r"
+            ),
+            upsert: format!(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{t}, $1::json) \
+                 ON CONFLICT ({key_cols}) {on_conflict}"
+            ),
+            update_existing: if values.is_empty() {
+                "SELECT 1".to_owned()
+            } else {
+                format!(
+                    "UPDATE {t} AS t SET ({values}) = (SELECT {values} FROM json_populate_record(NULL::{t}, $1::json)) \
+                     WHERE t.{tenant} = $2 AND {}",
+                    decl.key_match(3)
+                )
+            },
+        }
+    }
+}
+
+/// Every column, quoted, in column order.
+fn column_list(decl: &TableDecl) -> String {
+    decl.columns
+        .iter()
+        .map(|c| c.name.quoted())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The columns that are neither the tenant nor a key column: what an upsert may change.
+fn value_columns(decl: &TableDecl) -> impl Iterator<Item = &Column> {
+    decl.columns
+        .iter()
+        .filter(|c| c.name != decl.tenant && !decl.key.contains(&c.name))
 }
 
 pub fn parse_row(text: &str) -> Result<Row, TierError> {
