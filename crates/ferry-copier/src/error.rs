@@ -17,6 +17,14 @@ pub enum CopyError {
     },
     #[error(transparent)]
     Store(#[from] ferry_store::StoreError),
+    /// The tenant id is not a value of the tenant column's type; nothing was read or written.
+    #[error("{mismatch} (the type of {table}.{column}, {ty})")]
+    TenantKey {
+        mismatch: ferry_domain::TenantKeyMismatch,
+        table: String,
+        column: String,
+        ty: String,
+    },
     #[error(
         "tenant {tenant} holds rows in the target that differ from the source before the copy started ({count} rows); pass --overwrite to let the copy replace them"
     )]

@@ -500,6 +500,7 @@ impl Copier {
         tenant: &TenantId,
         direction: CopyDirection,
     ) -> Result<Diff, CopyError> {
+        self.plan.check_tenant(tenant)?;
         self.store.tenant(&self.migration, tenant).await?;
         let d = self.compare_range(tenant, direction, None, None).await?;
         if d.is_empty() {

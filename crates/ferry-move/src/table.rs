@@ -202,6 +202,7 @@ impl MovedTable {
 
     /// Reads one row by key, from where the tenant's phase says.
     pub async fn get(&self, tenant: &TenantId, key: &[&str]) -> Result<Option<Row>, MoveError> {
+        self.plan.check_tenant(tenant)?;
         let key = self.check_key(key)?;
         let snapshot = self.router.snapshot()?;
         let phase = snapshot

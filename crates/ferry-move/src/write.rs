@@ -33,6 +33,7 @@ pub(crate) struct OtherSide {
 impl MovedTable {
     /// Inserts a row (its tenant column is set to `tenant`, its version to the first one).
     pub async fn insert(&self, tenant: &TenantId, row: Row) -> Result<Row, MoveError> {
+        self.plan.check_tenant(tenant)?;
         self.check_columns(&row)?;
         let snapshot = self.router.snapshot()?;
         let decision = RouteDecision::write(
@@ -74,6 +75,7 @@ impl MovedTable {
         key: &[&str],
         changes: Row,
     ) -> Result<Option<Row>, MoveError> {
+        self.plan.check_tenant(tenant)?;
         let key = self.check_key(key)?;
         let columns = self.updatable(&changes)?;
         let snapshot = self.router.snapshot()?;
@@ -110,6 +112,7 @@ impl MovedTable {
 
     /// Deletes a row; whether it existed.
     pub async fn delete(&self, tenant: &TenantId, key: &[&str]) -> Result<bool, MoveError> {
+        self.plan.check_tenant(tenant)?;
         let key = self.check_key(key)?;
         let snapshot = self.router.snapshot()?;
         let phase = snapshot

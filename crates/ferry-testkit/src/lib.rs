@@ -7,10 +7,12 @@
 //! - [`TempDir`]: a directory removed on drop, for SQLite files and object stores.
 //! - [`TestStore`]: a control store of either kind, for suites that run against both.
 //! - [`TestRole`]: a login role of one test's own, to take privileges from one client.
+//! - [`saas`]: a table of the shape real SaaS schemas have, with every tenant key type.
 
 pub mod cluster;
 mod db;
 mod role;
+pub mod saas;
 mod store;
 mod tempdir;
 

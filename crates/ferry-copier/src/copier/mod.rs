@@ -233,6 +233,7 @@ impl Copier {
         direction: CopyDirection,
         mut on_batch: impl FnMut(&BackfillProgress),
     ) -> Result<Outcome, CopyError> {
+        self.plan.check_tenant(tenant)?;
         let progress = match self.resume(tenant, direction).await? {
             ControlFlow::Continue(progress) => progress,
             ControlFlow::Break(outcome) => return Ok(outcome),

@@ -21,6 +21,7 @@ impl Copier {
         tenant: &TenantId,
         mut on_batch: impl FnMut(u64),
     ) -> Result<u64, CopyError> {
+        self.plan.check_tenant(tenant)?;
         let record = self.store.tenant(&self.migration, tenant).await?;
         if record.state.phase != Phase::Complete {
             return Err(CopyError::Plan(format!(

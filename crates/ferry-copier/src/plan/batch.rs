@@ -74,14 +74,14 @@ impl TablePlan {
             };
             format!(
                 "last AS (SELECT {} FROM batch AS b ORDER BY {} LIMIT 1), \
-                 clear AS (SELECT NOT EXISTS (SELECT 1 FROM {} AS t WHERE t.{} = $1{lower_bound} \
+                 clear AS (SELECT NOT EXISTS (SELECT 1 FROM {} AS t WHERE {}{lower_bound} \
                      AND ({}) <= ({last})) AS yes), \
                  inserted AS ({}), \
                  upserted AS ({})",
                 self.order_columns("b", ""),
                 self.order_columns("b", " DESC"),
                 to.quoted(),
-                self.tenant.quoted(),
+                self.tenant_match("t"),
                 self.order_list("t"),
                 self.insert_from(to, "batch WHERE (SELECT yes FROM clear)", false),
                 self.insert_from(to, "batch WHERE NOT (SELECT yes FROM clear)", true),
@@ -160,10 +160,10 @@ impl TablePlan {
     /// Rows with exactly these keys (for repairs), locked like [`TablePlan::select_batch`].
     pub fn select_key(&self, from: &Table) -> String {
         format!(
-            "SELECT to_json(t)::text, {} FROM {} AS t WHERE t.{} = $1 AND {} FOR SHARE OF t",
+            "SELECT to_json(t)::text, {} FROM {} AS t WHERE {} AND {} FOR SHARE OF t",
             self.key_text(),
             from.quoted(),
-            self.tenant.quoted(),
+            self.tenant_match("t"),
             self.key_predicate("=", 2),
         )
     }
@@ -216,18 +216,18 @@ impl TablePlan {
 
     pub fn count(&self, side: &Table) -> String {
         format!(
-            "SELECT count(*)::bigint FROM {} AS t WHERE t.{} = $1",
+            "SELECT count(*)::bigint FROM {} AS t WHERE {}",
             side.quoted(),
-            self.tenant.quoted()
+            self.tenant_match("t")
         )
     }
 
     /// Deletes up to `$2` of the tenant's rows (retiring the source after `complete`).
     pub fn delete_batch(&self, side: &Table) -> String {
         format!(
-            "DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} AS t WHERE t.{1} = $1 LIMIT $2))",
+            "DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} AS t WHERE {1} LIMIT $2))",
             side.quoted(),
-            self.tenant.quoted()
+            self.tenant_match("t")
         )
     }
 }

@@ -4,9 +4,11 @@
 //! version columns, and a target that matches the source. How a column's type is read, or
 //! what the tenant column may be, is decided here and nowhere else.
 
-use ferry_domain::SqlIdent;
+use ferry_domain::{SqlIdent, TenantKeyType};
 use sqlx::PgPool;
 
+use super::create::{create_from_catalogue, create_like};
+use super::types::{CatalogColumn, UserTypeKind, enum_labels, read_columns};
 use super::{Column, Table, TablePlan};
 use crate::config::Names;
 use crate::error::CopyError;
@@ -45,48 +47,6 @@ pub(crate) async fn same_database(a: &PgPool, b: &PgPool) -> Result<bool, CopyEr
     Ok(database_identity(a).await? == database_identity(b).await?)
 }
 
-pub(super) fn type_is_safe(ty: &str) -> bool {
-    !ty.is_empty()
-        && ty.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, ' ' | '_' | '(' | ')' | ',' | '[' | ']')
-        })
-}
-
-async fn read_columns(pool: &PgPool, table: &Table) -> Result<Vec<Column>, CopyError> {
-    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod),
-                CASE WHEN a.attcollation = 0 THEN NULL
-                     ELSE (SELECT collname FROM pg_collation WHERE oid = a.attcollation) END
-         FROM pg_attribute a
-         JOIN pg_class c ON c.oid = a.attrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
-         ORDER BY a.attnum",
-    )
-    .bind(table.schema.as_str())
-    .bind(table.name.as_str())
-    .fetch_all(pool)
-    .await
-    .map_err(|e| CopyError::db("read table columns", e))?;
-    rows.into_iter()
-        .map(|(name, ty, collation)| {
-            let name = SqlIdent::new(name.clone()).map_err(|e| {
-                CopyError::Plan(format!("{table}: column {name:?} cannot be copied: {e}"))
-            })?;
-            if !type_is_safe(&ty) {
-                return Err(CopyError::Plan(format!(
-                    "{table}: column {name} has type {ty:?}, which Ferry does not copy"
-                )));
-            }
-            Ok(Column {
-                name,
-                ty,
-                collation,
-            })
-        })
-        .collect()
-}
-
 async fn primary_key(pool: &PgPool, table: &Table) -> Result<Vec<String>, CopyError> {
     sqlx::query_scalar(
         "SELECT a.attname
@@ -107,8 +67,8 @@ async fn primary_key(pool: &PgPool, table: &Table) -> Result<Vec<String>, CopyEr
 
 impl TablePlan {
     /// Reads both tables from their catalogues and checks they can be copied between.
-    /// With `create_target`, a missing target table is created `LIKE` the source (same
-    /// database only).
+    /// With `create_target`, a missing target table is created: `LIKE` the source in the
+    /// same database, from the source's catalogue in another (see `create`).
     pub async fn load(
         names: &Names,
         source_pool: &PgPool,
@@ -123,43 +83,55 @@ impl TablePlan {
             schema: names.target_schema.clone(),
             name: names.target_table.clone(),
         };
-        let (columns, key_names) = read_source(source_pool, &source).await?;
-        let tenant = named_column(&source, &columns, &names.tenant_column, "tenant")?;
-        let version = named_column(&source, &columns, &names.version_column, "version")?;
+        let (catalog, key_names) = read_source(source_pool, &source).await?;
+        let columns: Vec<Column> = catalog.iter().map(|c| c.column.clone()).collect();
+        let tenant = named_column(&source, &catalog, &names.tenant_column, "tenant")?;
+        let tenant_type = tenant_key_type(&source, &tenant)?;
+        let version = named_column(&source, &catalog, &names.version_column, "version")?;
         check_version_type(&source, &version)?;
-        let (key, order) = keyset(&source, &columns, &key_names, &tenant)?;
-        if source == target && same_database(source_pool, target_pool).await? {
+        let (key, order) = keyset(&source, &columns, &key_names, &tenant.column)?;
+        let same = same_database(source_pool, target_pool).await?;
+        if source == target && same {
             return Err(CopyError::Plan(format!(
                 "source and target are the same table {source} in the same database; pass the target database's URL (--target-url) or name another table"
             )));
         }
-        let target_columns = read_target(target_pool, &source, &target, create_target).await?;
-        check_target_matches(
+        let sides = Sides {
+            source_pool,
             target_pool,
-            &source,
-            &target,
-            &target_columns,
-            &columns,
-            &key_names,
-        )
-        .await?;
+            source: &source,
+            target: &target,
+            same_database: same,
+        };
+        let target_columns = read_target(&sides, &catalog, &key_names, create_target).await?;
+        check_target_matches(&sides, &target_columns, &catalog, &key_names).await?;
         Ok(TablePlan {
             source,
             target,
             columns,
-            tenant: tenant.name,
-            version: version.name,
+            tenant: tenant.column.name,
+            tenant_type,
+            version: version.column.name,
             key,
             order,
         })
     }
 }
 
+/// Both tables and their databases, for the checks that read both.
+struct Sides<'a> {
+    source_pool: &'a PgPool,
+    target_pool: &'a PgPool,
+    source: &'a Table,
+    target: &'a Table,
+    same_database: bool,
+}
+
 /// The source's columns and primary key: it must exist, and have a key to page and upsert by.
 async fn read_source(
     pool: &PgPool,
     source: &Table,
-) -> Result<(Vec<Column>, Vec<String>), CopyError> {
+) -> Result<(Vec<CatalogColumn>, Vec<String>), CopyError> {
     let columns = read_columns(pool, source).await?;
     if columns.is_empty() {
         return Err(CopyError::Plan(format!(
@@ -182,16 +154,41 @@ fn find_column(columns: &[Column], name: &str) -> Option<Column> {
 /// The configured `what` column (tenant, version) of the source, which must have it.
 fn named_column(
     source: &Table,
-    columns: &[Column],
+    columns: &[CatalogColumn],
     name: &SqlIdent,
     what: &str,
-) -> Result<Column, CopyError> {
-    find_column(columns, name.as_str())
+) -> Result<CatalogColumn, CopyError> {
+    columns
+        .iter()
+        .find(|c| c.column.name == *name)
+        .cloned()
         .ok_or_else(|| CopyError::Plan(format!("{source} has no {what} column {name}")))
 }
 
-/// The version guard compares versions, so every write must increase them.
-fn check_version_type(source: &Table, version: &Column) -> Result<(), CopyError> {
+/// The tenant column's type: tenant ids are bound as text and cast to it, so it must be one
+/// whose values Ferry can check and spell (see `ferry_domain::tenant_key`).
+fn tenant_key_type(source: &Table, tenant: &CatalogColumn) -> Result<TenantKeyType, CopyError> {
+    TenantKeyType::new(&tenant.column.ty, &tenant.base_type).map_err(|e| {
+        CopyError::Plan(format!(
+            "tenant column {} of {source}: {e}",
+            tenant.column.name
+        ))
+    })
+}
+
+/// The version guard compares versions, so every write must increase them, and a NULL would
+/// make every comparison unknown: the guard would silently skip the write (item 2 of the
+/// review). So the column must be NOT NULL as well as of an ordered type.
+fn check_version_type(source: &Table, catalog: &CatalogColumn) -> Result<(), CopyError> {
+    let version = &catalog.column;
+    if !catalog.not_null {
+        return Err(CopyError::Plan(format!(
+            "version column {name} of {source} allows NULL, and a NULL version defeats the version guard (NULL < v is never true, so a write would be skipped); \
+             make it NOT NULL without a long lock: UPDATE the NULLs in batches, then ADD CONSTRAINT {name}_not_null CHECK ({name} IS NOT NULL) NOT VALID, \
+             VALIDATE CONSTRAINT {name}_not_null, ALTER COLUMN {name} SET NOT NULL (it uses the validated constraint and skips the scan)",
+            name = version.name
+        )));
+    }
     if !matches!(
         version.ty.as_str(),
         "bigint"
@@ -240,56 +237,102 @@ fn keyset(
     Ok((key, order))
 }
 
-/// The target's columns; with `create_target`, a missing target is created `LIKE` the source
-/// first. It must exist.
+/// The target's columns; with `create_target`, a missing target is created first. It must
+/// exist.
 async fn read_target(
-    pool: &PgPool,
-    source: &Table,
-    target: &Table,
+    sides: &Sides<'_>,
+    catalog: &[CatalogColumn],
+    key_names: &[String],
     create_target: bool,
-) -> Result<Vec<Column>, CopyError> {
-    let mut target_columns = read_columns(pool, target).await?;
+) -> Result<Vec<CatalogColumn>, CopyError> {
+    let (source, target) = (sides.source, sides.target);
+    let mut target_columns = read_columns(sides.target_pool, target).await?;
     if target_columns.is_empty() && create_target {
-        let create = format!(
-            "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)",
-            target.schema.quoted(),
-            target.quoted(),
-            source.quoted()
-        );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-            .execute(pool)
-            .await
-            .map_err(|e| CopyError::db("create the target table", e))?;
-        target_columns = read_columns(pool, target).await?;
+        if sides.same_database {
+            create_like(sides.target_pool, source, target).await?;
+        } else {
+            create_from_catalogue(
+                sides.source_pool,
+                sides.target_pool,
+                target,
+                catalog,
+                key_names,
+            )
+            .await?;
+        }
+        target_columns = read_columns(sides.target_pool, target).await?;
     }
     if target_columns.is_empty() {
         return Err(CopyError::Plan(format!(
-            "target table {target} does not exist; create it with the same columns and primary key as {source}"
+            "target table {target} does not exist; create it with the same columns and primary key as {source}, or pass --create-target"
         )));
     }
     Ok(target_columns)
 }
 
 /// The target has the source's columns (names, types, collations, order) and primary key, so
-/// a row and its key mean the same on both sides.
+/// a row and its key mean the same on both sides; across databases, each enum the columns use
+/// has on the target every label it has on the source.
 async fn check_target_matches(
-    pool: &PgPool,
-    source: &Table,
-    target: &Table,
-    target_columns: &[Column],
-    columns: &[Column],
+    sides: &Sides<'_>,
+    target_columns: &[CatalogColumn],
+    catalog: &[CatalogColumn],
     key_names: &[String],
 ) -> Result<(), CopyError> {
-    if target_columns != columns {
+    let (source, target) = (sides.source, sides.target);
+    let differing = catalog
+        .iter()
+        .zip(target_columns)
+        .find(|(s, t)| s.column != t.column)
+        .map(|(s, t)| {
+            format!(
+                "; first difference: {} {} on the source, {} {} on the target",
+                s.column.name, s.column.ty, t.column.name, t.column.ty
+            )
+        });
+    if target_columns.len() != catalog.len() || differing.is_some() {
         return Err(CopyError::Plan(format!(
-            "target table {target} does not have the same columns (names, types, collations, order) as {source}"
+            "target table {target} does not have the same columns (names, types, collations, order) as {source}{}",
+            differing.unwrap_or_default()
         )));
     }
-    if primary_key(pool, target).await? != key_names {
+    if primary_key(sides.target_pool, target).await? != key_names {
         return Err(CopyError::Plan(format!(
             "target table {target} does not have the same primary key as {source} ({})",
             key_names.join(", ")
         )));
+    }
+    if !sides.same_database {
+        check_enum_labels(sides, catalog).await?;
+    }
+    Ok(())
+}
+
+/// Every value an enum column holds on the source must be one the target's enum accepts.
+async fn check_enum_labels(sides: &Sides<'_>, catalog: &[CatalogColumn]) -> Result<(), CopyError> {
+    for c in catalog {
+        let Some(user) = c
+            .user_type
+            .as_ref()
+            .filter(|u| u.kind == UserTypeKind::Enum)
+        else {
+            continue;
+        };
+        let theirs = enum_labels(sides.target_pool, &user.qualified).await?;
+        let missing: Vec<String> = enum_labels(sides.source_pool, &user.qualified)
+            .await?
+            .into_iter()
+            .filter(|label| !theirs.contains(label))
+            .collect();
+        if !missing.is_empty() {
+            return Err(CopyError::Plan(format!(
+                "column {} of {}: the target's enum {} lacks the label(s) {}; add them there (ALTER TYPE … ADD VALUE) first",
+                c.column.name,
+                sides.source,
+                user.qualified,
+                missing.join(", ")
+            )));
+        }
     }
     Ok(())
 }

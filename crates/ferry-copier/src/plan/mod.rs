@@ -7,12 +7,14 @@
 //! types come from PostgreSQL's own `format_type` and are checked against a conservative
 //! character set before they are spliced into casts. Values are always bound parameters.
 
-use ferry_domain::SqlIdent;
+use ferry_domain::{SqlIdent, TenantKeyType};
 use ferry_store::CopyDirection;
 
 mod batch;
 mod catalogue;
+mod create;
 mod rows;
+mod types;
 mod validation;
 
 pub use catalogue::rewrites_inserts;
@@ -40,7 +42,9 @@ impl std::fmt::Display for Table {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: SqlIdent,
-    /// As `format_type` prints it, e.g. `timestamp with time zone`, `numeric(12,2)`.
+    /// As spliced into casts: a built-in type as `format_type` prints it (e.g.
+    /// `timestamp with time zone`, `numeric(12,2)`), a user's type schema-qualified and
+    /// quoted (`"app"."status"`, `"app"."status"[]`).
     pub ty: String,
     /// The column's collation, if any: key ranges on text must sort alike on both sides, or
     /// a range would hold different rows on each.
@@ -54,6 +58,8 @@ pub struct TablePlan {
     pub target: Table,
     pub columns: Vec<Column>,
     pub tenant: SqlIdent,
+    /// The tenant column's type: ids are bound as text and cast to it.
+    pub tenant_type: TenantKeyType,
     pub version: SqlIdent,
     /// The primary key (the upsert's conflict target).
     pub key: Vec<Column>,
@@ -103,10 +109,33 @@ impl TablePlan {
         self.order_columns("t", "::text")
     }
 
+    /// Whether `tenant` is a value of the tenant column's type, as PostgreSQL prints it:
+    /// checked before any statement binds it, so a bad id fails up front with its name.
+    pub fn check_tenant(&self, tenant: &ferry_domain::TenantId) -> Result<(), crate::CopyError> {
+        self.tenant_type
+            .check(tenant)
+            .map_err(|mismatch| crate::CopyError::TenantKey {
+                mismatch,
+                table: self.source.to_string(),
+                column: self.tenant.to_string(),
+                ty: self.tenant_type.to_string(),
+            })
+    }
+
+    /// `alias.tenant = CAST($1 AS <the tenant column's type>)`: the tenant id is always the
+    /// first parameter, bound as text.
+    fn tenant_match(&self, alias: &str) -> String {
+        format!(
+            "{alias}.{} = {}",
+            self.tenant.quoted(),
+            self.tenant_type.cast_param(1)
+        )
+    }
+
     /// `WHERE tenant = $1 [AND key > lower] [AND key <= upper]`, with the key parameters
     /// numbered from `$2`.
     fn range(&self, lower: bool, upper: bool) -> (String, usize) {
-        let mut sql = format!("t.{} = $1", self.tenant.quoted());
+        let mut sql = self.tenant_match("t");
         let mut next = 2;
         if lower {
             sql.push_str(&format!(" AND {}", self.key_predicate(">", next)));

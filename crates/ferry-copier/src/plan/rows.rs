@@ -50,9 +50,9 @@ impl TablePlan {
     /// One row by key, as JSON.
     pub fn select_row(&self, side: &Table) -> String {
         format!(
-            "SELECT to_json(t)::text FROM {} AS t WHERE t.{} = $1 AND {}",
+            "SELECT to_json(t)::text FROM {} AS t WHERE {} AND {}",
             side.quoted(),
-            self.tenant.quoted(),
+            self.tenant_match("t"),
             self.key_predicate("=", 2),
         )
     }
@@ -71,7 +71,7 @@ impl TablePlan {
             .map(|c| format!("r.{}", c.name.quoted()))
             .collect();
         list.push(self.tenant.quoted());
-        values.push("$1".into());
+        values.push(self.tenant_type.cast_param(1));
         list.push(self.version.quoted());
         values.push(self.first_version().into());
         format!(
@@ -97,11 +97,11 @@ impl TablePlan {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "UPDATE {0} AS t SET ({list}) = (SELECT {from_json} FROM json_populate_record(NULL::{0}, ${json}::json) AS r), {1} = {2} WHERE t.{3} = $1 AND {4} RETURNING to_json(t)::text",
+            "UPDATE {0} AS t SET ({list}) = (SELECT {from_json} FROM json_populate_record(NULL::{0}, ${json}::json) AS r), {1} = {2} WHERE {3} AND {4} RETURNING to_json(t)::text",
             side.quoted(),
             self.version.quoted(),
             self.next_version("t"),
-            self.tenant.quoted(),
+            self.tenant_match("t"),
             self.key_predicate("=", 2),
         )
     }
@@ -109,9 +109,9 @@ impl TablePlan {
     /// Deletes one row by key; returns its key if it existed.
     pub fn delete_row(&self, side: &Table) -> String {
         format!(
-            "DELETE FROM {} AS t WHERE t.{} = $1 AND {} RETURNING 1",
+            "DELETE FROM {} AS t WHERE {} AND {} RETURNING 1",
             side.quoted(),
-            self.tenant.quoted(),
+            self.tenant_match("t"),
             self.key_predicate("=", 2),
         )
     }

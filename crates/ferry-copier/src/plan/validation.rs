@@ -146,9 +146,9 @@ impl TablePlan {
     /// meanwhile is never deleted.
     pub fn delete_if_unchanged(&self, side: &Table) -> String {
         format!(
-            "DELETE FROM {} AS t WHERE t.{} = $1 AND {} AND t.xmin::text = ${}",
+            "DELETE FROM {} AS t WHERE {} AND {} AND t.xmin::text = ${}",
             side.quoted(),
-            self.tenant.quoted(),
+            self.tenant_match("t"),
             self.key_predicate("=", 2),
             2 + self.order.len(),
         )

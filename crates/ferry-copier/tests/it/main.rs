@@ -4,6 +4,8 @@
 //! - `copy.rs`: exact copies, plan refusals, resume, conflicts, validation, reverse, retirement.
 //! - `races.rs`: races 1 and 2 of DESIGN.md (copier vs concurrent update / delete).
 //! - `backpressure.rs`: a lag signal holds the copier, and clearing it lets it finish.
+//! - `types.rs`: tenant columns of every supported type, enums and domains, within one
+//!   database and across two with the target created from the source's catalogue.
 
 // Test helpers outside #[test] functions may unwrap too: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -12,3 +14,4 @@ mod backpressure;
 mod copy;
 mod fixture;
 mod races;
+mod types;

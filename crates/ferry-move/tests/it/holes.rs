@@ -241,3 +241,36 @@ async fn a_write_never_lands_on_the_non_authoritative_side_only() {
         0
     );
 }
+
+/// Item 2 of the review: with a nullable version column (common after `ADD COLUMN version
+/// bigint`), `target.version < excluded.version` is never true for a NULL, so the mirror's
+/// upsert wrote nothing and that passed for success. Such a column is refused at open, naming
+/// it and saying how to make it NOT NULL without a long lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_version_cannot_disable_the_version_guard() {
+    let f = fixture().await;
+    sqlx::raw_sql(
+        "ALTER TABLE public.orders ALTER COLUMN version DROP NOT NULL;
+         ALTER TABLE moved.orders ALTER COLUMN version DROP NOT NULL;",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let refused = MovedTable::open(
+        f.router.clone(),
+        f.store.store.clone(),
+        &f.m,
+        f.pool.clone(),
+        f.pool.clone(),
+    )
+    .await;
+    let err = match refused {
+        Ok(_) => panic!("a nullable version column was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("version column version of public.orders allows NULL")
+            && err.contains("SET NOT NULL"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 //! - `phases.rs`: concurrent writers through every phase with the copier and a rollback;
 //!   every key reads its last acknowledged write, nothing lost, nothing resurrected, the
 //!   other tenant untouched.
+//! - `types.rs`: every tenant key type, enums, domains and NULLs across two databases.
 //! - `holes.rs`: holes a review found in the write path, each named after the hole it closes.
 
 // Test helpers outside #[test] functions may unwrap too: a panic is a failed test.
@@ -10,3 +11,4 @@
 
 mod holes;
 mod phases;
+mod types;
