@@ -1,0 +1,9 @@
+//! The serializable views, one module per subject. The crate root re-exports every one of
+//! them, so their paths (`ferry_api::Status`, …) are the same wherever they live.
+
+mod status;
+
+pub use status::{
+    MigrationDetail, MigrationFacts, MigrationStatus, MigrationView, MismatchSummary, PhaseTally,
+    RouteTally, RouterView, Status,
+};
