@@ -1,8 +1,12 @@
 //! The serializable views, one module per subject. The crate root re-exports every one of
 //! them, so their paths (`ferry_api::Status`, …) are the same wherever they live.
 
+mod copy;
 mod status;
 
+pub use copy::{
+    CopyControlView, CopyProgressView, CopySummary, ThrottleTally, VerifyView, throttle_cause,
+};
 pub use status::{
     MigrationDetail, MigrationFacts, MigrationStatus, MigrationView, MismatchSummary, PhaseTally,
     RouteTally, RouterView, Status,
