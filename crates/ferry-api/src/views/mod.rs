@@ -1,9 +1,11 @@
 //! The serializable views, one module per subject. The crate root re-exports every one of
 //! them, so their paths (`ferry_api::Status`, …) are the same wherever they live.
 
+mod buffer;
 mod copy;
 mod status;
 
+pub use buffer::{BufferActionView, BufferSummary, BufferView};
 pub use copy::{
     CopyControlView, CopyProgressView, CopySummary, ThrottleTally, VerifyView, throttle_cause,
 };
