@@ -4,6 +4,7 @@
 mod buffer;
 mod copy;
 mod status;
+mod tenant;
 
 pub use buffer::{BufferActionView, BufferSummary, BufferView};
 pub use copy::{
@@ -13,3 +14,4 @@ pub use status::{
     MigrationDetail, MigrationFacts, MigrationStatus, MigrationView, MismatchSummary, PhaseTally,
     RouteTally, RouterView, Status,
 };
+pub use tenant::{TenantDetail, TenantView};
