@@ -3,6 +3,7 @@
 
 mod buffer;
 mod copy;
+mod rollout;
 mod status;
 mod tenant;
 
@@ -10,6 +11,7 @@ pub use buffer::{BufferActionView, BufferSummary, BufferView};
 pub use copy::{
     CopyControlView, CopyProgressView, CopySummary, ThrottleTally, VerifyView, throttle_cause,
 };
+pub use rollout::{MovedView, RefusalTally, RefusedView, RolloutView};
 pub use status::{
     MigrationDetail, MigrationFacts, MigrationStatus, MigrationView, MismatchSummary, PhaseTally,
     RouteTally, RouterView, Status,
