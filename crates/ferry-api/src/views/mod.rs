@@ -1,12 +1,14 @@
 //! The serializable views, one module per subject. The crate root re-exports every one of
 //! them, so their paths (`ferry_api::Status`, …) are the same wherever they live.
 
+mod audit;
 mod buffer;
 mod copy;
 mod rollout;
 mod status;
 mod tenant;
 
+pub use audit::{AuditView, OperationView, TokenView};
 pub use buffer::{BufferActionView, BufferSummary, BufferView};
 pub use copy::{
     CopyControlView, CopyProgressView, CopySummary, ThrottleTally, VerifyView, throttle_cause,
