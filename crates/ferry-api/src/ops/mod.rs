@@ -1,10 +1,14 @@
 //! Every operator query and action, implemented once. The CLI prints what these return; the
 //! admin API serializes it. Each mutating call appends one entry to the operator log (who,
 //! what, on what, and what came of it, refusals and failures included).
+//!
+//! The queries live here; the actions live in one submodule per noun (`change`, `buffer`,
+//! `copy`, `token`), each with the one-line `Summary` its log entries carry.
 
 mod buffer;
 mod change;
 mod copy;
+mod token;
 
 use std::sync::Arc;
 
@@ -14,7 +18,7 @@ use ferry_store::{ControlStore, NewOperation, TenantQuery};
 
 use crate::{
     AuditView, BufferView, CopyProgressView, MigrationDetail, MigrationFacts, MigrationView,
-    OperationView, OpsError, RouterView, Status, TenantDetail, TenantView, TokenView,
+    OperationView, OpsError, RouterView, Status, TenantDetail, TenantView,
 };
 
 pub use change::ChangeOptions;
@@ -189,56 +193,7 @@ impl Operations {
         Ok(ops.iter().map(OperationView::from).collect())
     }
 
-    // --- actions ---
-
-    /// Creates an admin API token; returns it (the only time it is shown) and its listing.
-    pub async fn create_token(
-        &self,
-        actor: &str,
-        name: &str,
-        scope: ferry_store::TokenScope,
-    ) -> Result<(TokenView, String)> {
-        let result = async {
-            crate::tokens::check_name(name)?;
-            let secret = crate::tokens::generate()?;
-            let record = self
-                .store
-                .create_token(&crate::tokens::new_token(name, scope, &secret, actor))
-                .await?;
-            Ok((TokenView::from(&record), secret))
-        }
-        .await;
-        let logged = result
-            .as_ref()
-            .map(|(view, _)| view.clone())
-            .map_err(OpsError::clone);
-        self.log(actor, "token.create", name, false, &logged).await;
-        result
-    }
-
-    pub async fn tokens(&self) -> Result<Vec<TokenView>> {
-        let all = self.store.tokens().await?;
-        Ok(all.iter().map(TokenView::from).collect())
-    }
-
-    /// Revokes a token for good (its name is never reused).
-    pub async fn revoke_token(&self, actor: &str, name: &str) -> Result<TokenView> {
-        let result = async {
-            if !self.store.revoke_token(name).await? {
-                return Err(OpsError::NotFound(format!(
-                    "no live token named {name:?} (see `ferry token list`)"
-                )));
-            }
-            let all = self.store.tokens().await?;
-            all.iter()
-                .find(|t| t.name == name)
-                .map(TokenView::from)
-                .ok_or_else(|| OpsError::Internal(format!("token {name:?} vanished")))
-        }
-        .await;
-        self.log(actor, "token.revoke", name, false, &result).await;
-        result
-    }
+    // --- the operator log, which every action (in the submodules) appends to ---
 
     /// Appends the operator-log entry of a mutating call. A dry run changes nothing and is
     /// not logged.
@@ -286,10 +241,4 @@ fn check_limit(limit: u64) -> Result<()> {
 /// One line for the operator log.
 trait Summary {
     fn summary(&self) -> String;
-}
-
-impl Summary for TokenView {
-    fn summary(&self) -> String {
-        format!("{} token {}", self.scope, self.name)
-    }
 }
