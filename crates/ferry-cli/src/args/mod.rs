@@ -1,10 +1,14 @@
 //! Command-line flags, as parsed: validation only, no I/O. `context.rs` turns them into
 //! open stores. The doc comments here are the `--help` text.
 
+mod migration;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ferry_domain::{MigrationId, Phase, TenantId};
+
+pub use migration::{KindArg, MigrationCmd};
 
 /// Ferry moves a live multi-tenant backend's data, one tenant at a time, through explicit
 /// phases: legacy -> dual_write -> shadow -> target_primary -> target_only -> complete.
@@ -195,45 +199,6 @@ pub struct VerifyArgs {
     pub urls: DataUrls,
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum MigrationCmd {
-    /// Create a migration.
-    Create {
-        /// Lowercase letters, digits and '_', starting with a letter (at most 48).
-        id: MigrationId,
-        /// What the migration moves.
-        #[arg(long, value_enum)]
-        kind: KindArg,
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Kind-specific plan as JSON, or @FILE to read it from a file.
-        #[arg(long, default_value = "{}")]
-        config: String,
-    },
-    /// List migrations.
-    List(JsonFlag),
-    /// Show a migration and its tenants per phase.
-    Show {
-        id: MigrationId,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replay the audit log and check it explains every tenant's phase (exit 1 if not).
-    Verify { id: MigrationId },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KindArg {
-    /// Old rows of a table to Parquet on object storage.
-    Tiering,
-    /// Expand–contract change of a table's shape.
-    SchemaChange,
-    /// One tenant's rows to another schema or database.
-    TenantMove,
-    /// A customer's export, validated and loaded.
-    Import,
 }
 
 #[derive(Debug, Subcommand)]
