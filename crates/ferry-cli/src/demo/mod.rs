@@ -104,43 +104,8 @@ async fn run_in(
     println!("ferry demo on a fresh embedded store: {}", path.display());
 
     let migration = MigrationId::new("orders_move").expect("a valid migration id");
-    store
-        .create_migration(&NewMigration {
-            id: migration.clone(),
-            kind: MigrationKind::TenantMove,
-            description: "orders: shared table -> schema per tenant".into(),
-            config: serde_json::json!({"table": "orders", "tenant_column": "tenant_id", "target": "schema per tenant"}),
-            created_by: "demo".into(),
-        })
-        .await?;
-    let sizes = tenant_sizes(args.tenants, args.seed);
-    store.register_tenants(&migration, &sizes).await?;
-    let mut rows: Vec<u64> = sizes.iter().map(|t| t.rows).collect();
-    rows.sort_unstable();
-    println!(
-        "{} tenants registered, {} rows in all: smallest {}, median {}, largest {}",
-        output::count(rows.len() as u64),
-        output::count(rows.iter().sum()),
-        output::count(rows[0]),
-        output::count(rows[rows.len() / 2]),
-        output::count(rows[rows.len() - 1]),
-    );
-
-    let mut routers = Vec::new();
-    for i in 1..=2 {
-        let settings = RouterSettings {
-            heartbeat: Duration::from_millis(100),
-            ..RouterSettings::new(
-                RouterId::new(format!("demo-app-{i}")).expect("a valid router id"),
-                "ferry demo, in-process",
-            )
-        };
-        let handle = ferry_store::open(&url, &options).await?;
-        routers.push(Router::start(handle, settings).await?);
-    }
-    println!(
-        "2 application routers following the phases; every step waits for both to acknowledge\n"
-    );
+    let sizes = register_tenants(&store, &migration, args).await?;
+    let routers = start_routers(&url, &options).await?;
 
     let server = match args.serve {
         Some(addr) => Some(start_server(store.clone(), addr).await?),
@@ -169,23 +134,103 @@ async fn run_in(
     demo.bar.finish_and_clear();
 
     let routers = std::mem::take(&mut demo.routers);
+    show_outcome(&store, &migration, &routers, &sizes[0].tenant, &demo.actor).await?;
+    verify(&store, &migration).await?;
+    println!(
+        "verified: every phase is explained by the audit log; {} steps in {:.1}s",
+        demo.steps,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(server) = server {
+        linger(args.linger).await;
+        server.abort();
+    }
+    for router in routers {
+        router.shutdown().await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the demo's migration and registers its tenants, of skewed sizes.
+async fn register_tenants(
+    store: &Arc<dyn ControlStore>,
+    migration: &MigrationId,
+    args: &DemoArgs,
+) -> anyhow::Result<Vec<TenantSize>> {
+    store
+        .create_migration(&NewMigration {
+            id: migration.clone(),
+            kind: MigrationKind::TenantMove,
+            description: "orders: shared table -> schema per tenant".into(),
+            config: serde_json::json!({"table": "orders", "tenant_column": "tenant_id", "target": "schema per tenant"}),
+            created_by: "demo".into(),
+        })
+        .await?;
+    let sizes = tenant_sizes(args.tenants, args.seed);
+    store.register_tenants(migration, &sizes).await?;
+    let mut rows: Vec<u64> = sizes.iter().map(|t| t.rows).collect();
+    rows.sort_unstable();
+    println!(
+        "{} tenants registered, {} rows in all: smallest {}, median {}, largest {}",
+        output::count(rows.len() as u64),
+        output::count(rows.iter().sum()),
+        output::count(rows[0]),
+        output::count(rows[rows.len() / 2]),
+        output::count(rows[rows.len() - 1]),
+    );
+    Ok(sizes)
+}
+
+/// The two application processes, each a router on its own handle to the store.
+async fn start_routers(url: &str, options: &StoreOptions) -> anyhow::Result<Vec<Router>> {
+    let mut routers = Vec::new();
+    for i in 1..=2 {
+        let settings = RouterSettings {
+            heartbeat: Duration::from_millis(100),
+            ..RouterSettings::new(
+                RouterId::new(format!("demo-app-{i}")).expect("a valid router id"),
+                "ferry demo, in-process",
+            )
+        };
+        let handle = ferry_store::open(url, options).await?;
+        routers.push(Router::start(handle, settings).await?);
+    }
+    println!(
+        "2 application routers following the phases; every step waits for both to acknowledge\n"
+    );
+    Ok(routers)
+}
+
+/// Prints how a router routes a tenant now and the full status, then sends the routers'
+/// last route counts to the store.
+async fn show_outcome(
+    store: &Arc<dyn ControlStore>,
+    migration: &MigrationId,
+    routers: &[Router],
+    sample: &TenantId,
+    actor: &str,
+) -> anyhow::Result<()> {
     // What a router sees now, straight from its cache.
-    let sample = &sizes[0].tenant;
     let seen = routers[0].phase(migration.as_str(), sample.as_str())?;
     println!(
         "\n{} routes {sample} by phase {} (from its cache)",
         routers[0].id(),
         seen.phase
     );
-    let ctx = Context::new(store.clone(), demo.actor.clone());
+    let ctx = Context::new(store.clone(), actor.to_owned());
     println!();
     crate::commands::status_report(&ctx).await?;
-    for router in &routers {
+    for router in routers {
         // The last counts reach the store before the routers leave (the dashboard keeps them).
         router.flush_route_counts().await?;
     }
+    Ok(())
+}
 
-    let verification = ferry_engine::verify_audit(store.as_ref(), &migration).await?;
+/// Replays the audit log against the stored phases and checks every tenant completed; any
+/// inconsistency fails the demo.
+async fn verify(store: &Arc<dyn ControlStore>, migration: &MigrationId) -> anyhow::Result<()> {
+    let verification = ferry_engine::verify_audit(store.as_ref(), migration).await?;
     println!(
         "\naudit log: {} entries replayed for {} tenants, {} forced",
         output::count(verification.entries),
@@ -209,28 +254,18 @@ async fn run_in(
         .map(|c| c.tenants)
         .sum();
     anyhow::ensure!(incomplete == 0, "{incomplete} tenants did not complete");
-    println!(
-        "verified: every phase is explained by the audit log; {} steps in {:.1}s",
-        demo.steps,
-        started.elapsed().as_secs_f64()
-    );
-    if let Some(server) = server {
-        if args.linger > 0 {
-            println!(
-                "still serving the dashboard for {}s (--linger); Ctrl-C to stop",
-                args.linger
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(args.linger)) => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+    Ok(())
+}
+
+/// With `--linger`, keeps the dashboard up that many seconds, or until Ctrl-C.
+async fn linger(seconds: u64) {
+    if seconds > 0 {
+        println!("still serving the dashboard for {seconds}s (--linger); Ctrl-C to stop");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-        server.abort();
     }
-    for router in routers {
-        router.shutdown().await?;
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Starts `ferry serve` over the demo's store with a fresh operator token, and prints where.
