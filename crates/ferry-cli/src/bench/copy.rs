@@ -22,7 +22,7 @@ use ferry_copier::schedule::Schedule;
 use ferry_copier::{Copier, Outcome, SourceLock};
 use ferry_domain::{Action, Cohort, MigrationId, SqlIdent, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine, Request};
-use ferry_store::{CopyDirection, MigrationKind, NewMigration, TenantSize};
+use ferry_store::{ControlStore, CopyDirection, MigrationKind, NewMigration, TenantSize};
 use sqlx::AssertSqlSafe;
 
 use super::Report;
@@ -400,6 +400,66 @@ async fn ferry_copy(
     target: &str,
     gate: Option<Gate>,
 ) -> anyhow::Result<Duration> {
+    let (store, m, tenants) = open_store(args, schema, tenants, dir, lock, target).await?;
+    let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
+    let request = Request {
+        actor: "bench".into(),
+        reason: "bench".into(),
+        force: false,
+        dry_run: false,
+        expect_phase: None,
+    };
+    engine
+        .rollout(&m, &Cohort::All, Action::Advance, &request, |_, _| {})
+        .await?;
+    let copier = Arc::new(
+        Copier::open(
+            store.clone(),
+            PhaseEngine::new(store.clone(), EngineSettings::default()),
+            &m,
+            pool.clone(),
+            pool.clone(),
+            true,
+        )
+        .await?,
+    );
+    exec(pool, "CHECKPOINT".into()).await?;
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        output::progress(args.rows, "ferry")
+    };
+    let live = gate.is_some();
+    if let Some(gate) = gate {
+        let _ = gate.ready.send(());
+        gate.go
+            .await
+            .context("the live load ended before the copy started")?;
+    }
+    let took = copy_all(&copier, tenants, args.parallel, &bar).await?;
+    bar.finish_and_clear();
+    if !live {
+        // As the ceiling's: its dirty pages are not written back under the next copy.
+        let table = SqlIdent::new(target).context("a bench table name")?;
+        exec(
+            pool,
+            format!("DROP TABLE {}.{}", schema.quoted(), table.quoted()),
+        )
+        .await?;
+    }
+    Ok(took)
+}
+
+/// A fresh SQLite control store with the tenant move from `orders` to `target` and its
+/// tenants registered.
+async fn open_store(
+    args: &CopyBench,
+    schema: &SqlIdent,
+    tenants: &[(String, u64)],
+    dir: &std::path::Path,
+    lock: SourceLock,
+    target: &str,
+) -> anyhow::Result<(Arc<dyn ControlStore>, MigrationId, Vec<TenantSize>)> {
     let store = ferry_store::open(
         &format!("sqlite://{}", dir.join(format!("{target}.db")).display()),
         &ferry_store::StoreOptions::default(),
@@ -440,46 +500,22 @@ async fn ferry_copy(
         })
         .collect();
     store.register_tenants(&m, &tenants).await?;
-    let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
-    let request = Request {
-        actor: "bench".into(),
-        reason: "bench".into(),
-        force: false,
-        dry_run: false,
-        expect_phase: None,
-    };
-    engine
-        .rollout(&m, &Cohort::All, Action::Advance, &request, |_, _| {})
-        .await?;
-    let copier = Arc::new(
-        Copier::open(
-            store.clone(),
-            PhaseEngine::new(store.clone(), EngineSettings::default()),
-            &m,
-            pool.clone(),
-            pool.clone(),
-            true,
-        )
-        .await?,
-    );
-    exec(pool, "CHECKPOINT".into()).await?;
-    let bar = if args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        output::progress(args.rows, "ferry")
-    };
-    let live = gate.is_some();
-    if let Some(gate) = gate {
-        let _ = gate.ready.send(());
-        gate.go
-            .await
-            .context("the live load ended before the copy started")?;
-    }
+    Ok((store, m, tenants))
+}
+
+/// Copies every tenant forward; any outcome but a clean completion fails the bench. Returns
+/// the wall time.
+async fn copy_all(
+    copier: &Arc<Copier>,
+    tenants: Vec<TenantSize>,
+    parallel: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     // The schedule `ferry copy run --parallel` uses.
     let mut schedule = Schedule::new(
         tenants.into_iter().map(|t| (t.tenant, t.rows)).collect(),
-        args.parallel,
+        parallel,
         copier.small_tenant_rows(),
     );
     let mut running = tokio::task::JoinSet::new();
@@ -506,16 +542,5 @@ async fn ferry_copy(
             other => anyhow::bail!("a bench copy ended with {other:?}"),
         }
     }
-    let took = started.elapsed();
-    bar.finish_and_clear();
-    if !live {
-        // As the ceiling's: its dirty pages are not written back under the next copy.
-        let table = SqlIdent::new(target).context("a bench table name")?;
-        exec(
-            pool,
-            format!("DROP TABLE {}.{}", schema.quoted(), table.quoted()),
-        )
-        .await?;
-    }
-    Ok(took)
+    Ok(started.elapsed())
 }
