@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_domain::{Action, Cohort, MigrationId, Percent, RouterId, SqlIdent, TenantId};
-use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_engine::{EngineSettings, PhaseEngine};
 use ferry_router::{Router, RouterSettings};
 use ferry_store::pg::PgStore;
 use ferry_store::sqlite::SqliteStore;
@@ -165,13 +165,7 @@ async fn rollout(
     report: &mut Report,
 ) -> anyhow::Result<f64> {
     let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
-    let request = Request {
-        actor: "bench".into(),
-        reason: "bench".into(),
-        force: false,
-        dry_run: false,
-        expect_phase: None,
-    };
+    let request = super::request();
     let cohort = Cohort::Percent(Percent::parse("10").expect("a valid percentage"));
     let started = Instant::now();
     let rolled = engine

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use ferry_copier::schedule::Schedule;
 use ferry_copier::{Copier, Outcome, SourceLock};
 use ferry_domain::{Action, Cohort, MigrationId, SqlIdent, TenantId};
-use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_engine::{EngineSettings, PhaseEngine};
 use ferry_store::{ControlStore, CopyDirection, MigrationKind, NewMigration, TenantSize};
 use sqlx::AssertSqlSafe;
 
@@ -402,13 +402,7 @@ async fn ferry_copy(
 ) -> anyhow::Result<Duration> {
     let (store, m, tenants) = open_store(args, schema, tenants, dir, lock, target).await?;
     let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
-    let request = Request {
-        actor: "bench".into(),
-        reason: "bench".into(),
-        force: false,
-        dry_run: false,
-        expect_phase: None,
-    };
+    let request = super::request();
     engine
         .rollout(&m, &Cohort::All, Action::Advance, &request, |_, _| {})
         .await?;
