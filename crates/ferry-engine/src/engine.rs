@@ -2,7 +2,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_domain::{Action, Cohort, Guard, MigrationId, Phase, TenantId, Transition};
+use ferry_domain::{
+    Action, Cohort, Guard, GuardFacts, GuardFailure, MigrationId, Phase, TenantId, Transition,
+};
 use ferry_store::{AuditMeta, ControlStore, PhaseChange, StoreError, TenantRecord};
 
 use crate::report::{Acknowledgement, Moved, Refusal, Refused, RolloutReport};
@@ -192,51 +194,20 @@ impl PhaseEngine {
         let mut changes = Vec::new();
         let mut forced = Vec::new();
         for (record, facts) in chunk.iter().zip(&facts) {
-            if let Some(expected) = request.expect_phase.filter(|p| *p != record.state.phase) {
-                report.refused.push(Refused {
-                    tenant: record.tenant.clone(),
-                    reason: Refusal::UnexpectedPhase {
-                        expected,
-                        actual: record.state.phase,
-                    },
-                });
-                continue;
-            }
-            let checked =
-                Transition::plan(record.state, action).and_then(|t| t.check(facts, request.force));
-            match checked {
-                Ok(checked) => {
-                    changes.push(PhaseChange {
-                        tenant: record.tenant.clone(),
-                        action,
-                        expected_version: record.state.version,
-                        from: record.state,
-                        to_phase: checked.transition.to_phase,
-                        to_paused: checked.transition.to_paused,
-                        forced_guards: checked.forced.iter().map(|f| f.guard()).collect(),
-                        recheck_buffer: checked.requires_unforced(Guard::BufferDrained),
-                        recheck_mismatches: checked
-                            .requires_unforced(Guard::NoUnresolvedMismatches),
-                    });
-                    forced.push(checked.forced);
+            match plan_change(record, facts, action, request) {
+                Ok((change, overridden)) => {
+                    changes.push(change);
+                    forced.push(overridden);
                 }
-                Err(e) => report.refused.push(Refused {
+                Err(reason) => report.refused.push(Refused {
                     tenant: record.tenant.clone(),
-                    reason: Refusal::Transition(e),
+                    reason,
                 }),
             }
         }
         if request.dry_run {
-            for (change, forced) in changes.into_iter().zip(forced) {
-                report.moved.push(Moved {
-                    tenant: change.tenant,
-                    action,
-                    from: change.from,
-                    to_phase: change.to_phase,
-                    to_paused: change.to_paused,
-                    forced,
-                    change_version: 0,
-                });
+            for (change, forced) in changes.iter().zip(forced) {
+                report.moved.push(moved(change, forced, 0));
             }
             return Ok(());
         }
@@ -244,15 +215,9 @@ impl PhaseEngine {
         let applied_set: HashSet<&TenantId> = applied.applied.iter().collect();
         for (change, forced) in changes.iter().zip(forced) {
             if applied_set.contains(&change.tenant) {
-                report.moved.push(Moved {
-                    tenant: change.tenant.clone(),
-                    action,
-                    from: change.from,
-                    to_phase: change.to_phase,
-                    to_paused: change.to_paused,
-                    forced,
-                    change_version: applied.change_version,
-                });
+                report
+                    .moved
+                    .push(moved(change, forced, applied.change_version));
             } else {
                 report.refused.push(Refused {
                     tenant: change.tenant.clone(),
@@ -298,5 +263,49 @@ impl PhaseEngine {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// Plans and checks one tenant's change against its guard facts: the change to persist and
+/// the failed guards `--force` overrode, or why the tenant is refused.
+fn plan_change(
+    record: &TenantRecord,
+    facts: &GuardFacts,
+    action: Action,
+    request: &Request,
+) -> Result<(PhaseChange, Vec<GuardFailure>), Refusal> {
+    if let Some(expected) = request.expect_phase.filter(|p| *p != record.state.phase) {
+        return Err(Refusal::UnexpectedPhase {
+            expected,
+            actual: record.state.phase,
+        });
+    }
+    let checked = Transition::plan(record.state, action)
+        .and_then(|t| t.check(facts, request.force))
+        .map_err(Refusal::Transition)?;
+    let change = PhaseChange {
+        tenant: record.tenant.clone(),
+        action,
+        expected_version: record.state.version,
+        from: record.state,
+        to_phase: checked.transition.to_phase,
+        to_paused: checked.transition.to_paused,
+        forced_guards: checked.forced.iter().map(|f| f.guard()).collect(),
+        recheck_buffer: checked.requires_unforced(Guard::BufferDrained),
+        recheck_mismatches: checked.requires_unforced(Guard::NoUnresolvedMismatches),
+    };
+    Ok((change, checked.forced))
+}
+
+/// The report's entry for a planned change, applied (or, in a dry run, as it would be).
+fn moved(change: &PhaseChange, forced: Vec<GuardFailure>, change_version: i64) -> Moved {
+    Moved {
+        tenant: change.tenant.clone(),
+        action: change.action,
+        from: change.from,
+        to_phase: change.to_phase,
+        to_paused: change.to_paused,
+        forced,
+        change_version,
     }
 }

@@ -34,6 +34,23 @@ pub async fn verify_audit(
 ) -> Result<AuditVerification, StoreError> {
     store.migration(migration).await?;
     let mut out = AuditVerification::default();
+    let mut replayed = replay(store, migration, &mut out).await?;
+    compare_tenants(store, migration, &mut replayed, &mut out).await?;
+    for tenant in replayed.keys() {
+        out.problems
+            .push(format!("{tenant}: has audit entries but is not registered"));
+    }
+    Ok(out)
+}
+
+/// Replays the audit log from `legacy`, page by page: where each tenant's entries lead,
+/// with every entry that does not start where the previous one ended or is not a legal
+/// transition recorded as a problem.
+async fn replay(
+    store: &dyn ControlStore,
+    migration: &MigrationId,
+    out: &mut AuditVerification,
+) -> Result<HashMap<TenantId, TenantPhase>, StoreError> {
     let mut replayed: HashMap<TenantId, TenantPhase> = HashMap::new();
     let mut after = 0;
     loop {
@@ -78,6 +95,17 @@ pub async fn verify_audit(
             };
         }
     }
+    Ok(replayed)
+}
+
+/// Compares every registered tenant's stored phase with where its entries lead, taking the
+/// tenant out of `replayed`; what is left there has entries but no tenant.
+async fn compare_tenants(
+    store: &dyn ControlStore,
+    migration: &MigrationId,
+    replayed: &mut HashMap<TenantId, TenantPhase>,
+    out: &mut AuditVerification,
+) -> Result<(), StoreError> {
     let mut after_tenant = None;
     loop {
         let tenants = store
@@ -109,11 +137,7 @@ pub async fn verify_audit(
             }
         }
     }
-    for tenant in replayed.keys() {
-        out.problems
-            .push(format!("{tenant}: has audit entries but is not registered"));
-    }
-    Ok(out)
+    Ok(())
 }
 
 fn paused(p: bool) -> &'static str {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_domain::{Action, Cohort, MigrationId, Percent, RouterId, SqlIdent, TenantId};
-use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_engine::{EngineSettings, PhaseEngine};
 use ferry_router::{Router, RouterSettings};
 use ferry_store::pg::PgStore;
 use ferry_store::sqlite::SqliteStore;
@@ -119,6 +119,22 @@ async fn measure(
     } else {
         output::progress(ids.len() as u64, kind)
     };
+    register(store.as_ref(), &m, &ids, &bar, kind, report).await?;
+    let rollout = rollout(&store, &m, kind, report).await?;
+    status(store.as_ref(), &raw, &m, kind, report).await?;
+    lookups(&store, &m, &ids, kind, report).await?;
+    bare_update(&raw, &m, rollout, kind, report).await
+}
+
+/// Registers every tenant, in chunks.
+async fn register(
+    store: &dyn ControlStore,
+    m: &MigrationId,
+    ids: &[TenantId],
+    bar: &indicatif::ProgressBar,
+    kind: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     for chunk in ids.chunks(REGISTER_CHUNK) {
         let sizes: Vec<TenantSize> = chunk
@@ -129,7 +145,7 @@ async fn measure(
                 rows: (i as u64 * 7919) % 100_000,
             })
             .collect();
-        store.register_tenants(&m, &sizes).await?;
+        store.register_tenants(m, &sizes).await?;
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -138,20 +154,22 @@ async fn measure(
         format!("{kind}.register_tenants_per_s"),
         ids.len() as f64 / register,
     );
+    Ok(())
+}
 
-    // 10% rollout through the engine, against the bare UPDATE of the same rows.
+/// 10% rollout through the engine; returns its seconds, for the bare UPDATE to compare.
+async fn rollout(
+    store: &Arc<dyn ControlStore>,
+    m: &MigrationId,
+    kind: &str,
+    report: &mut Report,
+) -> anyhow::Result<f64> {
     let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
-    let request = Request {
-        actor: "bench".into(),
-        reason: "bench".into(),
-        force: false,
-        dry_run: false,
-        expect_phase: None,
-    };
+    let request = super::request();
     let cohort = Cohort::Percent(Percent::parse("10").expect("a valid percentage"));
     let started = Instant::now();
     let rolled = engine
-        .rollout(&m, &cohort, Action::Advance, &request, |_, _| {})
+        .rollout(m, &cohort, Action::Advance, &request, |_, _| {})
         .await?;
     let rollout = started.elapsed().as_secs_f64();
     anyhow::ensure!(rolled.refused.is_empty(), "bench rollout refused tenants");
@@ -160,8 +178,17 @@ async fn measure(
         rolled.moved.len() as f64,
     );
     report.figure(format!("{kind}.rollout_10pct_s"), rollout);
+    Ok(rollout)
+}
 
-    // Status over every tenant, against a bare count of the same table.
+/// Status over every tenant, against a bare count of the same table.
+async fn status(
+    store: &dyn ControlStore,
+    raw: &Raw,
+    m: &MigrationId,
+    kind: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     black_box(store.status().await?);
     let status = started.elapsed().as_secs_f64();
@@ -175,8 +202,17 @@ async fn measure(
     report.figure(format!("{kind}.status_s"), status);
     report.figure(format!("{kind}.baseline_count_s"), count);
     report.ratio(format!("{kind}.status_vs_count"), status / count.max(1e-9));
+    Ok(())
+}
 
-    // Cached lookups: 10% of tenants are tracked (in dual_write), the rest default to legacy.
+/// Cached lookups: 10% of tenants are tracked (in dual_write), the rest default to legacy.
+async fn lookups(
+    store: &Arc<dyn ControlStore>,
+    m: &MigrationId,
+    ids: &[TenantId],
+    kind: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let router = Router::start(
         store.clone(),
         RouterSettings::new(RouterId::new("bench").expect("a valid router id"), "bench"),
@@ -206,8 +242,17 @@ async fn measure(
         format!("{kind}.lookup_vs_hashmap"),
         lookup / baseline.max(1e-9),
     );
+    Ok(())
+}
 
-    // The bare UPDATE of the same rows (moving them back, so it writes as many rows).
+/// The bare UPDATE of the rollout's rows (moving them back, so it writes as many rows).
+async fn bare_update(
+    raw: &Raw,
+    m: &MigrationId,
+    rollout: f64,
+    kind: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let sql = match raw {
         Raw::Pg(_) => {
             "UPDATE ferry_tenant_phases SET phase = 'legacy', version = version + 1 WHERE migration_id = $1 AND cohort_bucket < 1000"

@@ -21,8 +21,8 @@ use anyhow::Context as _;
 use ferry_copier::schedule::Schedule;
 use ferry_copier::{Copier, Outcome, SourceLock};
 use ferry_domain::{Action, Cohort, MigrationId, SqlIdent, TenantId};
-use ferry_engine::{EngineSettings, PhaseEngine, Request};
-use ferry_store::{CopyDirection, MigrationKind, NewMigration, TenantSize};
+use ferry_engine::{EngineSettings, PhaseEngine};
+use ferry_store::{ControlStore, CopyDirection, MigrationKind, NewMigration, TenantSize};
 use sqlx::AssertSqlSafe;
 
 use super::Report;
@@ -77,81 +77,14 @@ async fn measure(
             eprintln!("{line}");
         }
     };
-    exec(
-        pool,
-        format!(
-            "CREATE SCHEMA {s};
-         CREATE TABLE {s}.orders (
-             tenant_id text NOT NULL, id bigint NOT NULL, amount numeric(12,2) NOT NULL,
-             status text NOT NULL, note text NOT NULL, placed_at timestamptz NOT NULL,
-             version bigint NOT NULL DEFAULT 1, PRIMARY KEY (tenant_id, id));"
-        ),
-    )
-    .await?;
-    let sizes = sizes(args.rows, args.tenants);
-    let names: Vec<String> = (0..args.tenants)
-        .map(|i| format!("tenant-{i:05}"))
-        .collect();
-    say(format!(
-        "generating {} rows over {} tenants…",
-        output::count(args.rows),
-        args.tenants
-    ));
-    let insert = format!(
-        "INSERT INTO {s}.orders (tenant_id, id, amount, status, note, placed_at)
-         SELECT t.name, g, (g % 100000) / 100.0, (ARRAY['new','paid','shipped','done'])[1 + g % 4],
-                md5(g::text) || md5(t.name || g) || repeat('ferry ', 30),
-                timestamptz '2025-01-01' + g * interval '1 second'
-         FROM unnest($1::text[], $2::bigint[]) AS t(name, n), generate_series(1, t.n) AS g"
-    );
-    let counts: Vec<i64> = sizes.iter().map(|n| *n as i64).collect();
-    sqlx::query(AssertSqlSafe(insert))
-        .bind(&names)
-        .bind(&counts)
-        .execute(pool)
-        .await?;
-    exec(pool, format!("VACUUM ANALYZE {s}.orders")).await?;
-    let bytes: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT pg_relation_size('{s}.orders')"
-    )))
-    .fetch_one(pool)
-    .await?;
+    let (names, sizes, bytes) = generate(args, pool, &s, &say).await?;
 
     // The ceiling: one statement, measured before and after the other copies (this kind of
     // machine drifts by a fifth within minutes); the figure is their mean.
     say("ceiling: INSERT … SELECT…".into());
     let ceiling_before = ceiling_copy(pool, schema).await?;
 
-    // Naive: 1,000-row keyset batches, a transaction each.
-    exec(
-        pool,
-        format!("CREATE TABLE {s}.naive (LIKE {s}.orders INCLUDING ALL)"),
-    )
-    .await?;
-    say("naive: 1,000-row batches…".into());
-    exec(pool, "CHECKPOINT".into()).await?;
-    let naive_sql = format!(
-        "WITH b AS (SELECT * FROM {s}.orders WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT 1000),
-              i AS (INSERT INTO {s}.naive SELECT * FROM b)
-         SELECT count(*)::bigint, coalesce(max(id), 0) FROM b"
-    );
-    let started = Instant::now();
-    for name in &names {
-        let mut last = 0i64;
-        loop {
-            let (n, max): (i64, i64) = sqlx::query_as(AssertSqlSafe(naive_sql.clone()))
-                .bind(name)
-                .bind(last)
-                .fetch_one(pool)
-                .await?;
-            if n == 0 {
-                break;
-            }
-            last = max;
-        }
-    }
-    let naive = started.elapsed();
-    exec(pool, format!("DROP TABLE {s}.naive")).await?;
+    let naive = naive_copy(pool, &s, &names, &say).await?;
 
     // Ferry: the copier over a fresh SQLite control store.
     let dir = std::env::temp_dir().join(format!("ferry-bench-copy-{}", std::process::id()));
@@ -196,8 +129,122 @@ async fn measure(
     let ferry = ferry?;
     say("ceiling again…".into());
     let ceiling_after = ceiling_copy(pool, schema).await?;
-    let ceiling = (ceiling_before + ceiling_after) / 2;
+    report(
+        args,
+        bytes,
+        Timings {
+            ceiling_before,
+            ceiling_after,
+            naive,
+            ferry,
+            others,
+            live,
+        },
+    )
+}
 
+/// Creates and fills `orders` (skewed tenants, ~300 bytes a row), vacuumed; returns the
+/// tenants, their sizes and the table's bytes.
+async fn generate(
+    args: &CopyBench,
+    pool: &sqlx::PgPool,
+    s: &str,
+    say: &impl Fn(String),
+) -> anyhow::Result<(Vec<String>, Vec<u64>, i64)> {
+    exec(
+        pool,
+        format!(
+            "CREATE SCHEMA {s};
+         CREATE TABLE {s}.orders (
+             tenant_id text NOT NULL, id bigint NOT NULL, amount numeric(12,2) NOT NULL,
+             status text NOT NULL, note text NOT NULL, placed_at timestamptz NOT NULL,
+             version bigint NOT NULL DEFAULT 1, PRIMARY KEY (tenant_id, id));"
+        ),
+    )
+    .await?;
+    let sizes = sizes(args.rows, args.tenants);
+    let names: Vec<String> = (0..args.tenants)
+        .map(|i| format!("tenant-{i:05}"))
+        .collect();
+    say(format!(
+        "generating {} rows over {} tenants…",
+        output::count(args.rows),
+        args.tenants
+    ));
+    let insert = format!(
+        "INSERT INTO {s}.orders (tenant_id, id, amount, status, note, placed_at)
+         SELECT t.name, g, (g % 100000) / 100.0, (ARRAY['new','paid','shipped','done'])[1 + g % 4],
+                md5(g::text) || md5(t.name || g) || repeat('ferry ', 30),
+                timestamptz '2025-01-01' + g * interval '1 second'
+         FROM unnest($1::text[], $2::bigint[]) AS t(name, n), generate_series(1, t.n) AS g"
+    );
+    let counts: Vec<i64> = sizes.iter().map(|n| *n as i64).collect();
+    sqlx::query(AssertSqlSafe(insert))
+        .bind(&names)
+        .bind(&counts)
+        .execute(pool)
+        .await?;
+    exec(pool, format!("VACUUM ANALYZE {s}.orders")).await?;
+    let bytes: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT pg_relation_size('{s}.orders')"
+    )))
+    .fetch_one(pool)
+    .await?;
+    Ok((names, sizes, bytes))
+}
+
+/// Naive: 1,000-row keyset batches, a transaction each, into a table dropped after.
+async fn naive_copy(
+    pool: &sqlx::PgPool,
+    s: &str,
+    names: &[String],
+    say: &impl Fn(String),
+) -> anyhow::Result<Duration> {
+    exec(
+        pool,
+        format!("CREATE TABLE {s}.naive (LIKE {s}.orders INCLUDING ALL)"),
+    )
+    .await?;
+    say("naive: 1,000-row batches…".into());
+    exec(pool, "CHECKPOINT".into()).await?;
+    let naive_sql = format!(
+        "WITH b AS (SELECT * FROM {s}.orders WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT 1000),
+              i AS (INSERT INTO {s}.naive SELECT * FROM b)
+         SELECT count(*)::bigint, coalesce(max(id), 0) FROM b"
+    );
+    let started = Instant::now();
+    for name in names {
+        let mut last = 0i64;
+        loop {
+            let (n, max): (i64, i64) = sqlx::query_as(AssertSqlSafe(naive_sql.clone()))
+                .bind(name)
+                .bind(last)
+                .fetch_one(pool)
+                .await?;
+            if n == 0 {
+                break;
+            }
+            last = max;
+        }
+    }
+    let naive = started.elapsed();
+    exec(pool, format!("DROP TABLE {s}.naive")).await?;
+    Ok(naive)
+}
+
+/// What the copies took; the other locks' and the live load's results may be errors, which
+/// the report returns.
+struct Timings {
+    ceiling_before: Duration,
+    ceiling_after: Duration,
+    naive: Duration,
+    ferry: Duration,
+    others: Vec<(&'static str, anyhow::Result<Duration>)>,
+    live: Option<anyhow::Result<(f64, f64, f64, f64)>>,
+}
+
+fn report(args: &CopyBench, bytes: i64, t: Timings) -> anyhow::Result<Report> {
+    let ceiling = (t.ceiling_before + t.ceiling_after) / 2;
     let rows = args.rows as f64;
     let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
     let mut report = Report::new("copy");
@@ -205,19 +252,19 @@ async fn measure(
     report.figure("tenants", args.tenants as f64);
     report.figure("bytes_per_row", bytes as f64 / rows);
     report.figure("ceiling_rows_per_s", rate(ceiling));
-    report.figure("ceiling_before_rows_per_s", rate(ceiling_before));
-    report.figure("ceiling_after_rows_per_s", rate(ceiling_after));
-    report.figure("naive_rows_per_s", rate(naive));
-    report.figure("ferry_rows_per_s", rate(ferry));
-    for (target, took) in &others {
+    report.figure("ceiling_before_rows_per_s", rate(t.ceiling_before));
+    report.figure("ceiling_after_rows_per_s", rate(t.ceiling_after));
+    report.figure("naive_rows_per_s", rate(t.naive));
+    report.figure("ferry_rows_per_s", rate(t.ferry));
+    for (target, took) in &t.others {
         let took = took.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         report.figure(format!("{target}_rows_per_s"), rate(*took));
         report.ratio(format!("{target}_vs_ceiling"), rate(*took) / rate(ceiling));
     }
-    report.ratio("ferry_vs_ceiling", rate(ferry) / rate(ceiling));
-    report.ratio("naive_vs_ceiling", rate(naive) / rate(ceiling));
-    report.ratio("ferry_vs_naive", rate(ferry) / rate(naive));
-    if let Some(live) = live {
+    report.ratio("ferry_vs_ceiling", rate(t.ferry) / rate(ceiling));
+    report.ratio("naive_vs_ceiling", rate(t.naive) / rate(ceiling));
+    report.ratio("ferry_vs_naive", rate(t.ferry) / rate(t.naive));
+    if let Some(live) = t.live {
         let (idle, unthrottled, with_ferry, ferry_rate) = live?;
         report.figure("live_tps_alone", idle);
         // What Ferry's copy did meanwhile: a kept load means little if the copy stood still.
@@ -353,6 +400,60 @@ async fn ferry_copy(
     target: &str,
     gate: Option<Gate>,
 ) -> anyhow::Result<Duration> {
+    let (store, m, tenants) = open_store(args, schema, tenants, dir, lock, target).await?;
+    let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
+    let request = super::request();
+    engine
+        .rollout(&m, &Cohort::All, Action::Advance, &request, |_, _| {})
+        .await?;
+    let copier = Arc::new(
+        Copier::open(
+            store.clone(),
+            PhaseEngine::new(store.clone(), EngineSettings::default()),
+            &m,
+            pool.clone(),
+            pool.clone(),
+            true,
+        )
+        .await?,
+    );
+    exec(pool, "CHECKPOINT".into()).await?;
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        output::progress(args.rows, "ferry")
+    };
+    let live = gate.is_some();
+    if let Some(gate) = gate {
+        let _ = gate.ready.send(());
+        gate.go
+            .await
+            .context("the live load ended before the copy started")?;
+    }
+    let took = copy_all(&copier, tenants, args.parallel, &bar).await?;
+    bar.finish_and_clear();
+    if !live {
+        // As the ceiling's: its dirty pages are not written back under the next copy.
+        let table = SqlIdent::new(target).context("a bench table name")?;
+        exec(
+            pool,
+            format!("DROP TABLE {}.{}", schema.quoted(), table.quoted()),
+        )
+        .await?;
+    }
+    Ok(took)
+}
+
+/// A fresh SQLite control store with the tenant move from `orders` to `target` and its
+/// tenants registered.
+async fn open_store(
+    args: &CopyBench,
+    schema: &SqlIdent,
+    tenants: &[(String, u64)],
+    dir: &std::path::Path,
+    lock: SourceLock,
+    target: &str,
+) -> anyhow::Result<(Arc<dyn ControlStore>, MigrationId, Vec<TenantSize>)> {
     let store = ferry_store::open(
         &format!("sqlite://{}", dir.join(format!("{target}.db")).display()),
         &ferry_store::StoreOptions::default(),
@@ -393,46 +494,22 @@ async fn ferry_copy(
         })
         .collect();
     store.register_tenants(&m, &tenants).await?;
-    let engine = PhaseEngine::new(store.clone(), EngineSettings::default());
-    let request = Request {
-        actor: "bench".into(),
-        reason: "bench".into(),
-        force: false,
-        dry_run: false,
-        expect_phase: None,
-    };
-    engine
-        .rollout(&m, &Cohort::All, Action::Advance, &request, |_, _| {})
-        .await?;
-    let copier = Arc::new(
-        Copier::open(
-            store.clone(),
-            PhaseEngine::new(store.clone(), EngineSettings::default()),
-            &m,
-            pool.clone(),
-            pool.clone(),
-            true,
-        )
-        .await?,
-    );
-    exec(pool, "CHECKPOINT".into()).await?;
-    let bar = if args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        output::progress(args.rows, "ferry")
-    };
-    let live = gate.is_some();
-    if let Some(gate) = gate {
-        let _ = gate.ready.send(());
-        gate.go
-            .await
-            .context("the live load ended before the copy started")?;
-    }
+    Ok((store, m, tenants))
+}
+
+/// Copies every tenant forward; any outcome but a clean completion fails the bench. Returns
+/// the wall time.
+async fn copy_all(
+    copier: &Arc<Copier>,
+    tenants: Vec<TenantSize>,
+    parallel: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     // The schedule `ferry copy run --parallel` uses.
     let mut schedule = Schedule::new(
         tenants.into_iter().map(|t| (t.tenant, t.rows)).collect(),
-        args.parallel,
+        parallel,
         copier.small_tenant_rows(),
     );
     let mut running = tokio::task::JoinSet::new();
@@ -459,16 +536,5 @@ async fn ferry_copy(
             other => anyhow::bail!("a bench copy ended with {other:?}"),
         }
     }
-    let took = started.elapsed();
-    bar.finish_and_clear();
-    if !live {
-        // As the ceiling's: its dirty pages are not written back under the next copy.
-        let table = SqlIdent::new(target).context("a bench table name")?;
-        exec(
-            pool,
-            format!("DROP TABLE {}.{}", schema.quoted(), table.quoted()),
-        )
-        .await?;
-    }
-    Ok(took)
+    Ok(started.elapsed())
 }

@@ -21,6 +21,17 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The request a bench's rollout makes: as `bench`, unforced, for real.
+fn request() -> ferry_engine::Request {
+    ferry_engine::Request {
+        actor: "bench".into(),
+        reason: "bench".into(),
+        force: false,
+        dry_run: false,
+        expect_phase: None,
+    }
+}
+
 /// What every bench prints with `--json`: `{"bench": …, "figures": {…}, "ratios": {…}}`.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ferry_domain::{MigrationId, RouterId, SqlIdent, TenantId};
 use ferry_router::{Router, RouterSettings};
-use ferry_store::{MigrationKind, NewMigration, TenantSize};
+use ferry_store::{ControlStore, MigrationKind, NewMigration, TenantSize};
 use ferry_tier::{TieredTable, Tiering};
 use futures_util::TryStreamExt as _;
 use sqlx::AssertSqlSafe;
@@ -88,6 +88,64 @@ async fn measure(
         output::count(args.rows),
         args.tenants
     ));
+    let data = generate(args, pool, &s).await?;
+
+    // The export ceiling: COPY … TO STDOUT into a file.
+    say("ceiling: COPY (SELECT …) TO a file…".into());
+    let ceiling = export_ceiling(pool, &s, dir).await?;
+
+    // Ferry: every tenant archived, two at a time.
+    let cold_dir = dir.join("cold");
+    let bench = open_tiering(pool, schema, dir, &cold_dir, &data).await?;
+    say("ferry: archiving every tenant…".into());
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        output::progress(data.rows as u64, "archive")
+    };
+    let archive = archive_all(&bench, &bar).await?;
+    bar.finish_and_clear();
+    let parquet = dir_bytes(&cold_dir);
+
+    // Point reads, cold against hot, on the same random keys.
+    say("point reads: cold against hot…".into());
+    let keys = sample_keys(&bench.tenants, data.per_tenant, args.samples);
+    let (cold, hot) = point_reads(&bench.tiering, &keys).await?;
+
+    // A TieredTable read in legacy against the direct query it wraps.
+    say("router: TieredTable in legacy against a direct query…".into());
+    let (routed, direct) = routed_reads(&bench, pool, &s, &keys).await?;
+
+    // Buffered updates applied per second: one tenant's changes, spread over its rows.
+    say("buffer: applying buffered updates…".into());
+    let (applied, apply) = apply_updates(&bench, args.updates, data.per_tenant).await?;
+
+    Ok(report(&Measured {
+        tenants: args.tenants,
+        data,
+        ceiling,
+        archive,
+        parquet,
+        cold,
+        hot,
+        reads: keys.len(),
+        routed,
+        direct,
+        applied,
+        apply,
+    }))
+}
+
+/// The generated `events` table: its tenants, their rows and its size.
+struct Dataset {
+    names: Vec<String>,
+    per_tenant: u64,
+    rows: f64,
+    relation: i64,
+}
+
+/// Creates and fills `events` (every row older than the cutoff), vacuumed and checkpointed.
+async fn generate(args: &TierBench, pool: &sqlx::PgPool, s: &str) -> anyhow::Result<Dataset> {
     let per_tenant = args.rows / args.tenants;
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE SCHEMA {s};
@@ -124,9 +182,20 @@ async fn measure(
     )))
     .fetch_one(pool)
     .await?;
+    Ok(Dataset {
+        names,
+        per_tenant,
+        rows,
+        relation,
+    })
+}
 
-    // The export ceiling: COPY … TO STDOUT into a file.
-    say("ceiling: COPY (SELECT …) TO a file…".into());
+/// One timed `COPY (SELECT * FROM events) TO STDOUT` into a local file.
+async fn export_ceiling(
+    pool: &sqlx::PgPool,
+    s: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut out = tokio::io::BufWriter::with_capacity(
         1 << 20,
@@ -139,16 +208,30 @@ async fn measure(
     }
     tokio::io::AsyncWriteExt::flush(&mut out).await?;
     drop(out);
-    let ceiling = started.elapsed();
+    Ok(started.elapsed())
+}
 
-    // Ferry: every tenant archived, two at a time.
+/// The tiering migration over `events`, on a fresh SQLite control store.
+struct Bench {
+    store: Arc<dyn ControlStore>,
+    migration: MigrationId,
+    tenants: Vec<TenantId>,
+    tiering: Arc<Tiering>,
+}
+
+async fn open_tiering(
+    pool: &sqlx::PgPool,
+    schema: &SqlIdent,
+    dir: &std::path::Path,
+    cold_dir: &std::path::Path,
+    data: &Dataset,
+) -> anyhow::Result<Bench> {
     let store = ferry_store::open(
         &format!("sqlite://{}", dir.join("ferry.db").display()),
         &ferry_store::StoreOptions::default(),
     )
     .await?;
     let m = MigrationId::new("bench_tier").expect("a valid id");
-    let cold_dir = dir.join("cold");
     store
         .create_migration(&NewMigration {
             id: m.clone(),
@@ -161,7 +244,8 @@ async fn measure(
             created_by: "bench".into(),
         })
         .await?;
-    let tenants: Vec<TenantId> = names
+    let tenants: Vec<TenantId> = data
+        .names
         .iter()
         .map(|n| TenantId::new(n.clone()).expect("generated ids are valid"))
         .collect();
@@ -172,27 +256,39 @@ async fn measure(
                 .iter()
                 .map(|t| TenantSize {
                     tenant: t.clone(),
-                    rows: per_tenant,
+                    rows: data.per_tenant,
                 })
                 .collect::<Vec<_>>(),
         )
         .await?;
     let tiering = Arc::new(Tiering::open(store.clone(), &m, pool.clone()).await?);
-    say("ferry: archiving every tenant…".into());
-    let bar = if args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        output::progress(rows as u64, "archive")
-    };
+    Ok(Bench {
+        store,
+        migration: m,
+        tenants,
+        tiering,
+    })
+}
+
+/// The archive's wall time, and where its time went summed over the tenants.
+struct ArchiveTimes {
+    took: Duration,
+    read_s: f64,
+    write_s: f64,
+    commit_s: f64,
+}
+
+/// Archives every tenant, two at a time.
+async fn archive_all(bench: &Bench, bar: &indicatif::ProgressBar) -> anyhow::Result<ArchiveTimes> {
     let cutoff = "2030-01-01T00:00:00Z";
     let (mut read_s, mut write_s, mut commit_s) = (0.0, 0.0, 0.0);
     let started = Instant::now();
-    let mut queue = tenants.clone();
+    let mut queue = bench.tenants.clone();
     let mut running = tokio::task::JoinSet::new();
     loop {
         while running.len() < 2 {
             let Some(t) = queue.pop() else { break };
-            let tiering = tiering.clone();
+            let tiering = bench.tiering.clone();
             running.spawn(async move { tiering.archive(&t, cutoff).await });
         }
         let Some(done) = running.join_next().await else {
@@ -204,15 +300,23 @@ async fn measure(
         commit_s += report.commit.as_secs_f64();
         bar.inc(report.rows);
     }
-    let archive = started.elapsed();
-    bar.finish_and_clear();
-    let parquet = dir_bytes(&cold_dir);
+    Ok(ArchiveTimes {
+        took: started.elapsed(),
+        read_s,
+        write_s,
+        commit_s,
+    })
+}
 
-    // Point reads, cold against hot, on the same random keys.
-    say("point reads: cold against hot…".into());
+/// `samples` pseudo-random keys (a fixed sequence, so runs compare), each an archived row.
+fn sample_keys(
+    tenants: &[TenantId],
+    per_tenant: u64,
+    samples: u64,
+) -> Vec<(TenantId, Vec<ferry_tier::KeyValue>)> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut keys = Vec::new();
-    for _ in 0..args.samples {
+    for _ in 0..samples {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -220,8 +324,16 @@ async fn measure(
         let id = 1 + (x >> 20) % per_tenant;
         keys.push((t, vec![ferry_tier::KeyValue::Int(id as i64)]));
     }
+    keys
+}
+
+/// Each key read from the cold tier, then each from the hot table; both latencies sorted.
+async fn point_reads(
+    tiering: &Tiering,
+    keys: &[(TenantId, Vec<ferry_tier::KeyValue>)],
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let mut cold = Vec::with_capacity(keys.len());
-    for (t, k) in &keys {
+    for (t, k) in keys {
         let started = Instant::now();
         let answer = tiering.cold_get(t, k).await?;
         cold.push(started.elapsed());
@@ -231,7 +343,7 @@ async fn measure(
         );
     }
     let mut hot = Vec::with_capacity(keys.len());
-    for (t, k) in &keys {
+    for (t, k) in keys {
         let started = Instant::now();
         tiering
             .hot
@@ -242,17 +354,25 @@ async fn measure(
     }
     cold.sort();
     hot.sort();
+    Ok((cold, hot))
+}
 
-    // A TieredTable read in legacy against the direct query it wraps.
-    say("router: TieredTable in legacy against a direct query…".into());
+/// Total time of the second round of reads through a `TieredTable` in `legacy`, and of the
+/// direct query it wraps, on the same keys.
+async fn routed_reads(
+    bench: &Bench,
+    pool: &sqlx::PgPool,
+    s: &str,
+    keys: &[(TenantId, Vec<ferry_tier::KeyValue>)],
+) -> anyhow::Result<(Duration, Duration)> {
     let router = Arc::new(
         Router::start(
-            store.clone(),
+            bench.store.clone(),
             RouterSettings::new(RouterId::new("bench").expect("a valid id"), "bench"),
         )
         .await?,
     );
-    let table = TieredTable::new(tiering.clone(), router.clone());
+    let table = TieredTable::new(bench.tiering.clone(), router.clone());
     let direct_sql = format!(
         "SELECT to_jsonb(t)::text FROM {s}.events AS t WHERE t.tenant_id = $1 AND t.id = $2"
     );
@@ -293,51 +413,86 @@ async fn measure(
     if let Ok(router) = Arc::try_unwrap(router) {
         router.shutdown().await?;
     }
+    Ok((routed, direct))
+}
 
-    // Buffered updates applied per second: one tenant's changes, spread over its rows.
-    say("buffer: applying buffered updates…".into());
-    let t = &tenants[0];
-    for i in 0..args.updates {
+/// Enqueues `updates` changes to the first tenant's archived rows, then times applying them.
+async fn apply_updates(
+    bench: &Bench,
+    updates: u64,
+    per_tenant: u64,
+) -> anyhow::Result<(u64, Duration)> {
+    let t = &bench.tenants[0];
+    for i in 0..updates {
         let id = 1 + (i * 7919) % per_tenant;
         let image = serde_json::json!({
             "tenant_id": t.as_str(), "id": id, "amount": "1.00", "status": "edited",
             "note": format!("edited {i}"), "placed_at": "2020-01-01T00:00:00Z",
         });
-        store
-            .enqueue_update(&m, t, &format!("[\"{id}\"]"), "upsert", &image)
+        bench
+            .store
+            .enqueue_update(
+                &bench.migration,
+                t,
+                &format!("[\"{id}\"]"),
+                "upsert",
+                &image,
+            )
             .await?;
     }
     let started = Instant::now();
-    let applied = tiering.apply_buffer(t).await?;
-    let apply = started.elapsed();
+    let applied = bench.tiering.apply_buffer(t).await?;
+    Ok((applied, started.elapsed()))
+}
 
+/// Everything the bench measured, for its report.
+struct Measured {
+    tenants: u64,
+    data: Dataset,
+    ceiling: Duration,
+    archive: ArchiveTimes,
+    parquet: u64,
+    cold: Vec<Duration>,
+    hot: Vec<Duration>,
+    /// Keys read each way in the routed-against-direct comparison.
+    reads: usize,
+    routed: Duration,
+    direct: Duration,
+    applied: u64,
+    apply: Duration,
+}
+
+fn report(m: &Measured) -> Report {
+    let rows = m.data.rows;
+    let (ceiling, archive) = (m.ceiling, m.archive.took);
+    let (cold, hot) = (&m.cold, &m.hot);
     let mut report = Report::new("tier");
     report.figure("rows", rows);
-    report.figure("tenants", args.tenants as f64);
-    report.figure("relation_bytes", relation as f64);
-    report.figure("parquet_bytes", parquet as f64);
+    report.figure("tenants", m.tenants as f64);
+    report.figure("relation_bytes", m.data.relation as f64);
+    report.figure("parquet_bytes", m.parquet as f64);
     report.figure("ceiling_rows_per_s", rows / ceiling.as_secs_f64().max(1e-9));
     report.figure("archive_rows_per_s", rows / archive.as_secs_f64().max(1e-9));
     // Summed over the tenants (two run at once): where the archive's time goes.
-    report.figure("archive_read_s", read_s);
-    report.figure("archive_write_s", write_s);
-    report.figure("archive_commit_s", commit_s);
-    report.figure("cold_get_p50_us", percentile(&cold, 0.5));
-    report.figure("cold_get_p99_us", percentile(&cold, 0.99));
-    report.figure("hot_get_p50_us", percentile(&hot, 0.5));
-    report.figure("hot_get_p99_us", percentile(&hot, 0.99));
+    report.figure("archive_read_s", m.archive.read_s);
+    report.figure("archive_write_s", m.archive.write_s);
+    report.figure("archive_commit_s", m.archive.commit_s);
+    report.figure("cold_get_p50_us", percentile(cold, 0.5));
+    report.figure("cold_get_p99_us", percentile(cold, 0.99));
+    report.figure("hot_get_p50_us", percentile(hot, 0.5));
+    report.figure("hot_get_p99_us", percentile(hot, 0.99));
     report.figure(
         "routed_get_mean_us",
-        routed.as_secs_f64() * 1e6 / texts.len() as f64,
+        m.routed.as_secs_f64() * 1e6 / m.reads as f64,
     );
     report.figure(
         "direct_get_mean_us",
-        direct.as_secs_f64() * 1e6 / texts.len() as f64,
+        m.direct.as_secs_f64() * 1e6 / m.reads as f64,
     );
-    report.figure("buffer_applied", applied as f64);
+    report.figure("buffer_applied", m.applied as f64);
     report.figure(
         "buffer_applied_per_s",
-        applied as f64 / apply.as_secs_f64().max(1e-9),
+        m.applied as f64 / m.apply.as_secs_f64().max(1e-9),
     );
     report.ratio(
         "archive_vs_ceiling",
@@ -345,19 +500,19 @@ async fn measure(
     );
     report.ratio(
         "size_reduction",
-        relation as f64 / (parquet as f64).max(1.0),
+        m.data.relation as f64 / (m.parquet as f64).max(1.0),
     );
     report.ratio(
         "cold_vs_hot_p50",
-        percentile(&cold, 0.5) / percentile(&hot, 0.5).max(1e-9),
+        percentile(cold, 0.5) / percentile(hot, 0.5).max(1e-9),
     );
     report.ratio(
         "cold_vs_hot_p99",
-        percentile(&cold, 0.99) / percentile(&hot, 0.99).max(1e-9),
+        percentile(cold, 0.99) / percentile(hot, 0.99).max(1e-9),
     );
     report.ratio(
         "routed_vs_direct",
-        routed.as_secs_f64() / direct.as_secs_f64().max(1e-9),
+        m.routed.as_secs_f64() / m.direct.as_secs_f64().max(1e-9),
     );
-    Ok(report)
+    report
 }

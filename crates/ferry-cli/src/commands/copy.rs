@@ -56,63 +56,8 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             let copier = open_copier(ctx, &migration, &urls, create_target)
                 .await?
                 .overwrite(overwrite);
-            // Each tenant with its registered size, which orders the schedule: the pages of
-            // the whole migration, or the named tenants one by one.
-            let sized = if tenants.is_empty() {
-                super::all_tenant_records(ctx, &migration)
-                    .await?
-                    .into_iter()
-                    .map(|t| (t.tenant, t.rows))
-                    .collect()
-            } else {
-                let mut sized = Vec::with_capacity(tenants.len());
-                for tenant in tenants {
-                    let rows = ctx
-                        .store
-                        .tenant(&migration, &tenant)
-                        .await
-                        .with_context(|| format!("read tenant {tenant}"))?
-                        .rows;
-                    sized.push((tenant, rows));
-                }
-                sized
-            };
-            let mut schedule = Schedule::new(sized, parallel, copier.small_tenant_rows());
-            let bars = indicatif::MultiProgress::new();
-            let mut running = futures_util::stream::FuturesUnordered::new();
-            let (mut unfinished, mut failed) = (0, None);
-            loop {
-                while failed.is_none() {
-                    let Some(tenant) = schedule.start_next() else {
-                        break;
-                    };
-                    let (copier, migration, bars) = (&copier, &migration, &bars);
-                    running.push(async move {
-                        let done = work_on(ctx, copier, migration, &tenant, bars).await;
-                        (tenant, done)
-                    });
-                }
-                let Some((tenant, done)) = futures_util::StreamExt::next(&mut running).await else {
-                    break;
-                };
-                schedule.finished(&tenant);
-                match done {
-                    Ok(true) => {}
-                    Ok(false) => unfinished += 1,
-                    // Let the copies already running reach a checkpoint, start no more.
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            Ok(if unfinished > 0 {
-                ExitCode::from(exit::REFUSED)
-            } else {
-                ExitCode::SUCCESS
-            })
+            let sized = sized_tenants(ctx, &migration, tenants).await?;
+            copy_all(ctx, &copier, &migration, sized, parallel).await
         }
         CopyCmd::Status { migration, json } => status(ctx, &migration, json).await,
         CopyCmd::Pause(scope) => control(ctx, scope, CopyChange::Pause).await,
@@ -122,6 +67,80 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             control(ctx, scope, CopyChange::Throttle(rows_per_s)).await
         }
     }
+}
+
+/// Each tenant with its registered size, which orders the schedule: the pages of the whole
+/// migration, or the named tenants one by one.
+async fn sized_tenants(
+    ctx: &Context,
+    migration: &ferry_domain::MigrationId,
+    tenants: Vec<TenantId>,
+) -> anyhow::Result<Vec<(TenantId, u64)>> {
+    if tenants.is_empty() {
+        return Ok(super::all_tenant_records(ctx, migration)
+            .await?
+            .into_iter()
+            .map(|t| (t.tenant, t.rows))
+            .collect());
+    }
+    let mut sized = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let rows = ctx
+            .store
+            .tenant(migration, &tenant)
+            .await
+            .with_context(|| format!("read tenant {tenant}"))?
+            .rows;
+        sized.push((tenant, rows));
+    }
+    Ok(sized)
+}
+
+/// Works on the tenants in the schedule's order, `parallel` large ones at a time. After an
+/// error no more are started, and the ones running reach a checkpoint before it is returned.
+async fn copy_all(
+    ctx: &Context,
+    copier: &Copier,
+    migration: &ferry_domain::MigrationId,
+    sized: Vec<(TenantId, u64)>,
+    parallel: usize,
+) -> anyhow::Result<ExitCode> {
+    let mut schedule = Schedule::new(sized, parallel, copier.small_tenant_rows());
+    let bars = indicatif::MultiProgress::new();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let (mut unfinished, mut failed) = (0, None);
+    loop {
+        while failed.is_none() {
+            let Some(tenant) = schedule.start_next() else {
+                break;
+            };
+            let bars = &bars;
+            running.push(async move {
+                let done = work_on(ctx, copier, migration, &tenant, bars).await;
+                (tenant, done)
+            });
+        }
+        let Some((tenant, done)) = futures_util::StreamExt::next(&mut running).await else {
+            break;
+        };
+        schedule.finished(&tenant);
+        match done {
+            Ok(true) => {}
+            Ok(false) => unfinished += 1,
+            // Let the copies already running reach a checkpoint, start no more.
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(if unfinished > 0 {
+        ExitCode::from(exit::REFUSED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Does whatever the tenant's phase calls for; returns whether the tenant needs nothing more.
@@ -149,21 +168,7 @@ async fn work_on(
     let direction = match record.state.phase {
         Phase::DualWrite | Phase::Shadow => CopyDirection::Forward,
         Phase::TargetPrimary if !facts[0].source_current => CopyDirection::Reverse,
-        Phase::Complete => {
-            let bar = bars.add(output::progress(0, "retire"));
-            let deleted = copier
-                .retire_source(tenant, |n| bar.set_position(n))
-                .await
-                .with_context(|| format!("delete {tenant}'s rows from the source"))?;
-            bar.finish_and_clear();
-            bars.suspend(|| {
-                println!(
-                    "{tenant}: complete; deleted {} row(s) from the source",
-                    output::count(deleted)
-                )
-            });
-            return Ok(true);
-        }
+        Phase::Complete => return retire(copier, tenant, bars).await,
         phase => {
             bars.suspend(|| println!("{tenant}: {phase}: nothing to copy"));
             return Ok(true);
@@ -179,7 +184,35 @@ async fn work_on(
         .await
         .with_context(|| format!("{} copy of tenant {tenant}", direction.as_str()))?;
     bar.finish_and_clear();
-    let (line, done) = match outcome {
+    let (line, done) = describe(outcome, direction);
+    bars.suspend(|| println!("{tenant}: {line}"));
+    Ok(done)
+}
+
+/// In `complete`: deletes the tenant's rows from the source.
+async fn retire(
+    copier: &Copier,
+    tenant: &TenantId,
+    bars: &indicatif::MultiProgress,
+) -> anyhow::Result<bool> {
+    let bar = bars.add(output::progress(0, "retire"));
+    let deleted = copier
+        .retire_source(tenant, |n| bar.set_position(n))
+        .await
+        .with_context(|| format!("delete {tenant}'s rows from the source"))?;
+    bar.finish_and_clear();
+    bars.suspend(|| {
+        println!(
+            "{tenant}: complete; deleted {} row(s) from the source",
+            output::count(deleted)
+        )
+    });
+    Ok(true)
+}
+
+/// What a copy came to, as a line for the operator, and whether the tenant is done.
+fn describe(outcome: Outcome, direction: CopyDirection) -> (String, bool) {
+    match outcome {
         Outcome::Complete {
             rows,
             repaired,
@@ -214,9 +247,7 @@ async fn work_on(
             ),
             false,
         ),
-    };
-    bars.suspend(|| println!("{tenant}: {line}"));
-    Ok(done)
+    }
 }
 
 async fn status(

@@ -1,7 +1,10 @@
+//! `ferry migration …`: creating, listing, showing and verifying migrations.
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use ferry_api::MigrationView;
+use ferry_domain::MigrationId;
 use ferry_store::{MigrationKind, NewMigration};
 
 use crate::args::{KindArg, MigrationCmd};
@@ -15,96 +18,112 @@ pub async fn run(ctx: &Context, cmd: MigrationCmd) -> anyhow::Result<ExitCode> {
             kind,
             description,
             config,
-        } => {
-            let config = read_config(&config)?;
-            let created = ctx
-                .store
-                .create_migration(&NewMigration {
-                    id,
-                    kind: kind_of(kind),
-                    description,
-                    config,
-                    created_by: ctx.actor.clone(),
-                })
-                .await
-                .context("create migration")?;
-            println!(
-                "created migration {} ({}); register tenants with `ferry tenant add {} TENANT[=ROWS]...`",
-                created.id,
-                created.kind.as_str(),
-                created.id
-            );
-        }
-        MigrationCmd::List(flag) => {
-            let migrations = ctx.store.migrations().await.context("list migrations")?;
-            if flag.json {
-                let views: Vec<MigrationView> =
-                    migrations.iter().map(MigrationView::from).collect();
-                output::json(&views)?;
-            } else if migrations.is_empty() {
-                println!(
-                    "no migrations yet; create one with `ferry migration create ID --kind KIND`"
-                );
-            } else {
-                let rows: Vec<Vec<String>> = migrations
-                    .iter()
-                    .map(|m| {
-                        vec![
-                            m.id.to_string(),
-                            m.kind.as_str().to_owned(),
-                            m.created_at.format("%Y-%m-%d %H:%M").to_string(),
-                            m.created_by.clone(),
-                            m.description.clone(),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["migration", "kind", "created", "by", "description"],
-                    &rows,
-                );
-            }
-        }
-        MigrationCmd::Show { id, json } => {
-            let detail = ctx.ops.migration(&id).await?;
-            if json {
-                output::json(&detail)?;
-            } else {
-                let m = &detail.migration;
-                println!("migration   {}", m.id);
-                println!("kind        {}", m.kind);
-                println!("description {}", m.description);
-                println!(
-                    "created     {} by {}",
-                    m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    m.created_by
-                );
-                println!("config      {}", m.config);
-                println!();
-                crate::commands::status::print_migration(&detail.status);
-            }
-        }
-        MigrationCmd::Verify { id } => {
-            let v = ferry_engine::verify_audit(ctx.store.as_ref(), &id)
-                .await
-                .context("verify the audit log")?;
-            println!(
-                "{id}: {} audit entries replayed for {} tenants ({} forced)",
-                output::count(v.entries),
-                output::count(v.tenants),
-                v.forced
-            );
-            for p in v.problems.iter().take(20) {
-                println!("  inconsistent: {p}");
-            }
-            anyhow::ensure!(
-                v.consistent(),
-                "the audit log does not explain {} tenant phase(s)",
-                v.problems.len()
-            );
-            println!("consistent: every phase is explained by the audit log");
-        }
+        } => create(ctx, id, kind, description, &config).await?,
+        MigrationCmd::List(flag) => list(ctx, flag.json).await?,
+        MigrationCmd::Show { id, json } => show(ctx, &id, json).await?,
+        MigrationCmd::Verify { id } => verify(ctx, &id).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn create(
+    ctx: &Context,
+    id: MigrationId,
+    kind: KindArg,
+    description: String,
+    config: &str,
+) -> anyhow::Result<()> {
+    let config = read_config(config)?;
+    let created = ctx
+        .store
+        .create_migration(&NewMigration {
+            id,
+            kind: kind_of(kind),
+            description,
+            config,
+            created_by: ctx.actor.clone(),
+        })
+        .await
+        .context("create migration")?;
+    println!(
+        "created migration {} ({}); register tenants with `ferry tenant add {} TENANT[=ROWS]...`",
+        created.id,
+        created.kind.as_str(),
+        created.id
+    );
+    Ok(())
+}
+
+async fn list(ctx: &Context, json: bool) -> anyhow::Result<()> {
+    let migrations = ctx.store.migrations().await.context("list migrations")?;
+    if json {
+        let views: Vec<MigrationView> = migrations.iter().map(MigrationView::from).collect();
+        output::json(&views)?;
+    } else if migrations.is_empty() {
+        println!("no migrations yet; create one with `ferry migration create ID --kind KIND`");
+    } else {
+        let rows: Vec<Vec<String>> = migrations
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.to_string(),
+                    m.kind.as_str().to_owned(),
+                    m.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                    m.created_by.clone(),
+                    m.description.clone(),
+                ]
+            })
+            .collect();
+        output::table(
+            &["migration", "kind", "created", "by", "description"],
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+async fn show(ctx: &Context, id: &MigrationId, json: bool) -> anyhow::Result<()> {
+    let detail = ctx.ops.migration(id).await?;
+    if json {
+        output::json(&detail)?;
+        return Ok(());
+    }
+    let m = &detail.migration;
+    println!("migration   {}", m.id);
+    println!("kind        {}", m.kind);
+    println!("description {}", m.description);
+    println!(
+        "created     {} by {}",
+        m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        m.created_by
+    );
+    println!("config      {}", m.config);
+    println!();
+    crate::commands::status::print_migration(&detail.status);
+    Ok(())
+}
+
+/// Replays the audit log; an inconsistency is an error (exit 1) after the first 20 are shown.
+async fn verify(ctx: &Context, id: &MigrationId) -> anyhow::Result<()> {
+    let v = ferry_engine::verify_audit(ctx.store.as_ref(), id)
+        .await
+        .context("verify the audit log")?;
+    println!(
+        "{id}: {} audit entries replayed for {} tenants ({} forced)",
+        output::count(v.entries),
+        output::count(v.tenants),
+        v.forced
+    );
+    for p in v.problems.iter().take(20) {
+        println!("  inconsistent: {p}");
+    }
+    anyhow::ensure!(
+        v.consistent(),
+        "the audit log does not explain {} tenant phase(s)",
+        v.problems.len()
+    );
+    println!("consistent: every phase is explained by the audit log");
+    Ok(())
 }
 
 fn kind_of(kind: KindArg) -> MigrationKind {

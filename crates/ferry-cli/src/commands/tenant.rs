@@ -1,8 +1,12 @@
+//! `ferry tenant …`: registering tenants, listing and showing them, and their history; the
+//! phase changes themselves go through `change.rs`, which `ferry rollout` shares.
+
 use std::io::Read as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use ferry_domain::{Action, TenantId};
+use ferry_domain::{Action, MigrationId, TenantId};
 use ferry_store::{TenantQuery, TenantSize};
 
 use crate::args::TenantCmd;
@@ -15,51 +19,7 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             migration,
             tenants,
             from_file,
-        } => {
-            let mut sizes = Vec::new();
-            for (i, arg) in tenants.iter().enumerate() {
-                sizes.push(
-                    parse_tenant(arg, '=')
-                        .with_context(|| format!("read tenant argument {} ({arg:?})", i + 1))?,
-                );
-            }
-            if let Some(path) = from_file {
-                let text = if path.as_os_str() == "-" {
-                    let mut s = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut s)
-                        .context("read tenants from standard input")?;
-                    s
-                } else {
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("read {}", path.display()))?
-                };
-                for (n, line) in text.lines().enumerate() {
-                    let line = line.split('#').next().unwrap_or("").trim();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    sizes.push(
-                        parse_tenant(line, ',')
-                            .with_context(|| format!("{}:{}", path.display(), n + 1))?,
-                    );
-                }
-            }
-            anyhow::ensure!(
-                !sizes.is_empty(),
-                "no tenants given; pass TENANT[=ROWS] arguments or --from-file"
-            );
-            let added = ctx
-                .store
-                .register_tenants(&migration, &sizes)
-                .await
-                .context("register tenants")?;
-            println!(
-                "registered {} tenant(s) in {migration}: {added} new, {} updated",
-                sizes.len(),
-                sizes.len() as u64 - added
-            );
-        }
+        } => add(ctx, &migration, &tenants, from_file.as_deref()).await?,
         TenantCmd::List {
             migration,
             phase,
@@ -68,76 +28,19 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => {
-            let tenants = ctx
-                .ops
-                .tenants(
-                    &migration,
-                    &TenantQuery {
-                        phase,
-                        paused: paused.then_some(true),
-                        after,
-                        limit: Some(limit),
-                    },
-                )
-                .await
-                .context("list tenants")?;
-            if json {
-                output::json(&tenants)?;
-            } else {
-                let rows: Vec<Vec<String>> = tenants
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.tenant.clone(),
-                            t.phase.clone(),
-                            if t.paused { "paused" } else { "" }.to_owned(),
-                            output::count(t.rows),
-                            t.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                        ]
-                    })
-                    .collect();
-                output::table(&["tenant", "phase", "", "rows", "updated"], &rows);
-                if let Some(last) = tenants.last().filter(|_| tenants.len() as u64 == limit) {
-                    println!("… more: --after {}", last.tenant);
-                }
-            }
+            let query = TenantQuery {
+                phase,
+                paused: paused.then_some(true),
+                after,
+                limit: Some(limit),
+            };
+            list(ctx, &migration, &query, limit, json).await?
         }
         TenantCmd::Show {
             migration,
             tenant,
             json,
-        } => {
-            let detail = ctx.ops.tenant(&migration, &tenant).await?;
-            if json {
-                output::json(&detail)?;
-            } else {
-                let t = &detail.tenant;
-                println!("tenant        {} (migration {migration})", t.tenant);
-                println!(
-                    "phase         {}{}",
-                    t.phase,
-                    if t.paused { " (paused)" } else { "" }
-                );
-                println!("version       {}", t.version);
-                println!("rows          {}", output::count(t.rows));
-                println!(
-                    "backfill      {} of ~{} rows{}",
-                    output::count(detail.backfill_rows_done),
-                    output::count(detail.backfill_rows_total),
-                    if detail.backfill_complete {
-                        ", complete"
-                    } else {
-                        ""
-                    }
-                );
-                println!("mismatches    {} unresolved", detail.unresolved_mismatches);
-                println!("buffer        {} pending", detail.buffer_depth);
-                if !detail.lagging_routers.is_empty() {
-                    println!("lagging       {}", detail.lagging_routers.join(", "));
-                }
-                println!("next advance  {}", detail.next_advance);
-            }
-        }
+        } => show(ctx, &migration, &tenant, json).await?,
         TenantCmd::Advance(args) => return super::change::one(ctx, args, Action::Advance).await,
         TenantCmd::Rollback(args) => return super::change::rollback(ctx, args).await,
         TenantCmd::Pause(args) => return super::change::one(ctx, args, Action::Pause).await,
@@ -146,49 +49,191 @@ pub async fn run(ctx: &Context, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             migration,
             tenant,
             json,
-        } => {
-            let history = ctx
-                .ops
-                .history(&migration, &tenant)
-                .await
-                .context("read tenant history")?;
-            if json {
-                output::json(&history)?;
-            } else if history.is_empty() {
-                println!("{tenant} has not changed phase since it was registered (legacy)");
-            } else {
-                let paused = |p: bool| if p { " (paused)" } else { "" };
-                let rows: Vec<Vec<String>> = history
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                            e.action.clone(),
-                            format!(
-                                "{}{} -> {}{}",
-                                e.from_phase,
-                                paused(e.from_paused),
-                                e.to_phase,
-                                paused(e.to_paused)
-                            ),
-                            e.actor.clone(),
-                            if e.forced_guards.is_empty() {
-                                String::new()
-                            } else {
-                                format!("FORCED {}", e.forced_guards.join(","))
-                            },
-                            e.reason.clone(),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["at (UTC)", "action", "change", "actor", "", "reason"],
-                    &rows,
-                );
-            }
-        }
+        } => history(ctx, &migration, &tenant, json).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry tenant add`: tenants from the arguments, then from the file, registered at once.
+async fn add(
+    ctx: &Context,
+    migration: &MigrationId,
+    tenants: &[String],
+    from_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut sizes = Vec::new();
+    for (i, arg) in tenants.iter().enumerate() {
+        sizes.push(
+            parse_tenant(arg, '=')
+                .with_context(|| format!("read tenant argument {} ({arg:?})", i + 1))?,
+        );
+    }
+    if let Some(path) = from_file {
+        sizes.extend(read_tenant_file(path)?);
+    }
+    anyhow::ensure!(
+        !sizes.is_empty(),
+        "no tenants given; pass TENANT[=ROWS] arguments or --from-file"
+    );
+    let added = ctx
+        .store
+        .register_tenants(migration, &sizes)
+        .await
+        .context("register tenants")?;
+    println!(
+        "registered {} tenant(s) in {migration}: {added} new, {} updated",
+        sizes.len(),
+        sizes.len() as u64 - added
+    );
+    Ok(())
+}
+
+/// `TENANT[,ROWS]` lines of a file, or of standard input for `-`; `#` starts a comment.
+fn read_tenant_file(path: &Path) -> anyhow::Result<Vec<TenantSize>> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("read tenants from standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
+    };
+    let mut sizes = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        sizes.push(
+            parse_tenant(line, ',').with_context(|| format!("{}:{}", path.display(), n + 1))?,
+        );
+    }
+    Ok(sizes)
+}
+
+async fn list(
+    ctx: &Context,
+    migration: &MigrationId,
+    query: &TenantQuery,
+    limit: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let tenants = ctx
+        .ops
+        .tenants(migration, query)
+        .await
+        .context("list tenants")?;
+    if json {
+        output::json(&tenants)?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = tenants
+        .iter()
+        .map(|t| {
+            vec![
+                t.tenant.clone(),
+                t.phase.clone(),
+                if t.paused { "paused" } else { "" }.to_owned(),
+                output::count(t.rows),
+                t.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["tenant", "phase", "", "rows", "updated"], &rows);
+    if let Some(last) = tenants.last().filter(|_| tenants.len() as u64 == limit) {
+        println!("… more: --after {}", last.tenant);
+    }
+    Ok(())
+}
+
+async fn show(
+    ctx: &Context,
+    migration: &MigrationId,
+    tenant: &TenantId,
+    json: bool,
+) -> anyhow::Result<()> {
+    let detail = ctx.ops.tenant(migration, tenant).await?;
+    if json {
+        output::json(&detail)?;
+        return Ok(());
+    }
+    let t = &detail.tenant;
+    println!("tenant        {} (migration {migration})", t.tenant);
+    println!(
+        "phase         {}{}",
+        t.phase,
+        if t.paused { " (paused)" } else { "" }
+    );
+    println!("version       {}", t.version);
+    println!("rows          {}", output::count(t.rows));
+    println!(
+        "backfill      {} of ~{} rows{}",
+        output::count(detail.backfill_rows_done),
+        output::count(detail.backfill_rows_total),
+        if detail.backfill_complete {
+            ", complete"
+        } else {
+            ""
+        }
+    );
+    println!("mismatches    {} unresolved", detail.unresolved_mismatches);
+    println!("buffer        {} pending", detail.buffer_depth);
+    if !detail.lagging_routers.is_empty() {
+        println!("lagging       {}", detail.lagging_routers.join(", "));
+    }
+    println!("next advance  {}", detail.next_advance);
+    Ok(())
+}
+
+async fn history(
+    ctx: &Context,
+    migration: &MigrationId,
+    tenant: &TenantId,
+    json: bool,
+) -> anyhow::Result<()> {
+    let history = ctx
+        .ops
+        .history(migration, tenant)
+        .await
+        .context("read tenant history")?;
+    if json {
+        output::json(&history)?;
+        return Ok(());
+    }
+    if history.is_empty() {
+        println!("{tenant} has not changed phase since it was registered (legacy)");
+        return Ok(());
+    }
+    let paused = |p: bool| if p { " (paused)" } else { "" };
+    let rows: Vec<Vec<String>> = history
+        .iter()
+        .map(|e| {
+            vec![
+                e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.action.clone(),
+                format!(
+                    "{}{} -> {}{}",
+                    e.from_phase,
+                    paused(e.from_paused),
+                    e.to_phase,
+                    paused(e.to_paused)
+                ),
+                e.actor.clone(),
+                if e.forced_guards.is_empty() {
+                    String::new()
+                } else {
+                    format!("FORCED {}", e.forced_guards.join(","))
+                },
+                e.reason.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["at (UTC)", "action", "change", "actor", "", "reason"],
+        &rows,
+    );
+    Ok(())
 }
 
 /// `TENANT` or `TENANT<sep>ROWS`.

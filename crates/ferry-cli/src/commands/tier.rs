@@ -17,6 +17,9 @@ use crate::{exit, output};
 /// Reservations older than this are a crashed run's leftovers.
 const STALE_RESERVATION: Duration = Duration::from_secs(3600);
 
+/// Per tenant: failed attempts in a row, and when the next one may start.
+type Backoff = std::collections::HashMap<TenantId, (u32, std::time::Instant)>;
+
 pub async fn run(ctx: &Context, cmd: TierCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         TierCmd::Run {
@@ -29,66 +32,29 @@ pub async fn run(ctx: &Context, cmd: TierCmd) -> anyhow::Result<ExitCode> {
             follow,
             interval,
         } => {
-            let pool = sqlx::PgPool::connect(&hot_url).await.with_context(|| {
-                format!(
-                    "connect to the hot database {}",
-                    ferry_store::redact_url(&hot_url)
-                )
-            })?;
-            let tiering = Tiering::open(ctx.store.clone(), &migration, pool)
-                .await
-                .with_context(|| format!("open tiering migration {migration}"))?;
+            let tiering = open_tiering(ctx, &migration, &hot_url).await?;
             if let Some(c) = &cutoff {
                 chrono::DateTime::parse_from_rfc3339(c)
                     .with_context(|| format!("--cutoff {c:?} is not an RFC 3339 instant"))?;
             }
-            let cutoff_now = || -> anyhow::Result<Option<String>> {
-                Ok(match (older_than, &cutoff) {
-                    (Some(age), _) => {
-                        let age =
-                            chrono::Duration::from_std(age).context("--older-than is too large")?;
-                        Some((chrono::Utc::now() - age).to_rfc3339())
-                    }
-                    (None, c) => c.clone(),
-                })
-            };
             let named = tenants;
-            let mut backoff: std::collections::HashMap<TenantId, (u32, std::time::Instant)> =
-                std::collections::HashMap::new();
+            let mut backoff = Backoff::new();
             loop {
                 let tenants = if named.is_empty() {
                     super::all_tenants(ctx, &migration).await?
                 } else {
                     named.clone()
                 };
-                let cutoff = cutoff_now()?;
-                let mut failed = 0;
-                for tenant in &tenants {
-                    if backoff
-                        .get(tenant)
-                        .is_some_and(|(_, until)| std::time::Instant::now() < *until)
-                    {
-                        continue;
-                    }
-                    match work_on(ctx, &tiering, tenant, cutoff.as_deref(), delete_batch).await {
-                        Ok(()) => {
-                            backoff.remove(tenant);
-                        }
-                        Err(e) => {
-                            failed += 1;
-                            let attempts = backoff.get(tenant).map_or(0, |(n, _)| *n) + 1;
-                            let wait = retry_delay(attempts, tenant);
-                            eprintln!(
-                                "{tenant}: {e:#} (attempt {attempts}; next in {:.1}s)",
-                                wait.as_secs_f64()
-                            );
-                            backoff.insert(
-                                tenant.clone(),
-                                (attempts, std::time::Instant::now() + wait),
-                            );
-                        }
-                    }
-                }
+                let cutoff = cutoff_now(older_than, cutoff.as_deref())?;
+                let failed = pass(
+                    ctx,
+                    &tiering,
+                    &tenants,
+                    cutoff.as_deref(),
+                    delete_batch,
+                    &mut backoff,
+                )
+                .await;
                 let collected = tiering.collect_garbage(STALE_RESERVATION).await?;
                 if collected > 0 {
                     eprintln!("collected {collected} replaced segment(s)");
@@ -105,6 +71,73 @@ pub async fn run(ctx: &Context, cmd: TierCmd) -> anyhow::Result<ExitCode> {
         }
         TierCmd::Status { migration, json } => status(ctx, &migration, json).await,
     }
+}
+
+async fn open_tiering(
+    ctx: &Context,
+    migration: &MigrationId,
+    hot_url: &str,
+) -> anyhow::Result<Tiering> {
+    let pool = sqlx::PgPool::connect(hot_url).await.with_context(|| {
+        format!(
+            "connect to the hot database {}",
+            ferry_store::redact_url(hot_url)
+        )
+    })?;
+    Tiering::open(ctx.store.clone(), migration, pool)
+        .await
+        .with_context(|| format!("open tiering migration {migration}"))
+}
+
+/// The cutoff of this pass: with `--older-than`, now minus the age (it moves with the clock);
+/// otherwise `--cutoff` as given.
+fn cutoff_now(
+    older_than: Option<Duration>,
+    cutoff: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    Ok(match (older_than, cutoff) {
+        (Some(age), _) => {
+            let age = chrono::Duration::from_std(age).context("--older-than is too large")?;
+            Some((chrono::Utc::now() - age).to_rfc3339())
+        }
+        (None, c) => c.map(str::to_owned),
+    })
+}
+
+/// One pass over the tenants, skipping those still backing off; returns how many failed.
+async fn pass(
+    ctx: &Context,
+    tiering: &Tiering,
+    tenants: &[TenantId],
+    cutoff: Option<&str>,
+    delete_batch: usize,
+    backoff: &mut Backoff,
+) -> usize {
+    let mut failed = 0;
+    for tenant in tenants {
+        if backoff
+            .get(tenant)
+            .is_some_and(|(_, until)| std::time::Instant::now() < *until)
+        {
+            continue;
+        }
+        match work_on(ctx, tiering, tenant, cutoff, delete_batch).await {
+            Ok(()) => {
+                backoff.remove(tenant);
+            }
+            Err(e) => {
+                failed += 1;
+                let attempts = backoff.get(tenant).map_or(0, |(n, _)| *n) + 1;
+                let wait = retry_delay(attempts, tenant);
+                eprintln!(
+                    "{tenant}: {e:#} (attempt {attempts}; next in {:.1}s)",
+                    wait.as_secs_f64()
+                );
+                backoff.insert(tenant.clone(), (attempts, std::time::Instant::now() + wait));
+            }
+        }
+    }
+    failed
 }
 
 /// How long a tenant whose work failed `attempts` times in a row waits: doubling from one
@@ -125,6 +158,8 @@ pub(crate) fn retry_delay(attempts: u32, tenant: &TenantId) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// Does whatever the tenant's phase calls for: reset in `legacy`; otherwise, once every
+/// router routes by the phase, archive, apply the buffer, then restore or delete hot copies.
 async fn work_on(
     ctx: &Context,
     tiering: &Tiering,
@@ -135,20 +170,7 @@ async fn work_on(
     let record = ctx.store.tenant(&tiering.migration, tenant).await?;
     let phase = record.state.phase;
     if phase == Phase::Legacy {
-        if ctx
-            .store
-            .segments(&tiering.migration, tenant)
-            .await?
-            .is_empty()
-        {
-            eprintln!("{tenant}: legacy, nothing to do");
-        } else {
-            let retired = tiering.reset(tenant).await?;
-            eprintln!(
-                "{tenant}: rolled back to legacy; retired {retired} segment(s), the hot table is authoritative"
-            );
-        }
-        return Ok(());
+        return reset(ctx, tiering, tenant).await;
     }
     // Archiving changes where keys live: every router must route by this phase first, or a
     // router still on `legacy` could write an archived key without the buffer.
@@ -164,23 +186,7 @@ async fn work_on(
         return Ok(());
     }
     if let Some(cutoff) = cutoff {
-        let report = tiering.archive(tenant, cutoff).await?;
-        match report.paused {
-            Some(why) => eprintln!("{tenant}: archiving paused: {why}"),
-            None => eprintln!(
-                "{tenant}: archived {} row(s) in {} segment(s){}",
-                output::count(report.rows),
-                report.segments,
-                if report.requeued > 0 {
-                    format!(
-                        ", {} changed meanwhile and re-sent through the buffer",
-                        report.requeued
-                    )
-                } else {
-                    String::new()
-                }
-            ),
-        }
+        archive(tiering, tenant, cutoff).await?;
     }
     let applied = tiering.apply_buffer(tenant).await?;
     if applied > 0 {
@@ -196,23 +202,76 @@ async fn work_on(
         .await?;
     let source_current = facts.first().is_none_or(|f| f.source_current);
     match phase {
-        Phase::TargetPrimary if !source_current => {
-            let restored = tiering.restore(tenant).await?;
-            eprintln!(
-                "{tenant}: restored {} archived row(s) to the hot table",
-                output::count(restored)
-            );
-        }
+        Phase::TargetPrimary if !source_current => restore(tiering, tenant).await?,
         Phase::TargetOnly | Phase::Complete => {
-            let deleted = tiering.delete_hot_copies(tenant, delete_batch).await?;
-            if deleted > 0 {
-                eprintln!(
-                    "{tenant}: deleted {} archived row(s) from the hot table",
-                    output::count(deleted)
-                );
-            }
+            delete_hot_copies(tiering, tenant, delete_batch).await?
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// In `legacy`: a tenant rolled back retires its segments; the hot table is authoritative.
+async fn reset(ctx: &Context, tiering: &Tiering, tenant: &TenantId) -> anyhow::Result<()> {
+    if ctx
+        .store
+        .segments(&tiering.migration, tenant)
+        .await?
+        .is_empty()
+    {
+        eprintln!("{tenant}: legacy, nothing to do");
+    } else {
+        let retired = tiering.reset(tenant).await?;
+        eprintln!(
+            "{tenant}: rolled back to legacy; retired {retired} segment(s), the hot table is authoritative"
+        );
+    }
+    Ok(())
+}
+
+async fn archive(tiering: &Tiering, tenant: &TenantId, cutoff: &str) -> anyhow::Result<()> {
+    let report = tiering.archive(tenant, cutoff).await?;
+    match report.paused {
+        Some(why) => eprintln!("{tenant}: archiving paused: {why}"),
+        None => eprintln!(
+            "{tenant}: archived {} row(s) in {} segment(s){}",
+            output::count(report.rows),
+            report.segments,
+            if report.requeued > 0 {
+                format!(
+                    ", {} changed meanwhile and re-sent through the buffer",
+                    report.requeued
+                )
+            } else {
+                String::new()
+            }
+        ),
+    }
+    Ok(())
+}
+
+/// In `target_primary` after a step back from `target_only`: archived rows back to hot.
+async fn restore(tiering: &Tiering, tenant: &TenantId) -> anyhow::Result<()> {
+    let restored = tiering.restore(tenant).await?;
+    eprintln!(
+        "{tenant}: restored {} archived row(s) to the hot table",
+        output::count(restored)
+    );
+    Ok(())
+}
+
+/// In `target_only` and `complete`: the hot copies of archived rows go.
+async fn delete_hot_copies(
+    tiering: &Tiering,
+    tenant: &TenantId,
+    delete_batch: usize,
+) -> anyhow::Result<()> {
+    let deleted = tiering.delete_hot_copies(tenant, delete_batch).await?;
+    if deleted > 0 {
+        eprintln!(
+            "{tenant}: deleted {} archived row(s) from the hot table",
+            output::count(deleted)
+        );
     }
     Ok(())
 }

@@ -1,0 +1,176 @@
+//! Command-line flags, as parsed: validation only, no I/O. `context.rs` turns them into
+//! open stores. The doc comments here are the `--help` text.
+//!
+//! The global flags and the command list live here, with the few flags of `status`,
+//! `routers` and `demo`; every other noun's flags have a module of their own.
+
+mod bench;
+mod copy;
+mod migration;
+mod serve;
+mod tenant;
+mod tier;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ferry_domain::MigrationId;
+
+pub use bench::{BenchCmd, ControlStoreBench, CopyBench, TierBench};
+pub use copy::{CopyCmd, CopyScope, DataUrls, VerifyArgs};
+pub use migration::{KindArg, MigrationCmd};
+pub use serve::{ScopeArg, ServeArgs, TokenCmd};
+pub use tenant::{ActionArg, ChangeArgs, ChangeFlags, RollbackArgs, RolloutArgs, TenantCmd};
+pub use tier::{BufferCmd, TierCmd};
+
+/// Ferry moves a live multi-tenant backend's data, one tenant at a time, through explicit
+/// phases: legacy -> dual_write -> shadow -> target_primary -> target_only -> complete.
+///
+/// Every phase change is guarded (backfill complete, no unresolved mismatches, update buffer
+/// drained, every live router caught up), recorded in an audit log, and reversible until the
+/// source is retired.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, max_term_width = 100, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Start with `ferry demo` to watch a thousand tenants move on a throwaway store. Then:
+
+  ferry migration create orders_move --kind tenant-move
+  ferry tenant add orders_move acme=120000 globex=800
+  ferry rollout orders_move --percent 5 --reason canary --dry-run
+  ferry rollout orders_move --percent 5 --reason canary
+  ferry tenant show orders_move acme
+  ferry status
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 refused by guards, 4 not yet acknowledged by routers.";
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The control store: postgres://USER@HOST/DB for production, or sqlite://PATH (or a
+    /// plain path) for the embedded store.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_DATABASE_URL",
+        default_value = ferry_store::DEFAULT_STORE_URL,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// PostgreSQL schema holding Ferry's tables (ignored for SQLite).
+    #[arg(long, global = true, env = "FERRY_STORE_SCHEMA", default_value = ferry_store::DEFAULT_PG_SCHEMA)]
+    pub store_schema: String,
+
+    /// Who is acting, for the audit log. Defaults to $USER@$HOSTNAME.
+    #[arg(long, global = true, env = "FERRY_ACTOR")]
+    pub actor: Option<String>,
+
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Logs as JSON lines on stderr.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list and inspect migrations.
+    #[command(subcommand)]
+    Migration(MigrationCmd),
+    /// Register tenants and move one tenant at a time.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Move a whole cohort one step, each tenant with its own guards.
+    ///
+    /// Pick the cohort with exactly one of --tenants, --percent, --smallest or --all.
+    /// Percent cohorts are stable: the same tenants every time for a migration, and a 10%
+    /// cohort is always inside the 20% one. Tenants whose guards fail are listed with the
+    /// reason and left where they are; the exit code is 3 if any were refused.
+    Rollout(RolloutArgs),
+    /// Tenants per phase for every migration, and the routers following them.
+    Status(StatusArgs),
+    /// Routers registered for the acknowledgement barrier, and what they have seen.
+    Routers(JsonFlag),
+    /// Run and steer the copier of a tenant_move migration.
+    #[command(subcommand)]
+    Copy(CopyCmd),
+    /// Re-check one tenant, source against target, end to end (read-only); resolves its
+    /// recorded mismatches if everything matches. Exit code 3 if anything differs.
+    Verify(VerifyArgs),
+    /// Run and inspect the archiver of a tiering migration (old rows to Parquet segments).
+    #[command(subcommand)]
+    Tier(TierCmd),
+    /// The update buffer: changes to archived rows waiting to be applied to their segments.
+    #[command(subcommand)]
+    Buffer(BufferCmd),
+    /// Serve the admin HTTP API (/api/v1), Prometheus metrics (/metrics) and the live
+    /// dashboard (/) over the control store.
+    ///
+    /// Every API route and /metrics needs `Authorization: Bearer TOKEN`: a `read` token for
+    /// GET, an `operator` token for actions. Create tokens with `ferry token create`. Open
+    /// the dashboard at http://ADDR/ and paste a token, or at http://ADDR/#token=TOKEN.
+    Serve(ServeArgs),
+    /// Admin API tokens: create (shown once, stored hashed), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Run the end-to-end demo on a fresh embedded store (no server needed).
+    ///
+    /// Creates a migration with ~1,000 tenants of skewed sizes, starts two in-process routers,
+    /// moves a canary cohort and then everyone through every phase with pauses and rollbacks,
+    /// prints the status, and verifies the audit log against the phases. Exits non-zero on any
+    /// inconsistency.
+    Demo(DemoArgs),
+    /// Benchmarks; each prints figures and ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this migration.
+    #[arg(long)]
+    pub migration: Option<MigrationId>,
+    /// The same object `GET /api/v1/status` answers.
+    #[arg(long)]
+    pub json: bool,
+    /// Redraw every SECS seconds (default 2) until Ctrl-C; with --json, one object per line.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many tenants to move.
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: usize,
+    /// Keep the demo's store at this path (default: a temp directory, removed afterwards).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Seed for the tenant sizes, for a repeatable run.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Also serve the admin API, metrics and dashboard over the demo's store at this address
+    /// (e.g. 127.0.0.1:7070); the URL, with a fresh operator token, is printed at the start.
+    #[arg(long)]
+    pub serve: Option<std::net::SocketAddr>,
+    /// Pause after every step, to watch the dashboard move.
+    #[arg(long, default_value_t = 0)]
+    pub step_delay_ms: u64,
+    /// With --serve: keep serving this many seconds after the demo ends.
+    #[arg(long, default_value_t = 0, requires = "serve")]
+    pub linger: u64,
+}
