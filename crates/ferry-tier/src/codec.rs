@@ -143,7 +143,11 @@ fn column_array(c: &Column, rows: &[PgRow], i: usize) -> Result<ArrayRef, TierEr
                     .map_err(|e| value_error(name, e))?,
             )
         }
-        ColumnKind::NumericText | ColumnKind::Text | ColumnKind::Json | ColumnKind::Jsonb => {
+        ColumnKind::NumericText
+        | ColumnKind::PgText
+        | ColumnKind::Text
+        | ColumnKind::Json
+        | ColumnKind::Jsonb => {
             let mut b = StringBuilder::with_capacity(n, n * 16);
             for r in rows {
                 b.append_option(decode::<String>(r, i, name)?);
@@ -308,7 +312,9 @@ fn value_to_json(kind: ColumnKind, a: &ArrayRef, row: usize, out: &mut String) {
             let v = a.as_primitive::<Decimal128Type>().value(row);
             json_string(out, &format_decimal(v, scale));
         }
-        ColumnKind::NumericText | ColumnKind::Text => {
+        // PostgreSQL's text of the value: json_populate_record feeds a JSON string to the
+        // column type's input function, which reads it back exactly.
+        ColumnKind::NumericText | ColumnKind::PgText | ColumnKind::Text => {
             json_string(out, a.as_string::<i32>().value(row));
         }
         // A nested JSON value (PostgreSQL's own valid text): json_populate_record keeps

@@ -14,12 +14,15 @@
 //! | `uuid` | FixedSizeBinary(16) |
 //! | `json`, `jsonb` | Utf8, the exact text |
 //! | `bytea` | Binary |
+//! | enums, arrays, `interval`, `time`, `timetz`, `inet`, `cidr`, `macaddr` | Utf8, PostgreSQL's own text, which the type's input function reads back exactly |
 //!
-//! Anything else (arrays, enums, ranges, intervals, `time`, geometric types, domains…) is
-//! refused when the table is declared: a value Ferry cannot round-trip must never be archived.
+//! A domain is stored as its base type. Every field records the column's PostgreSQL type
+//! (`ferry.pg_type`, users' types schema-qualified), so a segment says what its text means.
+//! Anything else (ranges, geometric types, `money`, composite types…) is refused when the
+//! table is declared: a value Ferry cannot round-trip must never be archived.
 
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use ferry_domain::SqlIdent;
+use ferry_domain::{SqlIdent, TenantKeyType};
 use sqlx::PgPool;
 
 use crate::error::TierError;
@@ -39,6 +42,9 @@ pub enum ColumnKind {
     },
     /// Unconstrained `numeric`, as PostgreSQL's text.
     NumericText,
+    /// Any other value kept as PostgreSQL's text form (enums, arrays, intervals…): the type's
+    /// input function reads it back exactly.
+    PgText,
     Text,
     Bool,
     Date,
@@ -69,6 +75,12 @@ impl ColumnKind {
             "json" => ColumnKind::Json,
             "jsonb" => ColumnKind::Jsonb,
             "bytea" => ColumnKind::Bytes,
+            "interval"
+            | "time without time zone"
+            | "time with time zone"
+            | "inet"
+            | "cidr"
+            | "macaddr" => ColumnKind::PgText,
             _ => {
                 if ty.starts_with("character varying") || ty.starts_with("character(") {
                     return Some(ColumnKind::Text);
@@ -93,9 +105,11 @@ impl ColumnKind {
             ColumnKind::Float32 => DataType::Float32,
             ColumnKind::Float64 => DataType::Float64,
             ColumnKind::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
-            ColumnKind::NumericText | ColumnKind::Text | ColumnKind::Json | ColumnKind::Jsonb => {
-                DataType::Utf8
-            }
+            ColumnKind::NumericText
+            | ColumnKind::PgText
+            | ColumnKind::Text
+            | ColumnKind::Json
+            | ColumnKind::Jsonb => DataType::Utf8,
             ColumnKind::Bool => DataType::Boolean,
             ColumnKind::Date => DataType::Date32,
             ColumnKind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -111,6 +125,7 @@ impl ColumnKind {
     fn select(self, column: &str) -> String {
         match self {
             ColumnKind::NumericText
+            | ColumnKind::PgText
             | ColumnKind::Decimal { .. }
             | ColumnKind::Json
             | ColumnKind::Jsonb
@@ -123,7 +138,8 @@ impl ColumnKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: SqlIdent,
-    /// As `format_type` prints it.
+    /// As spliced into casts: a built-in type as `format_type` prints it, a user's type
+    /// schema-qualified and quoted by PostgreSQL (`"app"."status"[]`).
     pub pg_type: String,
     pub kind: ColumnKind,
     pub nullable: bool,
@@ -135,6 +151,8 @@ pub struct TableDecl {
     pub schema: SqlIdent,
     pub table: SqlIdent,
     pub tenant: SqlIdent,
+    /// The tenant column's type: ids are bound as text and cast to it.
+    pub tenant_type: TenantKeyType,
     /// The rows' age: rows older than the cutoff go to the cold tier.
     pub age: SqlIdent,
     pub columns: Vec<Column>,
@@ -170,6 +188,7 @@ impl TableDecl {
         let name = format!("{schema}.{table}");
         let rows = read_columns(pool, &qualified, &name).await?;
         let key = read_key(pool, &qualified, &name, &tenant).await?;
+        let tenant_type = tenant_key_type(&rows, &tenant, &name)?;
         let columns = map_columns(d, rows, &name, &tenant, &age, &key)?;
         check_key_kinds(&columns, &key)?;
         check_age(&columns, &age, &name)?;
@@ -177,6 +196,7 @@ impl TableDecl {
             schema,
             table,
             tenant,
+            tenant_type,
             age,
             columns,
             key,
@@ -245,35 +265,135 @@ impl TableDecl {
             .join(" AND ")
     }
 
+    /// `alias.tenant = CAST($param AS <the tenant column's type>)`.
+    pub fn tenant_match(&self, alias: &str, param: usize) -> String {
+        format!(
+            "{alias}.{} = {}",
+            self.tenant.quoted(),
+            self.tenant_type.cast_param(param)
+        )
+    }
+
+    /// Whether `tenant` is a canonical value of the tenant column's type: checked before any
+    /// statement binds it.
+    pub fn check_tenant(&self, tenant: &ferry_domain::TenantId) -> Result<(), TierError> {
+        self.tenant_type
+            .check(tenant)
+            .map_err(|mismatch| TierError::TenantKey {
+                mismatch,
+                column: format!("{}.{}.{}", self.schema, self.table, self.tenant),
+                ty: self.tenant_type.to_string(),
+            })
+    }
+
     /// Index of a column in [`TableDecl::columns`].
     pub fn position(&self, name: &SqlIdent) -> Option<usize> {
         self.columns.iter().position(|c| &c.name == name)
     }
 }
 
-/// The table's columns from the catalogue, in order: name, type as `format_type` prints it,
-/// nullable.
+/// One column as the catalogue describes it.
+struct CatalogColumn {
+    name: String,
+    /// Spelled for casts (see [`Column::pg_type`]).
+    pg_type: String,
+    /// The built-in type that decides the kind, as `format_type` prints it (a domain's base
+    /// type), or `None` for a value kept as PostgreSQL's text (an enum, an array, a domain
+    /// over one).
+    base: Option<String>,
+    /// The type after unwrapping a domain, for the tenant column's check.
+    tenant_base: String,
+    nullable: bool,
+}
+
+type CatalogRow = (
+    String,         // name
+    String,         // format_type
+    bool,           // nullable
+    bool,           // an array
+    String,         // typtype
+    bool,           // in pg_catalog
+    String,         // quoted and qualified (an array: its element's, then [])
+    Option<String>, // a domain's base type
+    Option<bool>,   // a domain over an enum or an array
+);
+
+const COLUMNS: &str = "
+SELECT a.attname::text,
+       format_type(a.atttypid, a.atttypmod),
+       NOT a.attnotnull,
+       t.typcategory = 'A' AND t.typelem <> 0,
+       t.typtype::text,
+       tn.nspname = 'pg_catalog',
+       CASE WHEN t.typcategory = 'A' AND t.typelem <> 0
+            THEN (SELECT quote_ident(en.nspname) || '.' || quote_ident(e.typname) || '[]'
+                  FROM pg_type e JOIN pg_namespace en ON en.oid = e.typnamespace
+                  WHERE e.oid = t.typelem)
+            ELSE quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END,
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END,
+       CASE WHEN t.typtype = 'd' THEN (SELECT b.typtype = 'e' OR b.typcategory = 'A'
+                                       FROM pg_type b WHERE b.oid = t.typbasetype) END
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_namespace tn ON tn.oid = t.typnamespace
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum";
+
+/// The table's columns from the catalogue, in order.
 async fn read_columns(
     pool: &PgPool,
     qualified: &str,
     name: &str,
-) -> Result<Vec<(String, String, bool)>, TierError> {
-    let rows: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
-         FROM pg_attribute a
-         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
-         ORDER BY a.attnum",
-    )
-    .bind(qualified)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| TierError::db("read the table's columns", e))?;
+) -> Result<Vec<CatalogColumn>, TierError> {
+    let rows: Vec<CatalogRow> = sqlx::query_as(COLUMNS)
+        .bind(qualified)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| TierError::db("read the table's columns", e))?;
     if rows.is_empty() {
         return Err(TierError::Declaration(format!(
             "table {name} does not exist (or has no columns)"
         )));
     }
-    Ok(rows)
+    Ok(rows.into_iter().map(catalog_column).collect())
+}
+
+fn catalog_column(row: CatalogRow) -> CatalogColumn {
+    let (name, formatted, nullable, is_array, kind, builtin, qualified, domain_base, text_base) =
+        row;
+    let (pg_type, base) = match (builtin, kind.as_str(), is_array) {
+        (true, _, false) => (formatted.clone(), Some(formatted)),
+        (true, _, true) => (formatted, None),
+        // A user's enum or extension type (`citext`), or an array of any: their text.
+        (false, _, true) | (false, "e" | "b", _) => (qualified, None),
+        (false, "d", _) if text_base == Some(true) => (qualified, None),
+        (false, "d", _) => (qualified, domain_base.clone()),
+        // A composite or range type of the user's own: refused by name below.
+        (false, _, _) => (qualified, Some(formatted)),
+    };
+    CatalogColumn {
+        name,
+        tenant_base: domain_base.unwrap_or_else(|| pg_type.clone()),
+        pg_type,
+        base,
+        nullable,
+    }
+}
+
+/// The tenant column's type, which must be one whose values Ferry can check and cast.
+fn tenant_key_type(
+    rows: &[CatalogColumn],
+    tenant: &SqlIdent,
+    name: &str,
+) -> Result<TenantKeyType, TierError> {
+    let column = rows
+        .iter()
+        .find(|c| c.name == tenant.as_str())
+        .ok_or_else(|| {
+            TierError::Declaration(format!("tenant column {tenant} is not a column of {name}"))
+        })?;
+    TenantKeyType::new(&column.pg_type, &column.tenant_base)
+        .map_err(|e| TierError::Declaration(format!("tenant column {tenant} of {name}: {e}")))
 }
 
 /// The primary key without the tenant column, in key order; the tenant column must be in it.
@@ -318,7 +438,7 @@ async fn read_key(
 /// always), each mapped to its kind.
 fn map_columns(
     d: &Declaration,
-    rows: Vec<(String, String, bool)>,
+    rows: Vec<CatalogColumn>,
     name: &str,
     tenant: &SqlIdent,
     age: &SqlIdent,
@@ -334,7 +454,7 @@ fn map_columns(
     };
     if let Some(only) = &d.columns {
         for column in only {
-            if !rows.iter().any(|(n, _, _)| n == column) {
+            if !rows.iter().any(|c| &c.name == column) {
                 return Err(TierError::Declaration(format!(
                     "column {column:?} is not a column of {name}"
                 )));
@@ -342,20 +462,26 @@ fn map_columns(
         }
     }
     let mut columns = Vec::new();
-    for (column, pg_type, nullable) in rows.into_iter().filter(|(n, _, _)| wanted(n)) {
-        let kind = ColumnKind::from_pg(&pg_type).ok_or_else(|| {
+    for c in rows.into_iter().filter(|c| wanted(&c.name)) {
+        let kind = match &c.base {
+            None => Some(ColumnKind::PgText),
+            Some(base) => ColumnKind::from_pg(base),
+        };
+        let kind = kind.ok_or_else(|| {
             TierError::Declaration(format!(
-                "column {column} of {name} has type {pg_type}, which the cold tier \
+                "column {} of {name} has type {}, which the cold tier \
                  cannot store losslessly; supported: integers, real/double precision, \
                  numeric, text/varchar/char, boolean, date, timestamp, timestamptz, uuid, \
-                 json, jsonb, bytea (leave the column out with `columns`, or change its type)"
+                 json, jsonb, bytea, enums, arrays, interval, time, inet, cidr, macaddr, and \
+                 domains over these (leave the column out with `columns`, or change its type)",
+                c.name, c.pg_type
             ))
         })?;
         columns.push(Column {
-            name: ident("column", &column)?,
-            pg_type,
+            name: ident("column", &c.name)?,
+            pg_type: c.pg_type,
             kind,
-            nullable,
+            nullable: c.nullable,
         });
     }
     Ok(columns)
@@ -417,13 +543,14 @@ mod tests {
             Some(ColumnKind::Text)
         );
         assert_eq!(ColumnKind::from_pg("character(3)"), Some(ColumnKind::Text));
-        for refused in [
-            "interval",
-            "integer[]",
-            "time without time zone",
-            "point",
-            "mood",
-        ] {
+        assert_eq!(ColumnKind::from_pg("interval"), Some(ColumnKind::PgText));
+        assert_eq!(
+            ColumnKind::from_pg("time without time zone"),
+            Some(ColumnKind::PgText)
+        );
+        // Arrays, enums and domains are decided from the catalogue (see `catalog_column`),
+        // not from the type's printed name.
+        for refused in ["integer[]", "point", "money", "int4range", "mood"] {
             assert_eq!(ColumnKind::from_pg(refused), None, "{refused}");
         }
     }

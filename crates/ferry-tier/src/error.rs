@@ -32,6 +32,13 @@ pub enum TierError {
     Segment { path: String, detail: String },
     #[error("cold tier URL {url:?}: {detail}")]
     Url { url: String, detail: String },
+    /// The tenant id is not a value of the tenant column's type; nothing was read or written.
+    #[error("{mismatch} (the type of {column}, {ty})")]
+    TenantKey {
+        mismatch: ferry_domain::TenantKeyMismatch,
+        column: String,
+        ty: String,
+    },
 }
 
 impl TierError {

@@ -341,7 +341,6 @@ impl HotTable {
 impl WindowSql {
     fn new(decl: &TableDecl) -> WindowSql {
         let t = decl.quoted();
-        let tenant = decl.tenant.quoted();
         let age = decl.age.quoted();
         let age_type = decl
             .columns
@@ -350,8 +349,9 @@ impl WindowSql {
             .map(|c| c.pg_type.clone())
             .unwrap_or_else(|| "timestamptz".into());
         let window = format!(
-            "t.{tenant} = $1 AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
-             AND t.{age} < CAST($3 AS {age_type})"
+            "{} AND ($2::text IS NULL OR t.{age} >= CAST($2 AS {age_type})) \
+             AND t.{age} < CAST($3 AS {age_type})",
+            decl.tenant_match("t", 1)
         );
         WindowSql {
             rows: format!(
@@ -422,15 +422,15 @@ impl WindowSql {
 impl RowSql {
     fn new(decl: &TableDecl) -> RowSql {
         let t = decl.quoted();
-        let tenant = decl.tenant.quoted();
+        let tenant = decl.tenant_match("t", 1);
         let cols = column_list(decl);
         RowSql {
             select: format!(
-                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
+                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE {tenant} AND {}",
                 decl.key_match(2)
             ),
             scan: format!(
-                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE t.{tenant} = $1 \
+                "SELECT to_jsonb(t)::text FROM {t} AS t WHERE {tenant} \
                  AND ($2::json IS NULL OR ({keys}) >= (SELECT {keys} FROM json_populate_record(NULL::{t}, $2::json) AS t)) \
                  AND ($3::json IS NULL OR ({keys}) <= (SELECT {keys} FROM json_populate_record(NULL::{t}, $3::json) AS t)) \
                  ORDER BY {keys} LIMIT $4",
@@ -441,7 +441,7 @@ impl RowSql {
                  RETURNING to_jsonb(inserted)::text"
             ),
             delete: format!(
-                "DELETE FROM {t} AS t WHERE t.{tenant} = $1 AND {}",
+                "DELETE FROM {t} AS t WHERE {tenant} AND {}",
                 decl.key_match(2)
             ),
         }
@@ -451,7 +451,6 @@ impl RowSql {
 impl ImageSql {
     fn new(decl: &TableDecl) -> ImageSql {
         let t = decl.quoted();
-        let tenant = decl.tenant.quoted();
         let cols = column_list(decl);
         let key_cols = std::iter::once(decl.tenant.quoted())
             .chain(decl.key.iter().map(|k| k.quoted()))
@@ -486,7 +485,8 @@ impl ImageSql {
             } else {
                 format!(
                     "UPDATE {t} AS t SET ({values}) = (SELECT {values} FROM json_populate_record(NULL::{t}, $1::json)) \
-                     WHERE t.{tenant} = $2 AND {}",
+                     WHERE {} AND {}",
+                    decl.tenant_match("t", 2),
                     decl.key_match(3)
                 )
             },

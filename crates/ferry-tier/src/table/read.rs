@@ -16,6 +16,7 @@ use super::{TableError, TierPath, TierReason, TierRoute, TieredTable, bump};
 impl TieredTable {
     /// Reads one row by key.
     pub async fn get(&self, tenant: &TenantId, key: &[&str]) -> Result<Option<Row>, TableError> {
+        self.tiering.decl().check_tenant(tenant)?;
         let key = self.tiering.parse_key(key)?;
         let (snapshot, phase) = self.phase(tenant)?;
         let row = match phase {
@@ -112,6 +113,7 @@ impl TieredTable {
         to: Option<&[&str]>,
         limit: usize,
     ) -> Result<Vec<Row>, TableError> {
+        self.tiering.decl().check_tenant(tenant)?;
         let t = &self.tiering;
         let from = from.map(|k| t.parse_key(k)).transpose()?;
         let to = to.map(|k| t.parse_key(k)).transpose()?;

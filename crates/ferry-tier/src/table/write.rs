@@ -17,6 +17,7 @@ use super::{TableError, TierPath, TierReason, TierRoute, TieredTable, bump};
 impl TieredTable {
     /// Inserts a row (with its tenant column set to `tenant`).
     pub async fn insert(&self, tenant: &TenantId, mut row: Row) -> Result<Row, TableError> {
+        self.tiering.decl().check_tenant(tenant)?;
         let t = &self.tiering;
         row.insert(
             t.decl().tenant.to_string(),
@@ -100,11 +101,13 @@ impl TieredTable {
         key: &[&str],
         changes: Row,
     ) -> Result<Option<Row>, TableError> {
+        self.tiering.decl().check_tenant(tenant)?;
         self.write(tenant, key, Some(changes)).await
     }
 
     /// Deletes one row; returns whether it existed.
     pub async fn delete(&self, tenant: &TenantId, key: &[&str]) -> Result<bool, TableError> {
+        self.tiering.decl().check_tenant(tenant)?;
         Ok(self.write(tenant, key, None).await?.is_some())
     }
 
@@ -376,9 +379,9 @@ impl TieredTable {
         let key_match = decl.key_match(3);
         let sql = format!(
             "UPDATE {table} AS t SET ({list}) = (SELECT {list} FROM json_populate_record(NULL::{table}, $1::json)) \
-             WHERE t.{tenant} = $2 AND {key_match} RETURNING to_jsonb(t)::text",
+             WHERE {tenant} AND {key_match} RETURNING to_jsonb(t)::text",
             table = decl.quoted(),
-            tenant = decl.tenant.quoted(),
+            tenant = decl.tenant_match("t", 2),
         );
         let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
             .bind(serde_json::Value::Object(changes.clone()).to_string())

@@ -19,6 +19,7 @@ impl Tiering {
     /// (copy-on-write) with the changes in sequence order and swapped in atomically with the
     /// changes marked applied. Returns how many changes were applied.
     pub async fn apply_buffer(&self, tenant: &TenantId) -> Result<u64, TierError> {
+        self.decl().check_tenant(tenant)?;
         let open = self.pending(tenant).await?;
         // A dead change waits for an operator; later changes to its key wait behind it, or
         // a retry would apply an older image over a newer one.

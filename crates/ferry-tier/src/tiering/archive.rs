@@ -101,6 +101,7 @@ impl Tiering {
         tenant: &TenantId,
         cutoff: &str,
     ) -> Result<ArchiveReport, TierError> {
+        self.decl().check_tenant(tenant)?;
         if let Some(why) = self.buffer_pressure(tenant).await? {
             tracing::warn!(migration = %self.migration, tenant = %tenant, reason = %why, "archiving paused");
             return Ok(ArchiveReport {

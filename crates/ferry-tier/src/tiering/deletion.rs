@@ -22,14 +22,15 @@ impl Tiering {
         tenant: &TenantId,
         batch: usize,
     ) -> Result<u64, TierError> {
+        self.decl().check_tenant(tenant)?;
         self.apply_buffer(tenant).await?;
         let segments = self.segments(tenant).await?;
         let decl = self.decl();
         let keys = decl.key_list("k");
         let sql = format!(
-            "DELETE FROM {} AS t WHERE t.{} = $1 AND ({}) IN (SELECT {keys} FROM json_populate_recordset(NULL::{}, $2::json) AS k)",
+            "DELETE FROM {} AS t WHERE {} AND ({}) IN (SELECT {keys} FROM json_populate_recordset(NULL::{}, $2::json) AS k)",
             decl.quoted(),
-            decl.tenant.quoted(),
+            decl.tenant_match("t", 1),
             decl.key_list("t"),
             decl.quoted(),
         );

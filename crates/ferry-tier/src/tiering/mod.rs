@@ -51,7 +51,8 @@ pub struct TieringConfig {
     /// Archive only these columns (plus tenant, key and age); all by default.
     #[serde(default)]
     pub columns: Option<Vec<String>>,
-    /// Where segments go: `file:///dir` (or a plain path).
+    /// Where segments go: `file:///dir` (or a plain path); with the `cloud` feature also
+    /// `s3://bucket/prefix`, `gs://…` and `az://…` (credentials from the environment).
     pub cold_url: String,
     #[serde(default)]
     pub buffer: BufferSettings,

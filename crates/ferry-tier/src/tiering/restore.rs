@@ -16,6 +16,7 @@ impl Tiering {
     /// archived row (pending changes applied first) is written back over the hot table, and
     /// the reverse sync recorded complete (the guard on `target_primary -> shadow`).
     pub async fn restore(&self, tenant: &TenantId) -> Result<u64, TierError> {
+        self.decl().check_tenant(tenant)?;
         self.apply_buffer(tenant).await?;
         let segments = self.segments(tenant).await?;
         let mut restored = 0;
@@ -63,6 +64,7 @@ impl Tiering {
     /// changes dropped, and its watermark reset, so a new advance archives afresh instead of
     /// trusting segments that writes in `legacy` never reached. Returns the segments retired.
     pub async fn reset(&self, tenant: &TenantId) -> Result<u64, TierError> {
+        self.decl().check_tenant(tenant)?;
         let lock = self.lock_tenant(tenant, true).await?;
         let segments = self.segments(tenant).await?;
         for u in self.pending(tenant).await? {

@@ -5,6 +5,7 @@
 //! - `fixture.rs`: an `events` table, a tiering migration over it, a router and a table.
 //! - `phases.rs`: concurrent writers through every phase, archiving, a rollback.
 //! - `races.rs`: races 4 and 5 of DESIGN.md; an unavailable cold tier.
+//! - `types.rs`: every tenant key type; enum, domain and array columns; NULLs.
 //! - `cloud.rs`: a segment through a real S3 protocol server (with the `cloud` feature).
 
 #![allow(clippy::unwrap_used)]
@@ -14,3 +15,4 @@ mod fixture;
 mod phases;
 mod races;
 mod roundtrip;
+mod types;
