@@ -11,7 +11,9 @@ ferry=${FERRY:-ferry}
 
 $ferry migration create orders_move --kind tenant-move \
     --description "orders: shared table -> schema per tenant" \
-    --config '{"table": "orders", "tenant_column": "tenant_id"}'
+    --config '{"source": {"schema": "public", "table": "orders"},
+               "target": {"schema": "moved", "table": "orders"},
+               "tenant_column": "tenant_id", "version_column": "version"}'
 
 # Tenants and their row counts (row counts drive smallest-first cohorts).
 printf 'acme,120000\nglobex,800\ninitech,5\n' > "${TMPDIR:-/tmp}/ferry-example-tenants.csv"

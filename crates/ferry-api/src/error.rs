@@ -40,22 +40,31 @@ impl OpsError {
     }
 }
 
-impl From<StoreError> for OpsError {
-    fn from(e: StoreError) -> Self {
-        let text = e.to_string();
+impl OpsError {
+    /// Which kind a store error is, as a constructor taking its message.
+    fn kind_of(e: &StoreError) -> fn(String) -> OpsError {
         match e {
             StoreError::MigrationNotFound(_) | StoreError::TenantNotFound { .. } => {
-                OpsError::NotFound(text)
+                OpsError::NotFound
             }
-            StoreError::InvalidRequest(_) | StoreError::MigrationExists(_) => {
-                OpsError::Invalid(text)
-            }
+            StoreError::InvalidRequest(_) | StoreError::MigrationExists(_) => OpsError::Invalid,
             StoreError::Conflict { .. } | StoreError::ProgressOutOfPhase { .. } => {
-                OpsError::Conflict(text)
+                OpsError::Conflict
             }
-            StoreError::Unreachable { .. } => OpsError::Unavailable(text),
-            _ => OpsError::Internal(text),
+            StoreError::Unreachable { .. } => OpsError::Unavailable,
+            _ => OpsError::Internal,
         }
+    }
+
+    /// The code a store error has as an [`OpsError`], without converting it.
+    pub fn code_of_store(e: &StoreError) -> &'static str {
+        Self::kind_of(e)(String::new()).code()
+    }
+}
+
+impl From<StoreError> for OpsError {
+    fn from(e: StoreError) -> Self {
+        Self::kind_of(&e)(e.to_string())
     }
 }
 

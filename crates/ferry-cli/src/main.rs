@@ -2,7 +2,9 @@
 //!
 //! Errors are printed as one line (`error: what failed: why`) with a non-zero exit code:
 //! 1 for failures, 2 for usage errors, 3 when a phase change was refused by its guards, 4 when
-//! a change was made but live routers had not acknowledged it within `--wait`.
+//! a change was made but live routers had not acknowledged it within `--wait`. With `--json`,
+//! an error or refusal is instead one object on stdout, `{"error": {"code", "message"}}`,
+//! with the same exit codes.
 
 mod args;
 mod bench;
@@ -27,9 +29,11 @@ pub mod exit {
 
 fn init_logs(verbose: u8, json: bool) {
     use tracing_subscriber::EnvFilter;
+    // Ferry's crates log as `ferry_*`; the `ferry` directive covers them all.
     let default = match verbose {
         0 => "warn",
-        1 => "info,ferry=debug",
+        1 => "info",
+        2 => "info,ferry=debug",
         _ => "debug,ferry=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -61,9 +65,26 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+/// Parses the flags; a usage error with `--json` is reported as JSON (exit 2), help and
+/// version are printed as clap prints them.
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if output::json_requested() && e.use_stderr() => {
+            output::json_error("usage", e.kind().as_str().unwrap_or("invalid usage"));
+            eprint!("{e}");
+            Err(ExitCode::from(2))
+        }
+        Err(e) => e.exit(),
+    }
+}
+
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     init_logs(cli.global.verbose, cli.global.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -77,6 +98,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if output::json_requested() => {
+            output::json_error(output::error_code(&e), &format!("{e:#}"));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

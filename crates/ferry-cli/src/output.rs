@@ -42,6 +42,33 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the command line asked for JSON output. Read from the raw arguments so that an
+/// error found before (or while) the flags are parsed is still reported as JSON.
+pub fn json_requested() -> bool {
+    std::env::args_os().skip(1).any(|a| a == "--json")
+}
+
+/// An error as the API reports one: `{"error": {"code", "message"}}`, on stdout, where the
+/// command's JSON answer would have been.
+pub fn json_error(code: &str, message: &str) {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    println!("{body:#}");
+}
+
+/// The stable code of an error, for `--json`: the API's codes (`not_found`, `invalid`,
+/// `refused`, `conflict`, `unavailable`, `internal`) where the error says which, else `error`.
+pub fn error_code(e: &anyhow::Error) -> &'static str {
+    for cause in e.chain() {
+        if let Some(ops) = cause.downcast_ref::<ferry_api::OpsError>() {
+            return ops.code();
+        }
+        if let Some(store) = cause.downcast_ref::<ferry_store::StoreError>() {
+            return ferry_api::OpsError::code_of_store(store);
+        }
+    }
+    "error"
+}
+
 /// A progress bar on stderr, hidden when stderr is not a terminal (CI, pipes).
 pub fn progress(len: u64, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {

@@ -50,7 +50,7 @@ pub struct CopySettings {
     pub start_batch: u64,
     /// Rows per second, at most (an operator's `ferry copy throttle` overrides it).
     pub rate_limit: Option<u64>,
-    /// How a batch keeps a concurrent delete from being written back (race 2 of DESIGN.md):
+    /// How a batch keeps a concurrent delete from being written back (race 2 of ARCHITECTURE.md):
     /// see [`SourceLock`]. Defaults to [`SourceLock::Tenant`].
     pub source_lock: Option<SourceLock>,
     /// The older spelling: `true` is `"source_lock": "rows"`, `false` is `"none"`.
@@ -160,8 +160,10 @@ impl Default for BackpressureSettings {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The JSON does not fit the plan (an unknown or missing field, a wrong type); the
+    /// message names the field. Not a `#[source]`: the message already says it all.
     #[error("tenant move config is not valid: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("tenant move config: {field}: {source}")]
     Ident {
         field: &'static str,
@@ -170,6 +172,12 @@ pub enum ConfigError {
     },
     #[error("tenant move config: {0}")]
     Invalid(String),
+}
+
+impl From<serde_json::Error> for ConfigError {
+    fn from(e: serde_json::Error) -> Self {
+        ConfigError::Json(e)
+    }
 }
 
 /// The validated identifiers of a config.

@@ -14,6 +14,13 @@ use ferry_domain::TenantId;
 /// How many small copies may run per large-copy slot.
 pub const SMALL_OVERLAP: usize = 4;
 
+/// Large copies at once unless the operator says otherwise (`ferry copy run --parallel`, and
+/// `ferry bench copy`, which measures what `copy run` does): two busy connections on the
+/// source. On the 2-core machines measured, 2 was the fastest (4 queued behind each other, 15%
+/// slower), and the pace controller holds both back under live load, so 2 is also safe on a
+/// live primary. Raise it towards the database's core count when it has room.
+pub const DEFAULT_PARALLEL: usize = 2;
+
 #[derive(Debug)]
 pub struct Schedule {
     /// Largest first.

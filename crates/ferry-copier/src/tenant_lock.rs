@@ -1,4 +1,4 @@
-//! The tenant lock: closes race 2 of DESIGN.md (a delete raced by a batch that read the row
+//! The tenant lock: closes race 2 of ARCHITECTURE.md (a delete raced by a batch that read the row
 //! before it, then wrote it back) with one advisory lock per batch instead of a row lock per
 //! row.
 //!

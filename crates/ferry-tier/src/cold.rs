@@ -146,6 +146,31 @@ impl ColdStore {
         ColdStore::open_with(url, &[])
     }
 
+    /// Checks a cold-tier URL's form without opening anything: a local directory, or a cloud
+    /// store this build supports, with something after the scheme.
+    pub fn check_url(url: &str) -> Result<(), TierError> {
+        let bad = |detail: String| TierError::Url {
+            url: url.to_owned(),
+            detail,
+        };
+        let (scheme, rest) = url.split_once("://").unwrap_or(("file", url));
+        if rest.trim_matches('/').is_empty() {
+            return Err(bad("no directory, bucket or container given".into()));
+        }
+        match scheme {
+            "file" => Ok(()),
+            "s3" | "gs" | "az" if cfg!(feature = "cloud") => Ok(()),
+            "s3" | "gs" | "az" => Err(bad(
+                "this ferry was built without the `cloud` feature; rebuild with --features cloud"
+                    .into(),
+            )),
+            other => Err(bad(format!(
+                "unknown scheme {other:?}: use a directory (file:///path), \
+                 s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+            ))),
+        }
+    }
+
     /// [`ColdStore::open`], with `object_store` configuration keys (`aws_endpoint`,
     /// `aws_region`, `google_service_account`, …) over what the environment says. Only cloud
     /// URLs take options.

@@ -45,9 +45,10 @@ pub struct CopyBench {
     pub rows: u64,
     #[arg(long, default_value_t = 1_000)]
     pub tenants: u64,
-    /// Tenants copied at once. One per core the server can give: more only queue behind
-    /// each other (measured: 2 on 2 cores beats 4 by 15%).
-    #[arg(long, default_value_t = 2)]
+    /// Tenants copied at once, as `ferry copy run --parallel` (the same default). One per
+    /// core the server can give: more only queue behind each other (measured: 2 on 2 cores
+    /// beats 4 by 15%).
+    #[arg(long, default_value_t = ferry_copier::schedule::DEFAULT_PARALLEL)]
     pub parallel: usize,
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub postgres_url: String,

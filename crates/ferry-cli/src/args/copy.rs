@@ -42,9 +42,10 @@ pub enum CopyCmd {
         #[arg(long)]
         overwrite: bool,
         /// Large tenants copied at once (largest first); small tenants (one batch) overlap
-        /// up to 4 per slot. 1 is gentlest; one per database core is fastest on an idle
-        /// database. Backpressure and the pace controller apply to all of them together.
-        #[arg(long, default_value_t = 1)]
+        /// up to 4 per slot. The default, 2, keeps two source connections busy; 1 is
+        /// gentlest, one per database core fastest on an idle database. Backpressure and the
+        /// pace controller apply to all of them together.
+        #[arg(long, default_value_t = ferry_copier::schedule::DEFAULT_PARALLEL)]
         parallel: usize,
     },
     /// Copy progress per tenant: rows done / estimated total, rate, throttle state.

@@ -1,6 +1,7 @@
 //! `ferry migration …`: creating and inspecting migrations. The kind names what a migration
-//! moves; its `--config` plan is only parsed as JSON here, and read by the kind's worker
-//! (the copier, the archiver) when it opens the migration.
+//! moves; its `--config` plan is parsed as JSON here, checked against the kind's plan by the
+//! command, and read by the kind's worker (the copier, the archiver) when it opens the
+//! migration.
 
 use clap::{Subcommand, ValueEnum};
 use ferry_domain::MigrationId;
@@ -18,7 +19,9 @@ pub enum MigrationCmd {
         kind: KindArg,
         #[arg(long, default_value = "")]
         description: String,
-        /// Kind-specific plan as JSON, or @FILE to read it from a file.
+        /// Kind-specific plan as JSON, or @FILE to read it from a file. A tenant-move or
+        /// tiering plan is checked before anything is stored (an error names the field);
+        /// without one the migration only tracks phases.
         #[arg(long, default_value = "{}")]
         config: String,
     },

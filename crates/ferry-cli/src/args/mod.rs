@@ -71,7 +71,8 @@ pub struct Global {
     #[arg(long, global = true, env = "FERRY_ACTOR")]
     pub actor: Option<String>,
 
-    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    /// Log more: -v info (phase changes, batch summaries), -vv debug (every route decision),
+    /// -vvv trace. RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

@@ -36,6 +36,10 @@ pub async fn one(ctx: &Context, args: ChangeArgs, action: Action) -> anyhow::Res
         .await;
     let view = match result {
         Ok(view) => view,
+        Err(e @ OpsError::Refused(_)) if args.change.json => {
+            output::json_error(e.code(), &e.to_string());
+            return Ok(ExitCode::from(exit::REFUSED));
+        }
         Err(e @ OpsError::Refused(_)) => {
             eprintln!("error: {e}");
             if !args.change.force {
@@ -52,17 +56,60 @@ pub async fn one(ctx: &Context, args: ChangeArgs, action: Action) -> anyhow::Res
 }
 
 /// Walks a tenant back towards legacy, one guarded step at a time, waiting for every live
-/// router between steps.
+/// router between steps. With `--json`, one object at the end: every step taken, how the walk
+/// ended, and the refusal that stopped it if one did.
 pub async fn rollback(ctx: &Context, args: RollbackArgs) -> anyhow::Result<ExitCode> {
     if args.one_step || args.base.change.dry_run {
         return one(ctx, args.base, Action::Rollback).await;
     }
+    let json = args.base.change.json;
+    let mut walk = RollbackWalk::default();
+    let code = walk_back(ctx, &args, &mut walk).await;
+    if json {
+        let (code, error) = match &code {
+            Ok(code) => (*code, walk.refusal.take()),
+            Err(e) => (
+                ExitCode::FAILURE,
+                Some((output::error_code(e), format!("{e:#}"))),
+            ),
+        };
+        output::json(&serde_json::json!({
+            "steps": walk.steps,
+            "result": walk.result,
+            "error": error.map(|(code, message)| serde_json::json!({"code": code, "message": message})),
+        }))?;
+        return Ok(code);
+    }
+    if let Some((_, message)) = &walk.refusal {
+        if walk.steps.is_empty() {
+            eprintln!("error: {message}");
+        } else {
+            println!("stopped after {} step(s): {message}", walk.steps.len());
+        }
+    }
+    code
+}
+
+/// What a rollback walk did, for its report.
+#[derive(Default)]
+struct RollbackWalk {
+    steps: Vec<RolloutView>,
+    /// `effective` (back on legacy), `not_effective` (a step waits for routers), `refused`.
+    result: &'static str,
+    refusal: Option<(&'static str, String)>,
+}
+
+async fn walk_back(
+    ctx: &Context,
+    args: &RollbackArgs,
+    walk: &mut RollbackWalk,
+) -> anyhow::Result<ExitCode> {
     let ChangeArgs {
         migration,
         tenant,
         change,
     } = &args.base;
-    let mut steps = 0;
+    let quiet = change.json;
     loop {
         let view = match ctx
             .ops
@@ -76,31 +123,37 @@ pub async fn rollback(ctx: &Context, args: RollbackArgs) -> anyhow::Result<ExitC
             .await
         {
             Ok(view) => view,
-            Err(e @ OpsError::Refused(_)) if steps > 0 => {
-                println!("stopped after {steps} step(s): {e}");
-                return Ok(ExitCode::from(exit::REFUSED));
-            }
             Err(e @ OpsError::Refused(_)) => {
-                eprintln!("error: {e}");
+                walk.result = "refused";
+                walk.refusal = Some((e.code(), e.to_string()));
                 return Ok(ExitCode::from(exit::REFUSED));
             }
             Err(e) => return Err(e).with_context(|| format!("roll back tenant {tenant}")),
         };
-        steps += 1;
-        let Some(moved) = view.moved.first() else {
+        let Some(moved) = view.moved.first().cloned() else {
             anyhow::bail!("roll back tenant {tenant}: the engine reported no change");
         };
-        println!("rolled back {tenant}: {} -> {}", moved.from, moved.to);
-        if !view.pending_acknowledgement.is_empty() {
-            println!(
-                "NOT YET EFFECTIVE: waiting for {} to acknowledge change {}; not taking the next step",
-                view.pending_acknowledgement.join(", "),
-                view.change_version
-            );
+        let pending = view.pending_acknowledgement.clone();
+        let change_version = view.change_version;
+        walk.steps.push(view);
+        if !quiet {
+            println!("rolled back {tenant}: {} -> {}", moved.from, moved.to);
+        }
+        if !pending.is_empty() {
+            walk.result = "not_effective";
+            if !quiet {
+                println!(
+                    "NOT YET EFFECTIVE: waiting for {} to acknowledge change {change_version}; not taking the next step",
+                    pending.join(", "),
+                );
+            }
             return Ok(ExitCode::from(exit::NOT_EFFECTIVE));
         }
         if moved.to == Phase::Legacy.as_str() {
-            println!("effective: {tenant} is back on the source (legacy)");
+            walk.result = "effective";
+            if !quiet {
+                println!("effective: {tenant} is back on the source (legacy)");
+            }
             return Ok(ExitCode::SUCCESS);
         }
     }

@@ -34,6 +34,7 @@ async fn create(
     config: &str,
 ) -> anyhow::Result<()> {
     let config = read_config(config)?;
+    check_config(kind, &config)?;
     let created = ctx
         .store
         .create_migration(&NewMigration {
@@ -136,6 +137,29 @@ fn kind_of(kind: KindArg) -> MigrationKind {
 }
 
 /// `--config` is inline JSON or `@FILE`; it must be a JSON object.
+/// Checks a config against its kind's plan, so a mistake is refused here, naming the field,
+/// rather than found when a worker opens the migration. An empty config is accepted: the
+/// migration then only tracks phases until a worker is given a plan.
+fn check_config(kind: KindArg, config: &serde_json::Value) -> anyhow::Result<()> {
+    let empty = config.as_object().is_some_and(|o| o.is_empty());
+    match kind {
+        _ if empty => {}
+        KindArg::TenantMove => {
+            ferry_copier::TenantMoveConfig::from_json(config).context("check --config")?;
+        }
+        KindArg::Tiering => {
+            ferry_tier::TieringConfig::from_json(config).context("check --config")?;
+        }
+        KindArg::SchemaChange | KindArg::Import => {}
+    }
+    if empty && matches!(kind, KindArg::TenantMove | KindArg::Tiering) {
+        eprintln!(
+            "note: no --config: the migration tracks phases only; the copier and the archiver need a plan (see docs/tenant-move.md, docs/tiering.md)"
+        );
+    }
+    Ok(())
+}
+
 fn read_config(arg: &str) -> anyhow::Result<serde_json::Value> {
     let text = match arg.strip_prefix('@') {
         Some(path) => {

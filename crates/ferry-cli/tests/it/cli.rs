@@ -384,3 +384,130 @@ fn a_closed_pipe_ends_watch_quietly() {
     assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+/// With `--json`, a refusal or an error is one JSON object on stdout, with the API's error
+/// codes and the documented exit codes; a rollback walk reports every step it took.
+#[test]
+fn json_output_covers_refusals_errors_and_rollback_walks() {
+    let dir = TempDir::new("cli-json");
+    let url = sqlite_url(&dir);
+    ok(ferry(&url).args(["migration", "create", "m", "--kind", "import"]));
+    ok(ferry(&url).args(["tenant", "add", "m", "a", "b"]));
+    let json_of = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_str(&stdout(out))
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+    };
+    let cases: &[(&[&str], i32, &str, &str)] = &[
+        (
+            &["tenant", "rollback", "m", "a", "--one-step", "--json"],
+            3,
+            "refused",
+            "cannot roll back from legacy",
+        ),
+        (
+            &["tenant", "advance", "nope", "a", "--json"],
+            1,
+            "not_found",
+            "migration nope does not exist",
+        ),
+        (
+            &["tenant", "advance", "m", "ghost", "--json"],
+            1,
+            "not_found",
+            "tenant ghost is not registered",
+        ),
+        (&["tenant", "advance", "m", "--json"], 2, "usage", ""),
+    ];
+    for (args, code, kind, message) in cases {
+        let out = run(ferry(&url).args(*args));
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
+        let body = json_of(&out);
+        assert_eq!(body["error"]["code"], *kind, "{args:?}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(message),
+            "{args:?}: {body}"
+        );
+    }
+    // A walk back from shadow: two steps, each reported, then "effective".
+    ok(ferry(&url).args(["tenant", "advance", "m", "b"]));
+    ok(ferry(&url).args(["tenant", "advance", "m", "b", "--force", "--reason", "test"]));
+    let out = run(ferry(&url).args(["tenant", "rollback", "m", "b", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let walk = json_of(&out);
+    assert_eq!(walk["result"], "effective", "{walk}");
+    assert_eq!(walk["steps"].as_array().unwrap().len(), 1, "{walk}");
+    assert_eq!(walk["steps"][0]["moved"][0]["to"], "legacy", "{walk}");
+    assert!(walk["error"].is_null(), "{walk}");
+    // And from legacy a walk is refused at once: no steps, the refusal as the error.
+    let out = run(ferry(&url).args(["tenant", "rollback", "m", "b", "--json"]));
+    assert_eq!(out.status.code(), Some(3));
+    let walk = json_of(&out);
+    assert_eq!(
+        (walk["result"].as_str(), walk["error"]["code"].as_str()),
+        (Some("refused"), Some("refused")),
+        "{walk}"
+    );
+}
+
+/// A migration's config is checked when it is created, naming the field; nothing is stored.
+#[test]
+fn migration_create_checks_the_config_against_its_kind() {
+    let dir = TempDir::new("cli-config");
+    let url = sqlite_url(&dir);
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "tenant-move",
+            r#"{"source": {"schema": "public", "table": "orders"}, "target": {"schema": "moved", "table": "orders"}, "tenant_column": "tenant id", "version_column": "version"}"#,
+            "tenant_column",
+        ),
+        (
+            "tenant-move",
+            r#"{"source": {"schema": "public", "table": "orders"}, "target": {"schema": "moved", "table": "orders"}, "tenant_column": "tenant_id", "version_column": "version", "batch": 5}"#,
+            "unknown field `batch`",
+        ),
+        (
+            "tiering",
+            r#"{"table": "events", "tenant_column": "tenant_id", "age_column": "at", "cold_url": "ftp://x"}"#,
+            "unknown scheme \"ftp\"",
+        ),
+        (
+            "tiering",
+            r#"{"table": "events", "tenant_column": "tenant_id", "cold_url": "/tmp/x"}"#,
+            "missing field `age_column`",
+        ),
+    ];
+    for (kind, config, message) in cases {
+        let out = run(ferry(&url).args([
+            "migration",
+            "create",
+            "m",
+            "--kind",
+            kind,
+            "--config",
+            config,
+        ]));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{kind} {config}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(message),
+            "{kind} {config}: {}",
+            stderr(&out)
+        );
+    }
+    let list = ok(ferry(&url).args(["migration", "list", "--json"]));
+    assert_eq!(list.trim(), "[]", "nothing was stored");
+    let good = r#"{"table": "events", "tenant_column": "tenant_id", "age_column": "at", "cold_url": "file:///tmp/ferry-cold"}"#;
+    ok(ferry(&url).args([
+        "migration",
+        "create",
+        "m",
+        "--kind",
+        "tiering",
+        "--config",
+        good,
+    ]));
+}

@@ -2,7 +2,7 @@
 //!
 //! - `fixture.rs`: an `orders` table with several tenants, a tenant_move migration over it.
 //! - `copy.rs`: exact copies, plan refusals, resume, conflicts, validation, reverse, retirement.
-//! - `races.rs`: races 1 and 2 of DESIGN.md (copier vs concurrent update / delete).
+//! - `races.rs`: races 1 and 2 of ARCHITECTURE.md (copier vs concurrent update / delete).
 //! - `backpressure.rs`: a lag signal holds the copier, and clearing it lets it finish.
 //! - `types.rs`: tenant columns of every supported type, enums and domains, within one
 //!   database and across two with the target created from the source's catalogue.

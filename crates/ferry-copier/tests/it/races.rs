@@ -1,4 +1,4 @@
-//! Races 1 and 2 of DESIGN.md, provoked: an application dual-writes (source first, then the
+//! Races 1 and 2 of ARCHITECTURE.md, provoked: an application dual-writes (source first, then the
 //! target, as the router does in dual_write) updates, deletes and inserts on the very rows
 //! the copier is copying, with small batches so they collide often. Afterwards source and
 //! target must be identical: no update lost to an older copy (race 1), no deleted row

@@ -1,4 +1,4 @@
-//! Race 3 of DESIGN.md, "stale router vs phase change": writers on several routers keep
+//! Race 3 of ARCHITECTURE.md, "stale router vs phase change": writers on several routers keep
 //! writing while an operator walks tenants through every phase (with a rollback). After each
 //! change becomes effective, every write acknowledged so far must be readable where the new
 //! phase reads. Without the acknowledgement barrier, a router still in `legacy` after the

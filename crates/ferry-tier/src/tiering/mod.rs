@@ -62,6 +62,37 @@ fn public() -> String {
     "public".into()
 }
 
+impl TieringConfig {
+    /// Parses and checks a tiering config without touching a database or the object store:
+    /// known fields only, every name a valid SQL identifier, a cold-tier URL of a known
+    /// scheme. `ferry migration create` runs it, so a bad config is refused naming the field
+    /// before any worker opens the migration.
+    pub fn from_json(value: &serde_json::Value) -> Result<TieringConfig, TierError> {
+        let config: TieringConfig = serde_json::from_value(value.clone())
+            .map_err(|e| TierError::Declaration(format!("tiering config: {e}")))?;
+        let ident = |field: &'static str, value: &str| {
+            ferry_domain::SqlIdent::new(value)
+                .map(|_| ())
+                .map_err(|source| TierError::Ident { field, source })
+        };
+        ident("schema", &config.schema)?;
+        ident("table", &config.table)?;
+        ident("tenant_column", &config.tenant_column)?;
+        ident("age_column", &config.age_column)?;
+        for column in config.columns.iter().flatten() {
+            ident("columns", column)?;
+        }
+        ColdStore::check_url(&config.cold_url)?;
+        if config.buffer.dead_after < 1 {
+            return Err(TierError::Declaration(format!(
+                "tiering config: buffer.dead_after is {}; it must be at least 1",
+                config.buffer.dead_after
+            )));
+        }
+        Ok(config)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BufferSettings {
@@ -114,8 +145,10 @@ impl Tiering {
                 record.kind.as_str()
             )));
         }
-        let config: TieringConfig = serde_json::from_value(record.config.clone())
-            .map_err(|e| TierError::Declaration(format!("tiering config of {migration}: {e}")))?;
+        let config = TieringConfig::from_json(&record.config).map_err(|e| match e {
+            TierError::Declaration(why) => TierError::Declaration(format!("{migration}: {why}")),
+            other => other,
+        })?;
         let decl = TableDecl::declare(
             &pool,
             &Declaration {

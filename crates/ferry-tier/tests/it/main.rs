@@ -4,7 +4,7 @@
 //! - `roundtrip.rs`: every supported type through a segment and back; declaration refusals.
 //! - `fixture.rs`: an `events` table, a tiering migration over it, a router and a table.
 //! - `phases.rs`: concurrent writers through every phase, archiving, a rollback.
-//! - `races.rs`: races 4 and 5 of DESIGN.md; an unavailable cold tier.
+//! - `races.rs`: races 4 and 5 of ARCHITECTURE.md; an unavailable cold tier.
 //! - `types.rs`: every tenant key type; enum, domain and array columns; NULLs.
 //! - `cloud.rs`: a segment through a real S3 protocol server (with the `cloud` feature).
 

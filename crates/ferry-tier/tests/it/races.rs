@@ -1,4 +1,4 @@
-//! Races 4 and 5 of DESIGN.md, and an unavailable object store, provoked on a real
+//! Races 4 and 5 of ARCHITECTURE.md, and an unavailable object store, provoked on a real
 //! PostgreSQL hot table, both control stores and a real local object store.
 
 use ferry_domain::{Action, Phase};
