@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::config::BackpressureSettings;
+use crate::config::{BackpressureSettings, LagSource};
 
 /// What the copier saw before a batch.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,11 +84,41 @@ pub fn judge(s: &Signals, settings: &BackpressureSettings, target_batch: Duratio
     }
 }
 
-/// Replication lag on a primary (its slowest standby's replay lag), or on a replica (time
-/// since the last replayed transaction); zero when there is no replication.
-const DEFAULT_LAG_QUERY: &str = "SELECT CASE WHEN pg_is_in_recovery() \
-     THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) \
+/// A primary's replication lag: its slowest standby's replay lag (zero without standbys, or
+/// on a replica).
+const PRIMARY_LAG: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN 0 \
      ELSE coalesce((SELECT max(extract(epoch FROM replay_lag)) FROM pg_stat_replication), 0) END::float8";
+
+/// A replica's replay delay: with WAL received but not yet replayed, the age of the last
+/// transaction it replayed; zero when it has replayed all it received (an idle primary is not
+/// lag), and on a primary.
+const REPLICA_LAG: &str = "SELECT CASE WHEN NOT pg_is_in_recovery() \
+        OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 \
+     ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8";
+
+/// Reads one built-in lag source: the largest of the statements it names, in seconds. A lag
+/// that cannot be read counts as too much.
+async fn lag_of(pool: &PgPool, source: LagSource) -> f64 {
+    let statements: &[&'static str] = match source {
+        LagSource::Auto => &[PRIMARY_LAG, REPLICA_LAG],
+        LagSource::Primary => &[PRIMARY_LAG],
+        LagSource::Replica => &[REPLICA_LAG],
+        LagSource::None => &[],
+    };
+    let mut worst: f64 = 0.0;
+    for sql in statements {
+        let seconds = sqlx::query_scalar::<_, Option<f64>>(*sql)
+            .fetch_one(pool)
+            .await
+            .map(|s| s.unwrap_or(0.0))
+            .unwrap_or(UNREACHABLE.as_secs_f64());
+        worst = worst.max(seconds);
+    }
+    worst
+}
+
+/// What a failed probe counts as.
+const UNREACHABLE: Duration = Duration::from_secs(3600);
 
 async fn probe(pool: &PgPool) -> Result<Duration, sqlx::Error> {
     let started = Instant::now();
@@ -131,25 +161,22 @@ async fn busy(pool: &PgPool) -> Result<f64, sqlx::Error> {
 pub async fn read(
     source: &PgPool,
     target: &PgPool,
+    replicas: &[PgPool],
     settings: &BackpressureSettings,
     last_batch: Option<Duration>,
 ) -> Signals {
-    let unreachable = Duration::from_secs(3600);
-    // Both sides: the copy reads one and writes the other, and either may have replicas
-    // falling behind. A lag that cannot be read counts as too much.
-    let lag_query = settings.lag_query.as_deref().unwrap_or(DEFAULT_LAG_QUERY);
-    let mut lag: Option<f64> = None;
+    let unreachable = UNREACHABLE;
+    // Both sides (the copy reads one and writes the other, and either may have replicas
+    // falling behind), by the configured source; and every replica given by URL, by its
+    // replay delay.
+    let mut lag: f64 = 0.0;
     for pool in [source, target] {
-        let read: Result<Option<f64>, sqlx::Error> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(lag_query.to_owned()))
-                .fetch_optional(pool)
-                .await
-                .map(Option::flatten);
-        let seconds = read
-            .unwrap_or(Some(unreachable.as_secs_f64()))
-            .unwrap_or(0.0);
-        lag = Some(lag.unwrap_or(0.0).max(seconds));
+        lag = lag.max(lag_of(pool, settings.lag_source).await);
     }
+    for replica in replicas {
+        lag = lag.max(lag_of(replica, LagSource::Replica).await);
+    }
+    let lag = Some(lag);
     Signals {
         source_probe: probe(source).await.unwrap_or(unreachable),
         target_probe: probe(target).await.unwrap_or(unreachable),

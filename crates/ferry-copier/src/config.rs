@@ -124,9 +124,14 @@ pub struct BackpressureSettings {
     pub max_replication_lag_ms: u64,
     /// Hold while more than this fraction of either server's `max_connections` are in use.
     pub max_pool_busy: f64,
-    /// The query that reads replication lag in seconds (one row, one float8 column).
-    /// The default reads `pg_stat_replication` on a primary and the replay delay on a replica.
-    pub lag_query: Option<String>,
+    /// Where replication lag is read, on both the source and the target: a built-in source,
+    /// never SQL from the config (see [`LagSource`]). Replicas reached by their own URL are
+    /// given at run time (`ferry copy run --lag-replica-url`), not stored here.
+    pub lag_source: LagSource,
+    /// No longer read: Ferry does not run SQL from a migration's stored config. Kept only to
+    /// refuse it by name.
+    #[doc(hidden)]
+    pub lag_query: Option<serde_json::Value>,
     /// How long to wait before re-reading the signals while holding.
     pub hold_poll_ms: u64,
     /// The pace controller (RFC 001): a probe slower than `max(baseline × latency_factor,
@@ -140,6 +145,22 @@ pub struct BackpressureSettings {
     pub pace_step_rows_per_s: u64,
 }
 
+/// A built-in way of reading replication lag from a database the copier is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LagSource {
+    /// A primary's slowest standby (`pg_stat_replication.replay_lag`); on a replica, its own
+    /// replay delay.
+    #[default]
+    Auto,
+    /// Only `pg_stat_replication` (zero on a replica or without standbys).
+    Primary,
+    /// Only the replay delay of a replica (zero on a primary).
+    Replica,
+    /// Read no lag on the source and target (replicas given by URL are still read).
+    None,
+}
+
 impl Default for BackpressureSettings {
     fn default() -> Self {
         BackpressureSettings {
@@ -147,6 +168,7 @@ impl Default for BackpressureSettings {
             max_batch_overrun: 4.0,
             max_replication_lag_ms: 5_000,
             max_pool_busy: 0.9,
+            lag_source: LagSource::Auto,
             lag_query: None,
             hold_poll_ms: 250,
             latency_factor: 1.5,
@@ -206,6 +228,14 @@ impl TenantMoveConfig {
             return Err(ConfigError::Invalid(
                 "copy.source_lock and copy.lock_source_rows (its older spelling) are both set; \
                  keep source_lock"
+                    .into(),
+            ));
+        }
+        if config.backpressure.lag_query.is_some() {
+            return Err(ConfigError::Invalid(
+                "backpressure.lag_query is no longer read: Ferry does not run SQL from a migration's \
+                 stored config. Use backpressure.lag_source (\"auto\", \"primary\", \"replica\", \"none\") \
+                 and watch other replicas with `ferry copy run --lag-replica-url URL`"
                     .into(),
             ));
         }

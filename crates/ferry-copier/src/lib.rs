@@ -23,7 +23,7 @@ mod sql;
 pub mod tenant_lock;
 pub mod validate;
 
-pub use config::{SourceLock, TenantMoveConfig};
+pub use config::{LagSource, SourceLock, TenantMoveConfig};
 pub use copier::{Copier, Outcome, connect};
 pub use error::CopyError;
 pub use plan::TablePlan;

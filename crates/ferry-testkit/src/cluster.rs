@@ -18,11 +18,17 @@ pub struct Cluster {
     pub bin_dir: PathBuf,
 }
 
-fn find_bin_dir() -> Result<PathBuf, String> {
+pub(crate) fn find_bin_dir() -> Result<PathBuf, String> {
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
             if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
-                return Ok(dir);
+                // A link farm (Debian's /usr/local/bin links, say) may hold only some of the
+                // programs: use the directory the real initdb is in, which holds them all.
+                return Ok(std::fs::canonicalize(dir.join("initdb"))
+                    .ok()
+                    .and_then(|real| real.parent().map(Path::to_path_buf))
+                    .filter(|real| real.join("pg_ctl").is_file())
+                    .unwrap_or(dir));
             }
         }
     }
@@ -42,7 +48,7 @@ fn find_bin_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_owned())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // `id -u` avoids an unsafe libc call (the workspace forbids unsafe code).
     Command::new("id")
         .arg("-u")
@@ -52,7 +58,7 @@ fn is_root() -> bool {
 }
 
 /// Builds a command that runs as the cluster's owner.
-fn as_owner(root: bool, program: &Path) -> Command {
+pub(crate) fn as_owner(root: bool, program: &Path) -> Command {
     if root {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(program);
@@ -62,7 +68,7 @@ fn as_owner(root: bool, program: &Path) -> Command {
     }
 }
 
-fn run(mut cmd: Command, what: &str) -> Result<(), String> {
+pub(crate) fn run(mut cmd: Command, what: &str) -> Result<(), String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -79,7 +85,7 @@ fn run(mut cmd: Command, what: &str) -> Result<(), String> {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
     listener
@@ -141,7 +147,7 @@ pub fn start() -> Result<Cluster, String> {
 }
 
 /// Stops the cluster and removes its directory once this process is gone.
-fn spawn_watchdog(root: bool, bin_dir: &Path, data_dir: &Path) -> Result<(), String> {
+pub(crate) fn spawn_watchdog(root: bool, bin_dir: &Path, data_dir: &Path) -> Result<(), String> {
     let stop = if root {
         format!(
             "runuser -u postgres -- {} -D {} stop -m immediate",

@@ -70,6 +70,16 @@ impl TestDb {
         let server = server_url();
         let mut conn = admin(&server).await;
         CLEANED.get_or_init(|| drop_stale(&mut conn)).await;
+        TestDb::create(server, conn).await
+    }
+
+    /// A fresh database on another server (a test's own cluster, say).
+    pub async fn new_on(server: &str) -> TestDb {
+        let conn = admin(server).await;
+        TestDb::create(server.to_owned(), conn).await
+    }
+
+    async fn create(server: String, mut conn: PgConnection) -> TestDb {
         let name = format!(
             "ferry_test_{}_{}",
             std::process::id(),

@@ -7,16 +7,19 @@
 //! - [`TempDir`]: a directory removed on drop, for SQLite files and object stores.
 //! - [`TestStore`]: a control store of either kind, for suites that run against both.
 //! - [`TestRole`]: a login role of one test's own, to take privileges from one client.
+//! - [`Replicated`]: a throwaway primary with a streaming hot standby, for lag tests.
 //! - [`saas`]: a table of the shape real SaaS schemas have, with every tenant key type.
 
 pub mod cluster;
 mod db;
+mod replica;
 mod role;
 pub mod saas;
 mod store;
 mod tempdir;
 
 pub use db::{TestDb, server_url};
+pub use replica::Replicated;
 pub use role::{TestRole, url_with_user};
 pub use store::TestStore;
 pub use tempdir::TempDir;

@@ -33,10 +33,21 @@ pub enum CopyCmd {
         tenants: Vec<TenantId>,
         #[command(flatten)]
         urls: DataUrls,
-        /// Create the target table (and schema) LIKE the source if it does not exist (same
-        /// database only).
+        /// Create the target table (and schema) if it does not exist: LIKE the source in its
+        /// database, from the source's catalogue in another (columns, types, collations,
+        /// NOT NULLs, defaults, primary key; the enums and domains it needs).
         #[arg(long)]
         create_target: bool,
+        /// A hot standby (of the source or the target) whose replay delay also holds the
+        /// copy, beside the migration's `backpressure.lag_source`. Repeatable. Read at run
+        /// time only: no replica URL is stored.
+        #[arg(
+            long = "lag-replica-url",
+            env = "FERRY_LAG_REPLICA_URL",
+            value_delimiter = ',',
+            hide_env_values = true
+        )]
+        lag_replica_urls: Vec<String>,
         /// Let the copy replace rows that were in the target, differing from the source,
         /// before it started. Without it such rows stop the copy for that tenant.
         #[arg(long)]

@@ -50,12 +50,24 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
             tenants,
             urls,
             create_target,
+            lag_replica_urls,
             overwrite,
             parallel,
         } => {
+            let mut replicas = Vec::new();
+            for url in &lag_replica_urls {
+                replicas.push(
+                    ferry_copier::connect(url, "connect to a replica")
+                        .await
+                        .with_context(|| {
+                            format!("open replica {}", ferry_store::redact_url(url))
+                        })?,
+                );
+            }
             let copier = open_copier(ctx, &migration, &urls, create_target)
                 .await?
-                .overwrite(overwrite);
+                .overwrite(overwrite)
+                .watch_replicas(replicas);
             let sized = sized_tenants(ctx, &migration, tenants).await?;
             copy_all(ctx, &copier, &migration, sized, parallel).await
         }

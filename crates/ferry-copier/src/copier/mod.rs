@@ -104,6 +104,8 @@ pub struct Copier {
     learned_batch: std::sync::atomic::AtomicU64,
     /// Rows/s of the copies running now (their last batches), summed.
     observed: std::sync::Mutex<std::collections::HashMap<String, f64>>,
+    /// Replicas whose replay delay also holds the copy (given at run time, never stored).
+    pub(crate) lag_replicas: Vec<PgPool>,
 }
 
 /// Connections with the session settings that make row text identical on both sides, so a
@@ -169,6 +171,7 @@ impl Copier {
             running: std::sync::atomic::AtomicUsize::new(0),
             learned_batch: std::sync::atomic::AtomicU64::new(0),
             observed: std::sync::Mutex::new(std::collections::HashMap::new()),
+            lag_replicas: Vec::new(),
             forward: Statements::new(&plan, CopyDirection::Forward, lock, hashing, target_plain),
             reverse: Statements::new(&plan, CopyDirection::Reverse, lock, hashing, source_plain),
             store,
@@ -180,6 +183,14 @@ impl Copier {
             target,
             overwrite: false,
         })
+    }
+
+    /// Also hold while any of these replicas (pools on hot standbys of the source or the
+    /// target) lags: their replay delay is read with the other signals. Given at run time, so
+    /// no replica's URL or credentials are stored in the migration.
+    pub fn watch_replicas(mut self, replicas: Vec<PgPool>) -> Self {
+        self.lag_replicas = replicas;
+        self
     }
 
     /// Let the copy replace rows that were in the target, differing from the source, before

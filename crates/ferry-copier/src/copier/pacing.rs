@@ -42,7 +42,14 @@ impl Copier {
                 target: crate::pace::median(target),
             });
         }
-        let signals = backpressure::read(from, to, &self.config.backpressure, None).await;
+        let signals = backpressure::read(
+            from,
+            to,
+            &self.lag_replicas,
+            &self.config.backpressure,
+            None,
+        )
+        .await;
         let verdict = backpressure::judge(
             &signals,
             &self.config.backpressure,

@@ -69,7 +69,16 @@ impl Fixture {
         tenants: &[(&str, i64)],
         extra: serde_json::Value,
     ) -> Fixture {
-        let data = TestDb::new().await;
+        Fixture::on(TestDb::new().await, store, tenants, extra).await
+    }
+
+    /// [`Fixture::new`] with the data in a given database (on a test's own server).
+    pub async fn on(
+        data: TestDb,
+        store: TestStore,
+        tenants: &[(&str, i64)],
+        extra: serde_json::Value,
+    ) -> Fixture {
         let pool = ferry_copier::connect(data.url(), "connect").await.unwrap();
         sqlx::raw_sql(TABLE).execute(&pool).await.unwrap();
         for (t, n) in tenants {
