@@ -41,6 +41,17 @@ pub enum StoreError {
         phase: ferry_domain::Phase,
         direction: &'static str,
     },
+    /// Copy progress from an earlier epoch of the tenant (it was rolled back to `legacy`, or
+    /// entered or left `target_only`, since the copy started): not recorded.
+    #[error(
+        "tenant {tenant} of migration {migration} changed epoch since this copy started ({epoch} -> {current}); its progress is stale and not recorded"
+    )]
+    ProgressStale {
+        migration: MigrationId,
+        tenant: TenantId,
+        epoch: i64,
+        current: i64,
+    },
     #[error("invalid request to the control store: {0}")]
     InvalidRequest(String),
     #[error("the control store holds a value this binary cannot read: {what}")]

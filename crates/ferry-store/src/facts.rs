@@ -116,7 +116,7 @@ pub(crate) fn key_to_text(key: Option<&[String]>) -> Option<String> {
 }
 
 /// `(tenant_id, direction, last_key, rows_done, rows_total, complete, batch_size, rows_per_s,
-/// throttled, updated_at)`.
+/// throttled, updated_at, epoch)`.
 pub(crate) type ProgressRow<T> = (
     String,
     String,
@@ -128,6 +128,7 @@ pub(crate) type ProgressRow<T> = (
     f64,
     Option<String>,
     T,
+    i64,
 );
 
 pub(crate) fn progress<T>(
@@ -136,7 +137,8 @@ pub(crate) fn progress<T>(
     at: impl FnOnce(T) -> crate::Result<chrono::DateTime<chrono::Utc>>,
 ) -> crate::Result<crate::model::BackfillProgress> {
     use crate::StoreError;
-    let (tenant, dir, last_key, done, total, complete, batch, rate, throttled, updated) = row;
+    let (tenant, dir, last_key, done, total, complete, batch, rate, throttled, updated, epoch) =
+        row;
     let corrupt = |what: String| StoreError::Corrupt { what };
     let last_key = match last_key {
         None => None,
@@ -157,6 +159,7 @@ pub(crate) fn progress<T>(
         rows_per_s: rate,
         throttled,
         updated_at: Some(at(updated)?),
+        epoch,
     })
 }
 

@@ -39,7 +39,7 @@ pub use model::*;
 pub use open::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_PG_SCHEMA, DEFAULT_STORE_URL, StoreOptions, open};
 
 /// The schema version this binary writes. A store with a newer version is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A router whose last heartbeat is older than this is presumed dead and no longer holds back
 /// phase changes. Routers heartbeat every [`DEFAULT_HEARTBEAT`], so a live one is never

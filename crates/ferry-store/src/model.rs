@@ -76,6 +76,11 @@ pub struct TenantRecord {
     pub changed_at_version: i64,
     pub rows: u64,
     pub cohort_bucket: u32,
+    /// Bumped by every change that makes copy progress stale (a rollback to `legacy`,
+    /// entering or leaving `target_only`). Progress carries the epoch it was made in, and
+    /// the store accepts it only while that is still the tenant's, so a copier that slept
+    /// through such a change cannot resume from its old key or mark the copy complete.
+    pub copy_epoch: i64,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -208,6 +213,8 @@ pub struct BackfillProgress {
     /// Why the copier is slowed or holding, if it is (e.g. `replication lag 12.0s > 5.0s`).
     pub throttled: Option<String>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The tenant's copy epoch this progress belongs to (see [`TenantRecord::copy_epoch`]).
+    pub epoch: i64,
 }
 
 impl BackfillProgress {
@@ -225,6 +232,7 @@ impl BackfillProgress {
             rows_per_s: 0.0,
             throttled: None,
             updated_at: None,
+            epoch: 0,
         }
     }
 }

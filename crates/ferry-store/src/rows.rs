@@ -70,13 +70,13 @@ pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
 }
 
 /// `(migration_id, tenant_id, phase, paused, version, changed_at_version, row_count,
-/// cohort_bucket, updated_at)`, the column order every tenant query selects.
-pub(crate) type TenantRow<T> = (String, String, String, bool, i64, i64, i64, i64, T);
+/// cohort_bucket, copy_epoch, updated_at)`, the column order every tenant query selects.
+pub(crate) type TenantRow<T> = (String, String, String, bool, i64, i64, i64, i64, i64, T);
 
 /// The columns of [`TenantRow`], as a literal for `concat!`.
 macro_rules! tenant_columns {
     () => {
-        "migration_id, tenant_id, phase, paused, version, changed_at_version, row_count, cohort_bucket, updated_at"
+        "migration_id, tenant_id, phase, paused, version, changed_at_version, row_count, cohort_bucket, copy_epoch, updated_at"
     };
 }
 pub(crate) use tenant_columns;
@@ -85,7 +85,8 @@ pub(crate) fn tenant_record<T>(
     row: TenantRow<T>,
     at: impl FnOnce(T) -> Result<DateTime<Utc>>,
 ) -> Result<TenantRecord> {
-    let (migration, tenant, phase_name, paused, version, changed, rows, bucket, updated) = row;
+    let (migration, tenant, phase_name, paused, version, changed, rows, bucket, epoch, updated) =
+        row;
     Ok(TenantRecord {
         migration: migration_id(migration)?,
         tenant: tenant_id(tenant)?,
@@ -98,6 +99,7 @@ pub(crate) fn tenant_record<T>(
         rows: u64_of(rows, "row count")?,
         cohort_bucket: u32::try_from(bucket)
             .map_err(|_| corrupt(format!("cohort bucket {bucket}")))?,
+        copy_epoch: epoch,
         updated_at: at(updated)?,
     })
 }

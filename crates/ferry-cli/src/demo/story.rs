@@ -162,6 +162,7 @@ impl Demo {
                     rows_per_s: 0.0,
                     throttled: None,
                     updated_at: None,
+                    epoch: record.copy_epoch,
                 })
                 .await?;
             done += 1;

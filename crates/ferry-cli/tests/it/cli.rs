@@ -251,7 +251,7 @@ fn unreachable_and_too_new_stores_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out)
-            .contains("schema version 99, newer than this binary supports (3); upgrade ferry"),
+            .contains("schema version 99, newer than this binary supports (4); upgrade ferry"),
         "{}",
         stderr(&out)
     );

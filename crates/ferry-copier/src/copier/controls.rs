@@ -85,7 +85,10 @@ impl Copier {
                 progress.throttled = Some("paused by an operator".into());
                 self.store.record_backfill(progress).await?;
             }
-            Outcome::Cancelled => self.forget_checkpoint(tenant, direction).await?,
+            Outcome::Cancelled => {
+                self.forget_checkpoint(tenant, direction, progress.epoch)
+                    .await?
+            }
             // Not in a phase where this copy runs: its progress is not accepted.
             _ => {}
         }

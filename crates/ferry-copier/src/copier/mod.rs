@@ -238,6 +238,11 @@ impl Copier {
 
     /// Copies the tenant in `direction` from its checkpoint to the end, validating as it goes.
     /// `on_batch` sees the progress after every batch (for progress bars).
+    ///
+    /// If the tenant's copy epoch changes under the copy (it was rolled back to `legacy` and
+    /// moved on again, say, while a batch or a retry was in flight), the store refuses the
+    /// copy's next checkpoint and the copy starts over from the new epoch's beginning, so
+    /// writes made meanwhile below its old key are copied too (item 5 of the review).
     pub async fn copy(
         &self,
         tenant: &TenantId,
@@ -245,6 +250,33 @@ impl Copier {
         mut on_batch: impl FnMut(&BackfillProgress),
     ) -> Result<Outcome, CopyError> {
         self.plan.check_tenant(tenant)?;
+        const RESTARTS: usize = 3;
+        let mut restarts = 0;
+        loop {
+            match self.copy_epoch(tenant, direction, &mut on_batch).await {
+                Err(CopyError::Store(ferry_store::StoreError::ProgressStale {
+                    epoch,
+                    current,
+                    ..
+                })) if restarts < RESTARTS => {
+                    restarts += 1;
+                    tracing::info!(
+                        migration = %self.migration, tenant = %tenant, direction = direction.as_str(),
+                        epoch, current, "the tenant's copy epoch changed under the copy; starting over"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One copy within one copy epoch of the tenant.
+    async fn copy_epoch(
+        &self,
+        tenant: &TenantId,
+        direction: CopyDirection,
+        on_batch: &mut impl FnMut(&BackfillProgress),
+    ) -> Result<Outcome, CopyError> {
         let progress = match self.resume(tenant, direction).await? {
             ControlFlow::Continue(progress) => progress,
             ControlFlow::Break(outcome) => return Ok(outcome),
@@ -292,7 +324,7 @@ impl Copier {
                     })
                     .await?;
                 run.tally(&check);
-                return self.finish(&mut run, &mut on_batch).await;
+                return self.finish(&mut run, on_batch).await;
             };
             // A short batch reached the end: validate through the tail (where only extras
             // can be) at once, instead of another empty batch and another range.

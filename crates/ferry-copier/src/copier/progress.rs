@@ -95,15 +95,22 @@ impl Copier {
             .into_iter()
             .find(|p| p.direction == direction);
         let control = self.store.control(&self.migration, Some(tenant)).await?;
+        let epoch = record.copy_epoch;
         if control.cancelled {
-            self.forget_checkpoint(tenant, direction).await?;
+            self.forget_checkpoint(tenant, direction, epoch).await?;
             return Ok(ControlFlow::Break(Outcome::Cancelled));
         }
+        // A checkpoint of an earlier epoch is never continued from (the store no longer
+        // keeps one, but a copy must not rely on that alone).
+        let existing = existing.filter(|p| p.epoch == epoch);
         let starting = existing.is_none();
         let mut progress = match existing {
             Some(p) if p.complete => return Ok(ControlFlow::Break(Outcome::AlreadyComplete)),
             Some(p) => p,
-            None => BackfillProgress::new(self.migration.clone(), tenant.clone(), direction),
+            None => BackfillProgress {
+                epoch,
+                ..BackfillProgress::new(self.migration.clone(), tenant.clone(), direction)
+            },
         };
         // Only the very first start looks for someone else's rows: after a crash, rows the
         // copy itself wrote (or a raced delete it wrote back) must not look like theirs.
@@ -183,13 +190,18 @@ impl Copier {
         Ok(run.outcome())
     }
 
-    /// A cancelled copy starts over: its progress is replaced by a fresh one.
+    /// A cancelled copy starts over: its progress is replaced by a fresh one (of the same
+    /// epoch).
     pub(super) async fn forget_checkpoint(
         &self,
         tenant: &TenantId,
         direction: CopyDirection,
+        epoch: i64,
     ) -> Result<(), CopyError> {
-        let fresh = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
+        let fresh = BackfillProgress {
+            epoch,
+            ..BackfillProgress::new(self.migration.clone(), tenant.clone(), direction)
+        };
         self.store.record_backfill(&fresh).await?;
         Ok(())
     }

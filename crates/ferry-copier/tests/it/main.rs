@@ -4,6 +4,7 @@
 //! - `copy.rs`: exact copies, plan refusals, resume, conflicts, validation, reverse, retirement.
 //! - `races.rs`: races 1 and 2 of ARCHITECTURE.md (copier vs concurrent update / delete).
 //! - `backpressure.rs`: a lag signal holds the copier, and clearing it lets it finish.
+//! - `epochs.rs`: a copier across a rollback to legacy starts over (the copy epoch).
 //! - `types.rs`: tenant columns of every supported type, enums and domains, within one
 //!   database and across two with the target created from the source's catalogue.
 
@@ -12,6 +13,7 @@
 
 mod backpressure;
 mod copy;
+mod epochs;
 mod fixture;
 mod races;
 mod types;

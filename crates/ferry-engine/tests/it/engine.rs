@@ -50,6 +50,7 @@ async fn setup(s: &TestStore, n: usize) -> Vec<TenantId> {
 }
 
 async fn backfill_done(s: &TestStore, t: &TenantId, direction: CopyDirection) {
+    let epoch = s.store.tenant(&mig(), t).await.unwrap().copy_epoch;
     s.store
         .record_backfill(&BackfillProgress {
             migration: mig(),
@@ -63,6 +64,7 @@ async fn backfill_done(s: &TestStore, t: &TenantId, direction: CopyDirection) {
             rows_per_s: 0.0,
             throttled: None,
             updated_at: None,
+            epoch,
         })
         .await
         .unwrap();

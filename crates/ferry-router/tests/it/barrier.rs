@@ -159,6 +159,7 @@ async fn backfill(pool: &PgPool, s: &TestStore, m: &MigrationId, tenant: &Tenant
     .await
     .unwrap()
     .rows_affected();
+    let epoch = s.store.tenant(m, tenant).await.unwrap().copy_epoch;
     s.store
         .record_backfill(&BackfillProgress {
             migration: m.clone(),
@@ -172,6 +173,7 @@ async fn backfill(pool: &PgPool, s: &TestStore, m: &MigrationId, tenant: &Tenant
             rows_per_s: 0.0,
             throttled: None,
             updated_at: None,
+            epoch,
         })
         .await
         .unwrap();

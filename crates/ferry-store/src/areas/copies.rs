@@ -2,8 +2,9 @@
 //! told it to do.
 //!
 //! A copy's progress row is also its checkpoint, and is accepted only in the phases where
-//! that copy runs ([`facts::progress_allowed`]), so a copier from an earlier epoch cannot make
-//! a guard pass. Controls live in one row per scope, the migration's (`*`) and each tenant's;
+//! that copy runs ([`facts::progress_allowed`]) and in the tenant's current copy epoch, checked
+//! with the tenant's row locked in the same transaction, so a copier from an earlier epoch
+//! cannot resume from its old key or make a guard pass. Controls live in one row per scope, the migration's (`*`) and each tenant's;
 //! the control in force merges the two ([`facts::controls`]).
 
 use async_trait::async_trait;
@@ -58,6 +59,35 @@ pub trait CopyStore {
     ) -> Result<CopyControl>;
 }
 
+/// Progress is accepted only for a registered tenant, in a phase where its copy runs, and in
+/// the tenant's current copy epoch.
+fn check_progress(p: &BackfillProgress, state: Option<(String, i64)>) -> Result<()> {
+    let Some((phase, current)) = state else {
+        return Err(StoreError::TenantNotFound {
+            migration: p.migration.clone(),
+            tenant: p.tenant.clone(),
+        });
+    };
+    let phase = rows::phase(&phase)?;
+    if !facts::progress_allowed(p.direction, phase) {
+        return Err(StoreError::ProgressOutOfPhase {
+            migration: p.migration.clone(),
+            tenant: p.tenant.clone(),
+            phase,
+            direction: p.direction.as_str(),
+        });
+    }
+    if p.epoch != current {
+        return Err(StoreError::ProgressStale {
+            migration: p.migration.clone(),
+            tenant: p.tenant.clone(),
+            epoch: p.epoch,
+            current,
+        });
+    }
+    Ok(())
+}
+
 /// Fails unless the migration, and the tenant if one is named, exist.
 async fn scope_exists<S: MigrationStore + Sync + ?Sized>(
     store: &S,
@@ -88,24 +118,28 @@ fn stored_control((paused, cancelled, limit): (bool, bool, Option<i64>)) -> Copy
 #[async_trait]
 impl CopyStore for PgStore {
     async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
-        let record = self.tenant(&p.migration, &p.tenant).await?;
-        if !facts::progress_allowed(p.direction, record.state.phase) {
-            return Err(StoreError::ProgressOutOfPhase {
-                migration: p.migration.clone(),
-                tenant: p.tenant.clone(),
-                phase: record.state.phase,
-                direction: p.direction.as_str(),
-            });
-        }
+        let mut tx = self.pool.begin().await.doing("begin recording progress")?;
+        // The tenant's row is locked (shared) until the progress is written: a phase change
+        // that makes it stale waits, or committed before and is seen here.
+        let state: Option<(String, i64)> = sqlx::query_as(
+            "SELECT phase, copy_epoch FROM ferry_tenant_phases
+             WHERE migration_id = $1 AND tenant_id = $2 FOR SHARE",
+        )
+        .bind(p.migration.as_str())
+        .bind(p.tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .doing("read the tenant's phase and epoch")?;
+        check_progress(p, state)?;
         sqlx::query(
             "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total,
-                 complete, last_key, batch_size, rows_per_s, throttled)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 complete, last_key, batch_size, rows_per_s, throttled, epoch)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
              SET rows_done = excluded.rows_done, rows_total = excluded.rows_total,
                  complete = excluded.complete, last_key = excluded.last_key,
                  batch_size = excluded.batch_size, rows_per_s = excluded.rows_per_s,
-                 throttled = excluded.throttled, updated_at = now()",
+                 throttled = excluded.throttled, epoch = excluded.epoch, updated_at = now()",
         )
         .bind(p.migration.as_str())
         .bind(p.tenant.as_str())
@@ -117,9 +151,11 @@ impl CopyStore for PgStore {
         .bind(i64::try_from(p.batch_size).unwrap_or(i64::MAX))
         .bind(p.rows_per_s)
         .bind(p.throttled.as_deref())
-        .execute(&self.pool)
+        .bind(p.epoch)
+        .execute(&mut *tx)
         .await
         .doing("record backfill progress")?;
+        tx.commit().await.doing("commit backfill progress")?;
         Ok(())
     }
 
@@ -130,7 +166,7 @@ impl CopyStore for PgStore {
     ) -> Result<Vec<BackfillProgress>> {
         let rows: Vec<facts::ProgressRow<DateTime<Utc>>> = sqlx::query_as(
             "SELECT tenant_id, direction, last_key, rows_done, rows_total, complete, batch_size,
-                    rows_per_s, throttled, updated_at
+                    rows_per_s, throttled, updated_at, epoch
              FROM ferry_backfill WHERE migration_id = $1 AND ($2::text IS NULL OR tenant_id = $2)
              ORDER BY tenant_id, direction",
         )
@@ -240,24 +276,32 @@ impl PgStore {
 #[async_trait]
 impl CopyStore for SqliteStore {
     async fn record_backfill(&self, p: &BackfillProgress) -> Result<()> {
-        let record = self.tenant(&p.migration, &p.tenant).await?;
-        if !facts::progress_allowed(p.direction, record.state.phase) {
-            return Err(StoreError::ProgressOutOfPhase {
-                migration: p.migration.clone(),
-                tenant: p.tenant.clone(),
-                phase: record.state.phase,
-                direction: p.direction.as_str(),
-            });
-        }
+        // One writer at a time: a phase change cannot slip between the check and the write.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .doing("begin recording progress")?;
+        let state: Option<(String, i64)> = sqlx::query_as(
+            "SELECT phase, copy_epoch FROM ferry_tenant_phases
+             WHERE migration_id = ?1 AND tenant_id = ?2",
+        )
+        .bind(p.migration.as_str())
+        .bind(p.tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .doing("read the tenant's phase and epoch")?;
+        check_progress(p, state)?;
         sqlx::query(
             "INSERT INTO ferry_backfill (migration_id, tenant_id, direction, rows_done, rows_total,
-                 complete, last_key, batch_size, rows_per_s, throttled, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 complete, last_key, batch_size, rows_per_s, throttled, updated_at, epoch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
              SET rows_done = excluded.rows_done, rows_total = excluded.rows_total,
                  complete = excluded.complete, last_key = excluded.last_key,
                  batch_size = excluded.batch_size, rows_per_s = excluded.rows_per_s,
-                 throttled = excluded.throttled, updated_at = excluded.updated_at",
+                 throttled = excluded.throttled, updated_at = excluded.updated_at,
+                 epoch = excluded.epoch",
         )
         .bind(p.migration.as_str())
         .bind(p.tenant.as_str())
@@ -270,9 +314,11 @@ impl CopyStore for SqliteStore {
         .bind(p.rows_per_s)
         .bind(p.throttled.as_deref())
         .bind(sqlite::now_ms())
-        .execute(&self.pool)
+        .bind(p.epoch)
+        .execute(&mut *tx)
         .await
         .doing("record backfill progress")?;
+        tx.commit().await.doing("commit backfill progress")?;
         Ok(())
     }
 
@@ -283,7 +329,7 @@ impl CopyStore for SqliteStore {
     ) -> Result<Vec<BackfillProgress>> {
         let rows: Vec<facts::ProgressRow<i64>> = sqlx::query_as(
             "SELECT tenant_id, direction, last_key, rows_done, rows_total, complete, batch_size,
-                    rows_per_s, throttled, updated_at
+                    rows_per_s, throttled, updated_at, epoch
              FROM ferry_backfill WHERE migration_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)
              ORDER BY tenant_id, direction",
         )

@@ -361,6 +361,22 @@ async fn pg_reset_progress(
     migration: &MigrationId,
     resets: &Resets,
 ) -> Result<()> {
+    let bumped: Vec<&String> = resets
+        .all_progress
+        .iter()
+        .chain(&resets.reverse_sync)
+        .collect();
+    if !bumped.is_empty() {
+        sqlx::query(
+            "UPDATE ferry_tenant_phases SET copy_epoch = copy_epoch + 1
+             WHERE migration_id = $1 AND tenant_id = ANY($2)",
+        )
+        .bind(migration.as_str())
+        .bind(&bumped)
+        .execute(&mut *conn)
+        .await
+        .doing("start a new copy epoch")?;
+    }
     if !resets.all_progress.is_empty() {
         sqlx::query("DELETE FROM ferry_backfill WHERE migration_id = $1 AND tenant_id = ANY($2)")
             .bind(migration.as_str())
@@ -372,11 +388,13 @@ async fn pg_reset_progress(
     if !resets.reverse_sync.is_empty() {
         sqlx::query(
             "INSERT INTO ferry_backfill
-                 (migration_id, tenant_id, direction, rows_done, rows_total, complete)
-             SELECT $1, t, 'reverse', 0, 0, false FROM unnest($2::text[]) AS t
+                 (migration_id, tenant_id, direction, rows_done, rows_total, complete, epoch)
+             SELECT $1, p.tenant_id, 'reverse', 0, 0, false, p.copy_epoch
+             FROM ferry_tenant_phases AS p
+             WHERE p.migration_id = $1 AND p.tenant_id = ANY($2)
              ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
              SET rows_done = 0, rows_total = 0, complete = false, last_key = NULL,
-                 throttled = NULL, updated_at = now()",
+                 throttled = NULL, epoch = excluded.epoch, updated_at = now()",
         )
         .bind(migration.as_str())
         .bind(&resets.reverse_sync)
@@ -393,6 +411,23 @@ async fn sqlite_reset_progress(
     now: i64,
     resets: &Resets,
 ) -> Result<()> {
+    let bumped: Vec<&str> = resets
+        .all_progress
+        .iter()
+        .chain(&resets.reverse_sync)
+        .map(String::as_str)
+        .collect();
+    if !bumped.is_empty() {
+        sqlx::query(
+            "UPDATE ferry_tenant_phases SET copy_epoch = copy_epoch + 1
+             WHERE migration_id = ?1 AND tenant_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(migration.as_str())
+        .bind(sqlite::json_ids(bumped))
+        .execute(&mut *conn)
+        .await
+        .doing("start a new copy epoch")?;
+    }
     if !resets.all_progress.is_empty() {
         sqlx::query(
             "DELETE FROM ferry_backfill WHERE migration_id = ?1
@@ -409,11 +444,14 @@ async fn sqlite_reset_progress(
     if !resets.reverse_sync.is_empty() {
         sqlx::query(
             "INSERT INTO ferry_backfill
-                 (migration_id, tenant_id, direction, rows_done, rows_total, complete, updated_at)
-             SELECT ?1, value, 'reverse', 0, 0, 0, ?3 FROM json_each(?2) WHERE true
+                 (migration_id, tenant_id, direction, rows_done, rows_total, complete, updated_at,
+                  epoch)
+             SELECT ?1, p.tenant_id, 'reverse', 0, 0, 0, ?3, p.copy_epoch
+             FROM ferry_tenant_phases AS p
+             WHERE p.migration_id = ?1 AND p.tenant_id IN (SELECT value FROM json_each(?2))
              ON CONFLICT (migration_id, tenant_id, direction) DO UPDATE
              SET rows_done = 0, rows_total = 0, complete = 0, last_key = NULL,
-                 throttled = NULL, updated_at = excluded.updated_at",
+                 throttled = NULL, updated_at = excluded.updated_at, epoch = excluded.epoch",
         )
         .bind(migration.as_str())
         .bind(sqlite::json_ids(

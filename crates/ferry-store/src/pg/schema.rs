@@ -7,7 +7,7 @@
 //! a large rollout. Routers find what changed through the audit log's `change_version`
 //! index instead, which is append-only and cheap to maintain.
 
-pub(crate) const STEPS: &[&str] = &[V1, V2, V3];
+pub(crate) const STEPS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = r#"
 CREATE TABLE ferry_change_counter (
@@ -182,4 +182,21 @@ CREATE TABLE ferry_route_counts (
     count bigint NOT NULL,
     PRIMARY KEY (router_id, migration_id, operation, phase, path, reason)
 );
+"#;
+
+/// Copy epochs: each tenant's, bumped by the changes that make copy progress stale, and the
+/// one each progress row was written in. The append-only refusal names the table it guards
+/// (the operator log's trigger used to say "ferry_audit_log").
+const V4: &str = r#"
+ALTER TABLE ferry_tenant_phases ADD COLUMN copy_epoch bigint NOT NULL DEFAULT 0;
+ALTER TABLE ferry_backfill ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+
+CREATE FUNCTION ferry_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
+END
+$$;
+DROP TRIGGER ferry_operator_log_append_only ON ferry_operator_log;
+CREATE TRIGGER ferry_operator_log_append_only BEFORE UPDATE OR DELETE ON ferry_operator_log
+    FOR EACH ROW EXECUTE FUNCTION ferry_append_only();
 "#;

@@ -1,7 +1,7 @@
 //! The SQLite control-store schema, one entry per version (see `pg/schema.rs`; the two are
 //! kept equivalent, with timestamps as Unix milliseconds here).
 
-pub(crate) const STEPS: &[&str] = &[V1, V2, V3];
+pub(crate) const STEPS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = r#"
 CREATE TABLE ferry_change_counter (
@@ -173,4 +173,11 @@ CREATE TABLE ferry_route_counts (
     count INTEGER NOT NULL,
     PRIMARY KEY (router_id, migration_id, operation, phase, path, reason)
 ) WITHOUT ROWID;
+"#;
+
+/// Copy epochs: each tenant's, bumped by the changes that make copy progress stale, and the
+/// one each progress row was written in.
+const V4: &str = r#"
+ALTER TABLE ferry_tenant_phases ADD COLUMN copy_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE ferry_backfill ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 "#;

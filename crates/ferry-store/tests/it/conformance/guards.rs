@@ -32,6 +32,7 @@ async fn guard_facts_come_from_progress_mismatches_buffer_and_routers(s: &TestSt
             rows_per_s: 0.0,
             throttled: None,
             updated_at: None,
+            epoch: 0,
         })
         .await
         .unwrap();
@@ -96,6 +97,7 @@ async fn guard_facts_come_from_progress_mismatches_buffer_and_routers(s: &TestSt
             rows_per_s: 0.0,
             throttled: None,
             updated_at: None,
+            epoch: 0,
         })
         .await
         .unwrap();

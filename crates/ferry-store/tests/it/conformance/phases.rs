@@ -152,6 +152,7 @@ async fn rollback_resets_backfill_progress(s: &TestStore) {
             rows_per_s: 0.0,
             throttled: None,
             updated_at: None,
+            epoch: 0,
         })
         .await
         .unwrap();
