@@ -1,6 +1,9 @@
 //! Deleting the hot copies of archived rows in `target_only`, the step that makes the cold
 //! tier the only home of those rows. Each chunk is deleted under the tenant's exclusive lock,
-//! so a key with a buffered change, or of a segment retired meanwhile, keeps its hot row.
+//! so a key with a buffered change, or of a segment retired meanwhile, keeps its hot row; and
+//! only while the tenant is still in the `target_only` epoch the pass started in, so a pass
+//! that outlives a step back to `target_primary` stops instead of deleting the copies that
+//! phase falls back to (item 5 of the review).
 
 use std::collections::HashSet;
 
@@ -23,6 +26,7 @@ impl Tiering {
         batch: usize,
     ) -> Result<u64, TierError> {
         self.decl().check_tenant(tenant)?;
+        let epoch = self.store.tenant(&self.migration, tenant).await?.copy_epoch;
         self.apply_buffer(tenant).await?;
         let segments = self.segments(tenant).await?;
         let decl = self.decl();
@@ -54,33 +58,50 @@ impl Tiering {
                         serde_json::Value::Object(object).to_string(),
                     ));
                     if chunk.len() >= batch.max(1) {
-                        deleted += self.delete_keys(&sql, tenant, s.id, &chunk).await?;
+                        let Some(n) = self.delete_keys(&sql, tenant, epoch, s.id, &chunk).await?
+                        else {
+                            return Ok(deleted);
+                        };
+                        deleted += n;
                         chunk.clear();
                     }
                 }
             }
             if !chunk.is_empty() {
-                deleted += self.delete_keys(&sql, tenant, s.id, &chunk).await?;
+                let Some(n) = self.delete_keys(&sql, tenant, epoch, s.id, &chunk).await? else {
+                    return Ok(deleted);
+                };
+                deleted += n;
             }
         }
         Ok(deleted)
     }
 
     /// Deletes the hot copies of `keys` (key text, key object) of segment `segment`, under the
-    /// tenant's exclusive lock: only while the segment is still live, and never a key with a
-    /// buffered change (a key deleted and inserted again lives in hot as a new row until its
-    /// delete reaches the segment).
+    /// tenant's exclusive lock: only while the tenant is in `target_only` in copy epoch
+    /// `epoch` (`None` otherwise: the pass must stop) and the segment is still live, and never
+    /// a key with a buffered change (a key deleted and inserted again lives in hot as a new row
+    /// until its delete reaches the segment).
     async fn delete_keys(
         &self,
         sql: &str,
         tenant: &TenantId,
+        epoch: i64,
         segment: i64,
         keys: &[(String, String)],
-    ) -> Result<u64, TierError> {
+    ) -> Result<Option<u64>, TierError> {
         let mut lock = self.lock_tenant(tenant, true).await?;
+        let record = self.store.tenant(&self.migration, tenant).await?;
+        if record.state.phase != ferry_domain::Phase::TargetOnly || record.copy_epoch != epoch {
+            tracing::info!(
+                migration = %self.migration, tenant = %tenant, phase = %record.state.phase,
+                "the tenant left target_only; hot-copy deletion stops"
+            );
+            return Ok(None);
+        }
         let live = self.segments(tenant).await?.iter().any(|s| s.id == segment);
         if !live {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let changing: HashSet<String> = self
             .pending(tenant)
@@ -94,7 +115,7 @@ impl Tiering {
             .map(|(_, object)| object.as_str())
             .collect();
         if objects.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let done = sqlx::query(AssertSqlSafe(sql.to_owned()))
             .bind(tenant.as_str())
@@ -105,6 +126,6 @@ impl Tiering {
         lock.commit()
             .await
             .map_err(|e| TierError::db("release the tenant lock", e))?;
-        Ok(done.rows_affected())
+        Ok(Some(done.rows_affected()))
     }
 }
