@@ -102,6 +102,7 @@ impl Tiering {
         cutoff: &str,
     ) -> Result<ArchiveReport, TierError> {
         self.decl().check_tenant(tenant)?;
+        let epoch = self.store.tenant(&self.migration, tenant).await?.copy_epoch;
         if let Some(why) = self.buffer_pressure(tenant).await? {
             tracing::warn!(migration = %self.migration, tenant = %tenant, reason = %why, "archiving paused");
             return Ok(ArchiveReport {
@@ -133,7 +134,7 @@ impl Tiering {
             .commit_window(tenant, from.as_deref(), cutoff, &batch, &versions, add)
             .await?;
         report.commit = started.elapsed();
-        self.record_progress(tenant, report.rows).await?;
+        self.record_progress(tenant, report.rows, epoch).await?;
         tracing::info!(
             migration = %self.migration, tenant = %tenant, rows = report.rows,
             segments = report.segments, requeued = report.requeued,
@@ -273,7 +274,12 @@ impl Tiering {
         Ok(requeued)
     }
 
-    async fn record_progress(&self, tenant: &TenantId, rows: u64) -> Result<(), TierError> {
+    async fn record_progress(
+        &self,
+        tenant: &TenantId,
+        rows: u64,
+        epoch: i64,
+    ) -> Result<(), TierError> {
         let phase = self
             .store
             .tenant(&self.migration, tenant)
@@ -284,7 +290,7 @@ impl Tiering {
         // The archive is the forward backfill while the hot table is authoritative; later it
         // simply keeps going as rows age.
         if matches!(phase, Phase::DualWrite | Phase::Shadow) {
-            self.record_complete(tenant, CopyDirection::Forward, rows)
+            self.record_complete(tenant, CopyDirection::Forward, rows, epoch)
                 .await?;
         }
         Ok(())

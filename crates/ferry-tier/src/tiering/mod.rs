@@ -259,14 +259,18 @@ impl Tiering {
         })
     }
 
-    /// Records a copy in `direction` complete: the fact a phase guard waits for.
+    /// Records a copy in `direction` complete: the fact a phase guard waits for. `epoch` is
+    /// the tenant's copy epoch when the work began; the store refuses the record if it has
+    /// changed since (the work may have missed writes of the new epoch).
     async fn record_complete(
         &self,
         tenant: &TenantId,
         direction: CopyDirection,
         rows: u64,
+        epoch: i64,
     ) -> Result<(), TierError> {
         let mut p = BackfillProgress::new(self.migration.clone(), tenant.clone(), direction);
+        p.epoch = epoch;
         p.rows_done = rows;
         p.rows_total = rows;
         p.complete = true;

@@ -17,6 +17,7 @@ impl Tiering {
     /// the reverse sync recorded complete (the guard on `target_primary -> shadow`).
     pub async fn restore(&self, tenant: &TenantId) -> Result<u64, TierError> {
         self.decl().check_tenant(tenant)?;
+        let epoch = self.store.tenant(&self.migration, tenant).await?.copy_epoch;
         self.apply_buffer(tenant).await?;
         let segments = self.segments(tenant).await?;
         let mut restored = 0;
@@ -54,7 +55,7 @@ impl Tiering {
                     .map_err(|e| TierError::db("commit a restore", e))?;
             }
         }
-        self.record_complete(tenant, CopyDirection::Reverse, restored)
+        self.record_complete(tenant, CopyDirection::Reverse, restored, epoch)
             .await?;
         Ok(restored)
     }
