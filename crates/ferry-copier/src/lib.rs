@@ -16,6 +16,7 @@ pub mod batch;
 pub mod config;
 pub mod copier;
 mod error;
+mod in_flight;
 pub mod pace;
 pub mod plan;
 pub mod schedule;

@@ -1,9 +1,11 @@
 //! Validation as the copy goes: compare a key range on both sides by checksum, computed in
-//! SQL; on a difference, look again (a concurrent write can explain it), then find the rows
-//! that differ, repair what the copy can repair, and record the rest as mismatches.
+//! SQL; on a difference, wait for the source's transactions in flight at the first look to
+//! end and look again (a concurrent write can explain it), then find the rows that differ,
+//! repair what the copy can repair, and record the rest as mismatches. A destination row is
+//! deleted as an extra only once no source transaction that could still commit it is in
+//! flight (see `in_flight`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use ferry_domain::TenantId;
 use ferry_store::CopyDirection;
@@ -11,12 +13,9 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::copier::Copier;
 use crate::error::CopyError;
+use crate::in_flight::{IN_FLIGHT_LIMIT, InFlight};
 use crate::plan::Key;
 use crate::sql::{bind_key, bounds_index};
-
-/// A concurrent write lands on both sides within one request; waiting this long before a
-/// second look lets it finish.
-const RECHECK_AFTER: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeCheck {
@@ -290,18 +289,21 @@ impl Copier {
         upper: Option<&Key>,
         expected: Option<Digest>,
     ) -> Result<RangeCheck, CopyError> {
+        let (from, _) = self.pools(direction);
+        let in_flight = InFlight::now(from).await?;
         let first = self
             .compare_range_against(tenant, direction, lower, upper, expected)
             .await?;
         if first.is_empty() {
             return Ok(RangeCheck::default());
         }
-        tokio::time::sleep(RECHECK_AFTER).await;
+        let settled = in_flight.settled(from, IN_FLIGHT_LIMIT).await?;
         let second = self.compare_range(tenant, direction, lower, upper).await?;
         if second.is_empty() {
             return Ok(RangeCheck::default());
         }
-        let repaired = self.repair(tenant, direction, &second).await?;
+        let repaired = self.repair(tenant, direction, &second, settled).await?;
+        let in_flight = InFlight::now(from).await?;
         let third = self.compare_range(tenant, direction, lower, upper).await?;
         if third.is_empty() {
             return Ok(RangeCheck {
@@ -311,7 +313,7 @@ impl Copier {
         }
         // Only what differs on two looks is a mismatch; a key a writer is changing right now
         // differs on one look and not the next.
-        tokio::time::sleep(RECHECK_AFTER).await;
+        in_flight.settled(from, IN_FLIGHT_LIMIT).await?;
         let fourth = self.compare_range(tenant, direction, lower, upper).await?;
         let left = third.intersect(&fourth);
         let mut mismatches = 0;
@@ -380,11 +382,15 @@ impl Copier {
 
     /// Re-copies missing and differing rows (with the version guard: a newer destination row
     /// stays, and is a mismatch), and deletes extras that are still the version observed.
+    /// Re-copies rows missing or differing in the destination, and deletes destination-only
+    /// rows, but the latter only when `settled` (no source transaction in flight at the first
+    /// look is still in progress: none can still commit such a row).
     async fn repair(
         &self,
         tenant: &TenantId,
         direction: CopyDirection,
         d: &Diff,
+        settled: bool,
     ) -> Result<u64, CopyError> {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
@@ -431,7 +437,7 @@ impl Copier {
             CopyDirection::Forward => ferry_domain::Side::Source,
             CopyDirection::Reverse => ferry_domain::Side::Target,
         };
-        if phase.authority() != from_side {
+        if phase.authority() != from_side || !settled {
             return Ok(repaired);
         }
         for (key, xmin) in &d.extra {
@@ -462,9 +468,12 @@ impl Copier {
             return Ok(());
         }
         // Dual writes in flight differ for a moment (source written, target not yet); rows
-        // that differ identically on two looks are not in flight.
+        // that differ identically on two looks, the second after those writes ended, are not
+        // in flight.
+        let (from, _) = self.pools(direction);
+        let in_flight = InFlight::now(from).await?;
         let first = self.compare_range(tenant, direction, None, None).await?;
-        tokio::time::sleep(RECHECK_AFTER * 2).await;
+        in_flight.settled(from, IN_FLIGHT_LIMIT).await?;
         let settled = first.intersect(&self.compare_range(tenant, direction, None, None).await?);
         // Rows missing from the destination are what the copy is for; the rest conflict.
         let conflicts: Vec<(&String, &String)> = settled
@@ -502,6 +511,8 @@ impl Copier {
     ) -> Result<Diff, CopyError> {
         self.plan.check_tenant(tenant)?;
         self.store.tenant(&self.migration, tenant).await?;
+        let (from, _) = self.pools(direction);
+        let in_flight = InFlight::now(from).await?;
         let d = self.compare_range(tenant, direction, None, None).await?;
         if d.is_empty() {
             for (id, _, _) in self.store.open_mismatches(&self.migration, tenant).await? {
@@ -509,7 +520,7 @@ impl Copier {
             }
             return Ok(d);
         }
-        tokio::time::sleep(RECHECK_AFTER).await;
+        in_flight.settled(from, IN_FLIGHT_LIMIT).await?;
         let d = self.compare_range(tenant, direction, None, None).await?;
         let open: std::collections::HashSet<String> = self
             .store

@@ -5,6 +5,7 @@
 //! - `races.rs`: races 1 and 2 of ARCHITECTURE.md (copier vs concurrent update / delete).
 //! - `backpressure.rs`: a lag signal holds the copier, and clearing it lets it finish.
 //! - `epochs.rs`: a copier across a rollback to legacy starts over (the copy epoch).
+//! - `in_flight.rs`: validation waits out the source's writes in flight before repairing.
 //! - `types.rs`: tenant columns of every supported type, enums and domains, within one
 //!   database and across two with the target created from the source's catalogue.
 
@@ -15,5 +16,6 @@ mod backpressure;
 mod copy;
 mod epochs;
 mod fixture;
+mod in_flight;
 mod races;
 mod types;

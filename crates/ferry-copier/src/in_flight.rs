@@ -1,0 +1,58 @@
+//! Waiting out the writes that were in flight when validation first looked.
+//!
+//! A range that differs on a first look may only be caught mid-write: a writer that commits
+//! the destination before the source leaves a row "only in the destination" until its source
+//! COMMIT lands, however long that takes. Instead of a fixed pause, validation notes the
+//! source's snapshot before its first look (`txid_current_snapshot()`) and, before looking
+//! again or repairing, waits until every transaction that snapshot saw in progress has ended.
+//! Whatever the second look then finds only in the destination has no source write still
+//! coming; if some transaction is still in progress after the limit, nothing is deleted.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::error::CopyError;
+
+/// How long validation waits for the transactions in flight at its first look.
+pub(crate) const IN_FLIGHT_LIMIT: Duration = Duration::from_secs(30);
+
+const POLL: Duration = Duration::from_millis(10);
+
+/// The transactions in progress on a database at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlight(String);
+
+impl InFlight {
+    /// Notes what is in progress on `pool` now.
+    pub(crate) async fn now(pool: &PgPool) -> Result<InFlight, CopyError> {
+        sqlx::query_scalar("SELECT txid_current_snapshot()::text")
+            .fetch_one(pool)
+            .await
+            .map(InFlight)
+            .map_err(|e| CopyError::db("note the transactions in flight", e))
+    }
+
+    /// Waits until every transaction in progress at [`InFlight::now`] has committed or
+    /// aborted; `false` if some are still in progress after `limit`.
+    pub(crate) async fn settled(&self, pool: &PgPool, limit: Duration) -> Result<bool, CopyError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM txid_snapshot_xip($1::txid_snapshot) AS x
+                 WHERE txid_status(x) = 'in progress'",
+            )
+            .bind(&self.0)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| CopyError::db("wait for the transactions in flight", e))?;
+            if running == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
