@@ -231,6 +231,18 @@ async fn entering_target_only_marks_the_source_stale(s: &TestStore) {
         !facts[0].source_current,
         "still stale until the reverse copy completes"
     );
+    // Entering and leaving target_only each began a new copy epoch: a reverse copy from
+    // before them is refused, one of the current epoch is recorded.
+    assert_eq!(a.copy_epoch, 2);
+    assert!(matches!(
+        s.store.record_backfill(&reverse).await.unwrap_err(),
+        StoreError::ProgressStale {
+            epoch: 0,
+            current: 2,
+            ..
+        }
+    ));
+    reverse.epoch = a.copy_epoch;
     s.store.record_backfill(&reverse).await.unwrap();
     let facts = s.store.guard_facts(&m, &[a], lease).await.unwrap();
     assert!(facts[0].source_current);
