@@ -23,4 +23,4 @@ pub use hot::{HotTable, Row};
 pub use key::{KeyValue, RowKey};
 pub use segment::{SegmentFile, write_segment};
 pub use table::{TableError, TierPath, TierReason, TierRoute, TierStats, TieredTable};
-pub use tiering::{ArchiveReport, ColdAnswer, Tiering, TieringConfig};
+pub use tiering::{ArchiveReport, ColdAnswer, Recheck, Tiering, TieringConfig};

@@ -192,6 +192,13 @@ async fn work_on(
     if applied > 0 {
         eprintln!("{tenant}: applied {applied} buffered change(s)");
     }
+    let recheck = tiering.recheck_mismatches(tenant, phase).await?;
+    if recheck != ferry_tier::Recheck::default() {
+        eprintln!(
+            "{tenant}: re-checked shadow mismatches: {} resolved, {} repaired (re-checked next pass)",
+            recheck.resolved, recheck.repaired
+        );
+    }
     let facts = ctx
         .store
         .guard_facts(

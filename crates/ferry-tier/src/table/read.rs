@@ -58,6 +58,20 @@ impl TieredTable {
             Ok(ColdAnswer::Archived(Some(cold))) if Some(&cold) != hot.as_ref() => {
                 bump(&self.stats.shadow_mismatches);
                 tracing::warn!(migration = %self.migration(), tenant = %tenant, key = %key_text(key), "shadow read differs between hot and cold");
+                // Recorded, so the authority flip waits until `ferry tier run` re-checks
+                // the key (a write between the two reads also looks like this once).
+                let recorded = t
+                    .store
+                    .record_mismatch(
+                        self.migration(),
+                        tenant,
+                        &key_text(key),
+                        "shadow read: hot and cold differ",
+                    )
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(migration = %self.migration(), tenant = %tenant, "shadow mismatch not recorded: {e}");
+                }
             }
             Ok(_) => {}
             Err(e) => {

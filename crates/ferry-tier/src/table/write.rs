@@ -1,5 +1,6 @@
 //! The write paths. Every write holds the tenant's lock shared from its location lookup to
-//! its hot write, so a key cannot change tier under it. Up to `shadow` the hot table is
+//! its hot write, so a key cannot change tier under it, and the key's own lock, so writes of
+//! one key run one at a time from the image they read to the change they enqueue. Up to `shadow` the hot table is
 //! authoritative and an archived key's change is mirrored to the cold tier through the
 //! buffer; from `target_primary` on the buffer is authoritative for archived keys and the
 //! hot copy follows.
@@ -25,7 +26,8 @@ impl TieredTable {
         );
         let key = t.hot.key_of(&row)?;
         let (snapshot, phase) = self.phase(tenant)?;
-        let lock = t.lock_tenant(tenant, false).await?;
+        let mut lock = t.lock_tenant(tenant, false).await?;
+        t.lock_key(&mut lock, tenant, &key).await?;
         self.refuse_archived(tenant, &key, phase).await?;
         self.route(
             tenant,
@@ -130,6 +132,7 @@ impl TieredTable {
         // Held from the location lookup to the hot write, so the key cannot change tier in
         // between (see `Tiering::archive`).
         let mut lock = t.lock_tenant(tenant, false).await?;
+        t.lock_key(&mut lock, tenant, &key).await?;
         let (archived, current) = self.locate(tenant, &key, phase).await?;
         let result = match (phase, archived, current) {
             (_, false, _) => self.write_unarchived(tenant, &key, phase, changes).await?,

@@ -35,9 +35,11 @@ mod deletion;
 mod gc;
 mod read;
 mod restore;
+mod verify;
 
 pub use archive::{ArchiveReport, SEGMENT_ROWS};
 pub use read::ColdAnswer;
+pub use verify::Recheck;
 
 /// A tiering migration's config (JSON in the migration).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -305,6 +307,25 @@ impl Tiering {
     /// changes tier: an archive's commit and a restore (exclusive).
     pub fn lock_name(&self, tenant: &TenantId) -> String {
         format!("ferry:{}:{}", self.migration, tenant)
+    }
+
+    /// Takes the key's write lock in `lock`'s transaction (held until it ends): every write of
+    /// one key, from reading its current image to enqueueing its change and writing its hot
+    /// copy, runs alone, so two writers cannot build their images from the same stale one
+    /// (item 1 of the review: the later image wiped the earlier change, or an update's image
+    /// brought back a row a delete had just removed).
+    pub async fn lock_key(
+        &self,
+        lock: &mut sqlx::PgConnection,
+        tenant: &TenantId,
+        key: &RowKey,
+    ) -> Result<(), TierError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{}:key:{}", self.lock_name(tenant), key_text(key)))
+            .execute(lock)
+            .await
+            .map_err(|e| TierError::db("lock the key", e))?;
+        Ok(())
     }
 
     /// A transaction holding the tenant's lock, shared or exclusive, until it ends.

@@ -8,7 +8,10 @@ use ferry_testkit::{TestStore, both_stores};
 
 use crate::fixture::{Fixture, cutoff_day, tenant};
 
-both_stores!(hot_copy_deletion_stops_when_the_tenant_leaves_target_only,);
+both_stores!(
+    hot_copy_deletion_stops_when_the_tenant_leaves_target_only,
+    shadow_differences_are_recorded_and_block_the_flip,
+);
 
 /// Waits until some backend waits for an advisory lock in the hot database.
 async fn until_a_lock_is_awaited(pool: &sqlx::PgPool) {
@@ -60,4 +63,219 @@ async fn hot_copy_deletion_stops_when_the_tenant_leaves_target_only(store: &Test
     let deleted = deleting.await.unwrap().unwrap();
     assert_eq!(deleted, 0, "no hot copy deleted after the step back");
     assert_eq!(f.hot_rows("acme").await, hot_before);
+}
+
+/// Ungranted locks in the given databases (by name), from the cluster-wide `pg_locks`.
+async fn waiting_in(pool: &sqlx::PgPool, databases: &[String]) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE NOT l.granted AND d.datname = ANY($1)",
+    )
+    .bind(databases)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn until_waiting(pool: &sqlx::PgPool, databases: &[String], n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while waiting_in(pool, databases).await < n {
+        assert!(Instant::now() < deadline, "never {n} waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn database_name(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A tenant in `target_only` with rows 1..~199 archived, a PostgreSQL control store, and a
+/// way to hold every enqueue into the update buffer: a writer that reached its enqueue
+/// waits there, having already built its image.
+struct HeldBuffer {
+    f: Fixture,
+    store_pool: sqlx::PgPool,
+    databases: Vec<String>,
+}
+
+async fn held_buffer() -> HeldBuffer {
+    let store = TestStore::postgres().await;
+    let store_pool = sqlx::PgPool::connect(&store.url).await.unwrap();
+    let f = Fixture::new(store, 300).await;
+    let t = tenant("acme");
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    assert!(f.tiering.archive(&t, &cutoff_day(200)).await.unwrap().rows >= 190);
+    for phase in [Phase::Shadow, Phase::TargetPrimary, Phase::TargetOnly] {
+        assert_eq!(f.change("acme", Action::Advance).await, phase);
+    }
+    let databases = vec![
+        database_name(&store_pool).await,
+        database_name(&f.pool).await,
+    ];
+    HeldBuffer {
+        f,
+        store_pool,
+        databases,
+    }
+}
+
+impl HeldBuffer {
+    async fn hold(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = self.store_pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE ferry.ferry_update_buffer IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx
+    }
+}
+
+fn change(column: &str, value: serde_json::Value) -> ferry_tier::Row {
+    let mut row = ferry_tier::Row::new();
+    row.insert(column.into(), value);
+    row
+}
+
+/// Item 1 of the review: in `target_only` two writers of one archived key, on different
+/// columns, each built the new image from the cold image read under the shared tenant lock
+/// only; the later enqueue wiped the earlier change. Writer A is held at its enqueue, writer
+/// B then runs: B must build on A's change, not beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_of_an_archived_key_keep_both_changes() {
+    let h = held_buffer().await;
+    let held = h.hold().await;
+    let f = std::sync::Arc::new(h.f);
+    let t = tenant("acme");
+    let a = {
+        let (f, t) = (f.clone(), t.clone());
+        tokio::spawn(async move {
+            f.table
+                .update(&t, &["5"], change("note", "from A".into()))
+                .await
+        })
+    };
+    until_waiting(&h.store_pool, &h.databases, 1).await;
+    let b = {
+        let (f, t) = (f.clone(), t.clone());
+        tokio::spawn(async move {
+            f.table
+                .update(&t, &["5"], change("amount", serde_json::json!("9.75")))
+                .await
+        })
+    };
+    until_waiting(&h.store_pool, &h.databases, 2).await;
+    held.commit().await.unwrap();
+    a.await.unwrap().unwrap().expect("row 5 exists");
+    b.await.unwrap().unwrap().expect("row 5 exists");
+    f.tiering.apply_buffer(&t).await.unwrap();
+    let row = f.table.get(&t, &["5"]).await.unwrap().unwrap();
+    assert_eq!(row["note"], "from A", "A's change survived B's: {row:?}");
+    assert_eq!(row["amount"].to_string(), "9.75", "{row:?}");
+}
+
+/// Item 1 of the review, a delete racing an update: the update's image (built before the
+/// delete was enqueued) brought the row back after the delete had returned true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_archived_row_stays_deleted_when_an_update_races_it() {
+    let h = held_buffer().await;
+    let held = h.hold().await;
+    let f = std::sync::Arc::new(h.f);
+    let t = tenant("acme");
+    let deleting = {
+        let (f, t) = (f.clone(), t.clone());
+        tokio::spawn(async move { f.table.delete(&t, &["7"]).await })
+    };
+    until_waiting(&h.store_pool, &h.databases, 1).await;
+    let updating = {
+        let (f, t) = (f.clone(), t.clone());
+        tokio::spawn(async move {
+            f.table
+                .update(&t, &["7"], change("note", "too late".into()))
+                .await
+        })
+    };
+    until_waiting(&h.store_pool, &h.databases, 2).await;
+    held.commit().await.unwrap();
+    assert!(deleting.await.unwrap().unwrap(), "the delete found the row");
+    assert_eq!(
+        updating.await.unwrap().unwrap(),
+        None,
+        "the update comes after the delete: no row to update"
+    );
+    f.tiering.apply_buffer(&t).await.unwrap();
+    assert_eq!(
+        f.table.get(&t, &["7"]).await.unwrap(),
+        None,
+        "row 7 stays deleted"
+    );
+}
+
+/// Item 1 of the review, its last sentence: a shadow read that found hot and cold different
+/// only counted it, so nothing held the tenant back from `target_primary`, where the cold
+/// image answers. The difference is recorded; the authority flip waits for it; a `tier run`
+/// pass re-checks the key, repairs the cold tier from hot, and resolves it.
+async fn shadow_differences_are_recorded_and_block_the_flip(store: &TestStore) {
+    let f = Fixture::new(store.reopen_as_test_store().await, 300).await;
+    let t = tenant("acme");
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    assert!(f.tiering.archive(&t, &cutoff_day(200)).await.unwrap().rows >= 190);
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::Shadow);
+    // The hot row changes behind the tiers' back (a write that bypassed the router).
+    sqlx::query(
+        "UPDATE public.events SET note = 'behind the back' WHERE tenant_id = 'acme' AND id = 9",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    assert_eq!(f.note("acme", 9).await.as_deref(), Some("behind the back"));
+    let open = f
+        .store
+        .store
+        .open_mismatches(&f.migration, &t)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1, "the shadow read recorded it: {open:?}");
+    let refused = f
+        .engine()
+        .change(&f.migration, &t, Action::Advance, &request())
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("unresolved validation mismatch"),
+        "{refused}"
+    );
+    // A pass repairs the cold tier from hot (shadow: hot is authoritative), the next resolves.
+    let first = f
+        .tiering
+        .recheck_mismatches(&t, Phase::Shadow)
+        .await
+        .unwrap();
+    assert_eq!((first.resolved, first.repaired), (0, 1));
+    f.tiering.apply_buffer(&t).await.unwrap();
+    let second = f
+        .tiering
+        .recheck_mismatches(&t, Phase::Shadow)
+        .await
+        .unwrap();
+    assert_eq!((second.resolved, second.repaired), (1, 0));
+    assert_eq!(
+        f.change("acme", Action::Advance).await,
+        Phase::TargetPrimary
+    );
+    assert_eq!(f.note("acme", 9).await.as_deref(), Some("behind the back"));
+}
+
+fn request() -> ferry_engine::Request {
+    ferry_engine::Request {
+        actor: "test".into(),
+        reason: "test".into(),
+        force: false,
+        dry_run: false,
+        expect_phase: None,
+    }
 }
