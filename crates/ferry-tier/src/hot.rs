@@ -251,6 +251,59 @@ impl HotTable {
         Ok(done.rows_affected())
     }
 
+    /// Whether `image` is a row the table accepts: written over the key's hot copy (or as a
+    /// new row) inside a savepoint that is then rolled back, so the table's CHECK and NOT
+    /// NULL constraints, foreign keys and triggers judge it, and nothing stays written.
+    /// `json_populate_record` alone checks types only. Returns the database's refusal.
+    pub async fn check_image(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        image: &Row,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("SAVEPOINT ferry_check")
+            .execute(&mut *tx)
+            .await?;
+        let json = format!("[{}]", serde_json::Value::Object(image.clone()));
+        let tried = sqlx::query(AssertSqlSafe(self.images.upsert.clone()))
+            .bind(json)
+            .execute(&mut *tx)
+            .await;
+        sqlx::query("ROLLBACK TO SAVEPOINT ferry_check")
+            .execute(&mut *tx)
+            .await?;
+        tried.map(|_| ())
+    }
+
+    /// [`HotTable::mirror`] or [`HotTable::mirror_existing`] inside a savepoint: a failure
+    /// leaves the caller's transaction (and the locks it holds) usable.
+    pub async fn mirror_in_savepoint(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        tenant: &TenantId,
+        key: &RowKey,
+        image: Option<&Row>,
+        whole: bool,
+    ) -> Result<(), TierError> {
+        sqlx::query("SAVEPOINT ferry_mirror")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| TierError::db("mirror a hot copy", e))?;
+        let mirrored = match (whole, image) {
+            (true, _) | (false, None) => self.mirror(tx, tenant, key, image).await,
+            (false, Some(row)) => self.mirror_existing(tx, tenant, key, row).await,
+        };
+        let end = if mirrored.is_ok() {
+            "RELEASE SAVEPOINT ferry_mirror"
+        } else {
+            "ROLLBACK TO SAVEPOINT ferry_mirror"
+        };
+        sqlx::query(end)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| TierError::db("mirror a hot copy", e))?;
+        mirrored
+    }
+
     /// Sets the hot copy of a key to `image` (or deletes it), in the caller's transaction
     /// (the one holding the tenant's lock: see `Tiering::lock_tenant`).
     pub async fn mirror(

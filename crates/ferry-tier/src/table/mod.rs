@@ -89,6 +89,14 @@ pub enum TableError {
         "duplicate key {key} for tenant {tenant}: a row with this key exists, in the hot table or archived in the cold tier"
     )]
     Duplicate { tenant: TenantId, key: String },
+    /// The new image of an archived row breaks a constraint (or a trigger) of the table:
+    /// nothing was written or buffered.
+    #[error("the new row of tenant {tenant} with key {key} is refused by the table: {detail}")]
+    Rejected {
+        tenant: TenantId,
+        key: String,
+        detail: String,
+    },
     /// The cold tier could not answer in a phase where only it can.
     #[error("the cold tier cannot answer for tenant {tenant} key {key} in {phase}: {cause}")]
     ColdUnavailable {

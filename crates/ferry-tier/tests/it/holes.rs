@@ -11,6 +11,8 @@ use crate::fixture::{Fixture, cutoff_day, tenant};
 both_stores!(
     hot_copy_deletion_stops_when_the_tenant_leaves_target_only,
     shadow_differences_are_recorded_and_block_the_flip,
+    an_archived_row_update_the_table_would_refuse_is_refused,
+    a_failed_hot_copy_write_holds_the_rollback_until_repaired,
 );
 
 /// Waits until some backend waits for an advisory lock in the hot database.
@@ -278,4 +280,134 @@ fn request() -> ferry_engine::Request {
         dry_run: false,
         expect_phase: None,
     }
+}
+
+/// Item 8 of the review: an update of an archived row was checked by `json_populate_record`
+/// alone, which enforces neither CHECK nor NOT NULL, so a row the table would refuse was
+/// acknowledged and archived. The table's constraints now judge the new image first.
+async fn an_archived_row_update_the_table_would_refuse_is_refused(store: &TestStore) {
+    let f = Fixture::new(store.reopen_as_test_store().await, 300).await;
+    let t = tenant("acme");
+    sqlx::query("ALTER TABLE public.events ADD CONSTRAINT amount_not_negative CHECK (amount >= 0)")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    assert!(f.tiering.archive(&t, &cutoff_day(200)).await.unwrap().rows >= 190);
+    for phase in [Phase::Shadow, Phase::TargetPrimary, Phase::TargetOnly] {
+        assert_eq!(f.change("acme", Action::Advance).await, phase);
+    }
+    f.tiering.delete_hot_copies(&t, 50).await.unwrap();
+    let before = f.table.get(&t, &["12"]).await.unwrap().unwrap();
+    for (column, value, constraint) in [
+        ("amount", serde_json::json!("-5"), "amount_not_negative"),
+        (
+            "note",
+            serde_json::Value::Null,
+            "null value in column \"note\"",
+        ),
+    ] {
+        let err = f
+            .table
+            .update(&t, &["12"], change(column, value))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ferry_tier::TableError::Rejected { .. })
+                && err.to_string().contains(constraint),
+            "{err}"
+        );
+    }
+    assert_eq!(f.table.get(&t, &["12"]).await.unwrap().unwrap(), before);
+    assert!(
+        f.store
+            .store
+            .pending_updates(&f.migration, &t)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was buffered"
+    );
+}
+
+/// Item 8 of the review: in `target_primary` a failed write of the hot copy was only logged;
+/// a rollback to `shadow` then made the stale hot copy authoritative and the acknowledged
+/// update was lost. The failure is recorded as a mismatch, which holds that rollback until a
+/// `tier run` pass has repaired the copy.
+async fn a_failed_hot_copy_write_holds_the_rollback_until_repaired(store: &TestStore) {
+    let f = Fixture::new(store.reopen_as_test_store().await, 300).await;
+    let t = tenant("acme");
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    assert!(f.tiering.archive(&t, &cutoff_day(200)).await.unwrap().rows >= 190);
+    for phase in [Phase::Shadow, Phase::TargetPrimary] {
+        assert_eq!(f.change("acme", Action::Advance).await, phase);
+    }
+    // The first write of a 'poison' row passes (the constraint check: an upsert, which fires
+    // the trigger for its insert and then its update), later ones fail (the hot copy's write).
+    sqlx::raw_sql(
+        "CREATE SEQUENCE poison_seq;
+         CREATE FUNCTION refuse_every_second() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.note = 'poison' AND nextval('poison_seq') > 2 THEN
+                 RAISE EXCEPTION 'the hot copy cannot be written now';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_every_second BEFORE INSERT OR UPDATE ON public.events
+             FOR EACH ROW EXECUTE FUNCTION refuse_every_second();",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let written = f
+        .table
+        .update(&t, &["11"], change("note", "poison".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        written.unwrap()["note"],
+        "poison",
+        "acknowledged: the buffer has it"
+    );
+    let open = f
+        .store
+        .store
+        .open_mismatches(&f.migration, &t)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    f.tiering.apply_buffer(&t).await.unwrap();
+    let refused = f
+        .engine()
+        .change(&f.migration, &t, Action::Rollback, &request())
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("unresolved validation mismatch"),
+        "{refused}"
+    );
+    sqlx::raw_sql("DROP TRIGGER refuse_every_second ON public.events")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let first = f
+        .tiering
+        .recheck_mismatches(&t, Phase::TargetPrimary)
+        .await
+        .unwrap();
+    assert_eq!((first.resolved, first.repaired), (0, 1));
+    let second = f
+        .tiering
+        .recheck_mismatches(&t, Phase::TargetPrimary)
+        .await
+        .unwrap();
+    assert_eq!((second.resolved, second.repaired), (1, 0));
+    assert_eq!(f.change("acme", Action::Rollback).await, Phase::Shadow);
+    assert_eq!(
+        f.note("acme", 11).await.as_deref(),
+        Some("poison"),
+        "the update survived"
+    );
 }
