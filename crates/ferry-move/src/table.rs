@@ -68,6 +68,7 @@ pub struct MovedTable {
     select: [Arc<str>; 2],
     pub(crate) delete: [Arc<str>; 2],
     pub(crate) upsert: [Arc<str>; 2],
+    pub(crate) newer: [Arc<str>; 2],
     /// Deletes take the tenant lock while a copy may read their side
     /// ([`ferry_copier::tenant_lock`]).
     pub(crate) lock_deletes: bool,
@@ -104,6 +105,7 @@ impl MovedTable {
             select: both(&|t| plan.select_row(t)),
             delete: both(&|t| plan.delete_row(t)),
             upsert: both(&|t| plan.upsert(t)),
+            newer: both(&|t| plan.newer_than_image(t)),
             statements: Default::default(),
             lock_deletes: config.copy.source_lock() == ferry_copier::SourceLock::Tenant,
             router,

@@ -28,6 +28,9 @@ pub(crate) struct OtherSide {
     operation: &'static str,
     payload: serde_json::Value,
     written: Result<Tx, MoveError>,
+    /// The mirror changed nothing because the other side already holds a newer version of
+    /// the row: a divergence to record once the authoritative write is durable.
+    diverged: bool,
 }
 
 impl MovedTable {
@@ -137,6 +140,7 @@ impl MovedTable {
                 key,
                 operation: "delete",
                 payload: serde_json::Value::Null,
+                diverged: false,
             }),
             None => None,
         };
@@ -174,6 +178,10 @@ impl MovedTable {
             Err(e) => Err(e),
         };
         match committed {
+            Ok(()) if other.diverged => {
+                self.count_write(other.side);
+                self.diverged(tenant, other.side, &other.key).await
+            }
             Ok(()) => {
                 self.count_write(other.side);
                 Ok(())
@@ -244,13 +252,25 @@ impl MovedTable {
             .iter()
             .map(|c| row.get(c.name.as_str()).map(json_text).unwrap_or_default())
             .collect();
+        let mut diverged = false;
         let written = async {
             let mut tx = self.second_side(side).await?;
-            sqlx::query(AssertSqlSafe(self.upsert[index(side)].clone()))
+            let done = sqlx::query(AssertSqlSafe(self.upsert[index(side)].clone()))
                 .bind(format!("[{image}]"))
                 .execute(&mut *tx)
                 .await
                 .map_err(self.write_error(side))?;
+            // Nothing changed: the other side holds this version already (a repeat), or a
+            // newer one (item 2 of the review: that used to pass for success, silently).
+            if done.rows_affected() == 0 {
+                let newer: Option<Option<bool>> =
+                    sqlx::query_scalar(AssertSqlSafe(self.newer[index(side)].clone()))
+                        .bind(image)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(self.write_error(side))?;
+                diverged = newer.flatten().unwrap_or(false);
+            }
             Ok(tx)
         }
         .await;
@@ -260,7 +280,25 @@ impl MovedTable {
             operation: "upsert",
             payload: serde_json::Value::Object(row),
             written,
+            diverged,
         })
+    }
+
+    /// Records that the other side holds a newer version of a row than the authoritative
+    /// write just made: validation's mismatch, which holds the next phase change until
+    /// `ferry verify` finds the sides equal.
+    async fn diverged(&self, tenant: &TenantId, side: Side, key: &Key) -> Result<(), MoveError> {
+        let key = serde_json::Value::from(key.clone()).to_string();
+        tracing::warn!(migration = %self.migration, tenant = %tenant, %side, key, "the other side holds a newer version than the authoritative write");
+        self.store
+            .record_mismatch(
+                &self.migration,
+                tenant,
+                &key,
+                &format!("{side} holds a newer version than the authoritative write"),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn buffer(

@@ -47,6 +47,23 @@ impl TablePlan {
         }
     }
 
+    /// Whether `side` holds the row of the image `$1` (JSON) with a strictly newer version:
+    /// asked when a mirror's version-guarded upsert changed nothing, to tell an idempotent
+    /// repeat (same version) from a divergence (the other side is ahead of the authority).
+    pub fn newer_than_image(&self, side: &Table) -> String {
+        let on = self
+            .key
+            .iter()
+            .map(|c| format!("t.{0} = r.{0}", c.name.quoted()))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "SELECT t.{v} > r.{v} FROM {t} AS t, json_populate_record(NULL::{t}, $1::json) AS r WHERE {on}",
+            v = self.version.quoted(),
+            t = side.quoted(),
+        )
+    }
+
     /// One row by key, as JSON.
     pub fn select_row(&self, side: &Table) -> String {
         format!(

@@ -274,3 +274,46 @@ async fn a_null_version_cannot_disable_the_version_guard() {
         "{err}"
     );
 }
+
+/// Item 2 of the review, its second half: a mirror whose version-guarded upsert changed
+/// nothing passed for success even when the other side held a newer version than the
+/// authoritative write (a write that bypassed the router, clocks apart): the sides then
+/// differed silently. It is recorded as a mismatch, which holds the next phase change; a
+/// repeat of the same version is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_skipped_by_a_newer_version_is_a_recorded_divergence() {
+    let f = fixture().await;
+    f.enter(Phase::DualWrite).await;
+    sqlx::raw_sql(
+        "UPDATE moved.orders SET note = 'ahead', version = 9000000000000000000
+         WHERE tenant_id = 't1' AND id = 4",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let written = f
+        .table
+        .update(&f.t1, &["4"], row(None, "authoritative"))
+        .await;
+    assert!(written.unwrap().is_some(), "the authoritative write stands");
+    let open = f.store.store.open_mismatches(&f.m, &f.t1).await.unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(
+        open[0].2.contains("target holds a newer version"),
+        "{open:?}"
+    );
+    // An ordinary write whose mirror lands records nothing.
+    f.table
+        .update(&f.t1, &["5"], row(None, "fine"))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .store
+            .open_mismatches(&f.m, &f.t1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

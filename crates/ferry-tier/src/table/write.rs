@@ -28,6 +28,8 @@ impl TieredTable {
         let (snapshot, phase) = self.phase(tenant)?;
         let mut lock = t.lock_tenant(tenant, false).await?;
         t.lock_key(&mut lock, tenant, &key).await?;
+        // Locks can take a while: write only if the router still routes by confirmed phases.
+        self.router.ensure_serving()?;
         self.refuse_archived(tenant, &key, phase).await?;
         self.route(
             tenant,
@@ -133,6 +135,8 @@ impl TieredTable {
         // between (see `Tiering::archive`).
         let mut lock = t.lock_tenant(tenant, false).await?;
         t.lock_key(&mut lock, tenant, &key).await?;
+        // Locks can take a while: write only if the router still routes by confirmed phases.
+        self.router.ensure_serving()?;
         let (archived, current) = self.locate(tenant, &key, phase).await?;
         let result = match (phase, archived, current) {
             (_, false, _) => self.write_unarchived(tenant, &key, phase, changes).await?,
