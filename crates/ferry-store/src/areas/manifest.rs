@@ -39,14 +39,18 @@ pub trait ManifestStore {
         migration: &MigrationId,
         tenant: &TenantId,
     ) -> Result<Vec<SegmentRecord>>;
-    /// Retired segments, and pending ones reserved longer than `stale` ago: their objects
-    /// can be deleted, then [`ManifestStore::forget_segment`] called.
+    /// Retired segments, and pending ones reserved longer than `stale` ago: candidates for
+    /// garbage collection, each to be claimed with [`ManifestStore::forget_segment`] before
+    /// its object is deleted.
     async fn garbage_segments(
         &self,
         migration: &MigrationId,
         stale: Duration,
     ) -> Result<Vec<SegmentRecord>>;
-    async fn forget_segment(&self, id: i64) -> Result<()>;
+    /// Forgets a segment that is not live (retired, or a reservation never committed);
+    /// whether it did. A collector deletes the object only after this returned true: a
+    /// reservation an archive committed meanwhile is live and stays, object and all.
+    async fn forget_segment(&self, id: i64) -> Result<bool>;
     /// The tenant's archive watermark (RFC 3339), if it has been archived.
     async fn archived_through(
         &self,
@@ -195,13 +199,14 @@ impl ManifestStore for PgStore {
         found.into_iter().map(rows::segment).collect()
     }
 
-    async fn forget_segment(&self, id: i64) -> Result<()> {
-        sqlx::query("DELETE FROM ferry_segments WHERE segment_id = $1 AND state <> 'live'")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .doing("forget a segment")?;
-        Ok(())
+    async fn forget_segment(&self, id: i64) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM ferry_segments WHERE segment_id = $1 AND state <> 'live'")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .doing("forget a segment")?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn archived_through(
@@ -343,13 +348,14 @@ impl ManifestStore for SqliteStore {
         found.into_iter().map(rows::segment).collect()
     }
 
-    async fn forget_segment(&self, id: i64) -> Result<()> {
-        sqlx::query("DELETE FROM ferry_segments WHERE segment_id = ?1 AND state <> 'live'")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .doing("forget a segment")?;
-        Ok(())
+    async fn forget_segment(&self, id: i64) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM ferry_segments WHERE segment_id = ?1 AND state <> 'live'")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .doing("forget a segment")?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn archived_through(

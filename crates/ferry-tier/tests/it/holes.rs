@@ -67,11 +67,12 @@ async fn hot_copy_deletion_stops_when_the_tenant_leaves_target_only(store: &Test
     assert_eq!(f.hot_rows("acme").await, hot_before);
 }
 
-/// Ungranted locks in the given databases (by name), from the cluster-wide `pg_locks`.
+/// Lock requests waiting in sessions of the given databases (by name). By session, not by
+/// the lock's own database: a wait for another transaction names no database.
 async fn waiting_in(pool: &sqlx::PgPool, databases: &[String]) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-         WHERE NOT l.granted AND d.datname = ANY($1)",
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE NOT l.granted AND a.datname = ANY($1)",
     )
     .bind(databases)
     .fetch_one(pool)
@@ -409,5 +410,67 @@ async fn a_failed_hot_copy_write_holds_the_rollback_until_repaired(store: &TestS
         f.note("acme", 11).await.as_deref(),
         Some("poison"),
         "the update survived"
+    );
+}
+
+/// Item 11 of the review: garbage collection deleted the object of a reservation older than
+/// its staleness limit (a long archive still working), and the archive then committed it: a
+/// live segment without its object. The collector now claims each reservation in the manifest
+/// before deleting its object; one committed meanwhile is live, not claimable, and kept. The
+/// archive's commit is held on the segment's row while the collector runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_never_deletes_a_segment_an_archive_commits_meanwhile() {
+    let store = TestStore::postgres().await;
+    let store_pool = sqlx::PgPool::connect(&store.url).await.unwrap();
+    let f = Fixture::new(store, 300).await;
+    let t = tenant("acme");
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::DualWrite);
+    assert!(f.tiering.archive(&t, &cutoff_day(200)).await.unwrap().rows >= 190);
+    let before = f.note("acme", 5).await;
+    // The segment as a long archive would hold it just before its commit: a reservation,
+    // its object uploaded, older than the collector's limit.
+    let segment: i64 = sqlx::query_scalar(
+        "UPDATE ferry.ferry_segments SET state = 'pending', created_at = now() - interval '2 hours'
+         WHERE tenant_id = 'acme' AND state = 'live' RETURNING segment_id",
+    )
+    .fetch_one(&store_pool)
+    .await
+    .unwrap();
+    let mut commit = store_pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM ferry.ferry_segments WHERE segment_id = $1 FOR UPDATE")
+        .bind(segment)
+        .execute(&mut *commit)
+        .await
+        .unwrap();
+    let collecting = {
+        let tiering = f.tiering.clone();
+        tokio::spawn(async move { tiering.collect_garbage(Duration::from_secs(3600)).await })
+    };
+    let databases = vec![database_name(&store_pool).await];
+    until_waiting(&store_pool, &databases, 1).await;
+    sqlx::query("UPDATE ferry.ferry_segments SET state = 'live' WHERE segment_id = $1")
+        .bind(segment)
+        .execute(&mut *commit)
+        .await
+        .unwrap();
+    commit.commit().await.unwrap();
+    assert_eq!(collecting.await.unwrap().unwrap(), 0, "nothing was garbage");
+    assert_eq!(
+        f.note("acme", 5).await,
+        before,
+        "the segment's rows read back"
+    );
+    assert_eq!(f.change("acme", Action::Advance).await, Phase::Shadow);
+    assert_eq!(
+        f.change("acme", Action::Advance).await,
+        Phase::TargetPrimary
+    );
+    f.tiering.delete_hot_copies(&t, 50).await.ok();
+    assert!(
+        f.tiering
+            .cold_get(&t, &f.tiering.parse_key(&["5"]).unwrap())
+            .await
+            .is_ok(),
+        "the live segment's object is there"
     );
 }

@@ -94,8 +94,11 @@ async fn segment_commits_are_atomic_and_exclusive(s: &TestStore) {
         .map(|g| g.id)
         .collect();
     assert_eq!(garbage, [first, y]);
-    s.store.forget_segment(first).await.unwrap();
-    s.store.forget_segment(x).await.unwrap(); // live: not forgotten
+    assert!(s.store.forget_segment(first).await.unwrap());
+    assert!(
+        !s.store.forget_segment(x).await.unwrap(),
+        "live: not forgotten"
+    );
     assert_eq!(s.store.segments(&m, &a).await.unwrap().len(), 1);
     // A segment must have been reserved for this tenant.
     let other = s.store.reserve_segment(&m, &b).await.unwrap();
