@@ -19,22 +19,47 @@ impl TablePlan {
         format!("ROW({cols})::text")
     }
 
-    /// A column's value as compared between the sides: typed, or as text for the few types
-    /// without equality (and hashing) operators.
+    /// A column's value as compared between the sides: typed where typed equality is what a
+    /// user would call the same data; as text where it is not (item 11 of the review):
+    /// unconstrained `numeric` (`1.0 = 1.00`, though they print differently; a `numeric(p,s)`
+    /// column stores one scale, so typed is exact there), floats (`-0 = 0`), and text under a
+    /// collation other than the default, which may be nondeterministic (`'Acme' = 'ACME'`
+    /// under a case-insensitive one), compared as bytes; and as text for the few types with
+    /// no equality (and hashing) operators.
     fn comparable(&self, alias: &str, c: &Column) -> String {
-        if matches!(
-            c.ty.as_str(),
-            "json" | "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle"
-        ) || c.ty.ends_with("[]") && c.ty.starts_with("json")
-        {
-            format!("{alias}.{}::text", c.name.quoted())
+        let column = format!("{alias}.{}", c.name.quoted());
+        let element = c.ty.trim_end_matches("[]");
+        let textual = matches!(
+            element,
+            "json"
+                | "xml"
+                | "point"
+                | "line"
+                | "lseg"
+                | "box"
+                | "path"
+                | "polygon"
+                | "circle"
+                | "numeric"
+                | "real"
+                | "double precision"
+        );
+        let collated = c
+            .collation
+            .as_deref()
+            .is_some_and(|name| !matches!(name, "default" | "C" | "POSIX"));
+        if collated {
+            // Bytes, so no collation can call two different strings equal.
+            format!("convert_to({column}::text, 'UTF8')")
+        } else if textual {
+            format!("{column}::text")
         } else {
-            format!("{alias}.{}", c.name.quoted())
+            column
         }
     }
 
-    /// A 64-bit hash of a row's values, typed (`1.0` and `1.00` hash alike, as they compare
-    /// equal), in the plan's column order so both tables hash alike whatever their own order.
+    /// A 64-bit hash of a row's values, typed where that is exact (see `comparable`), in the
+    /// plan's column order so both tables hash alike whatever their own order.
     /// Needs PostgreSQL 14 (`hash_record_extended`); see [`TablePlan::probe_row_hash`].
     pub fn row_hash(&self, alias: &str) -> String {
         let values = self

@@ -211,3 +211,66 @@ async fn tenant_ids_and_tenant_column_types_are_checked_up_front() {
         "{err}"
     );
 }
+
+/// Item 11 of the review: typed comparison called different data the same: unconstrained
+/// numerics of another scale (`1.0` and `1.00`), `-0` and `0` floats, and strings equal
+/// under a nondeterministic (case-insensitive) collation. Validation now compares those as
+/// text (or bytes), so each tampered row is found, by the digest and by the merge alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_tells_apart_what_users_would_call_different_data() {
+    let db = TestDb::new().await;
+    let pool = ferry_copier::connect(db.url(), "connect").await.unwrap();
+    sqlx::raw_sql(
+        "CREATE COLLATION case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE SCHEMA app;
+         CREATE TABLE app.orders (
+             tenant_id text NOT NULL, id bigint NOT NULL, x numeric, f float8,
+             name text COLLATE case_insensitive, version bigint NOT NULL DEFAULT 1,
+             PRIMARY KEY (tenant_id, id));
+         INSERT INTO app.orders (tenant_id, id, x, f, name)
+             SELECT 'acme', i, 1.0, 0.0, 'Acme' FROM generate_series(1, 10) i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = TestStore::sqlite().await;
+    let m = migration(&store, &["acme"]).await;
+    let engine = PhaseEngine::new(store.store.clone(), EngineSettings::default());
+    let copier = Copier::open(
+        store.store.clone(),
+        PhaseEngine::new(store.store.clone(), EngineSettings::default()),
+        &m,
+        pool.clone(),
+        pool.clone(),
+        true,
+    )
+    .await
+    .unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    engine
+        .change(&m, &acme, Action::Advance, &req())
+        .await
+        .unwrap();
+    let outcome = copier
+        .copy(&acme, CopyDirection::Forward, |_| {})
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Complete { mismatches: 0, .. }),
+        "{outcome:?}"
+    );
+    sqlx::raw_sql(
+        "UPDATE moved.orders SET x = 1.00 WHERE id = 2;
+         UPDATE moved.orders SET f = '-0' WHERE id = 4;
+         UPDATE moved.orders SET name = 'ACME' WHERE id = 6;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let diff = copier.verify(&acme, CopyDirection::Forward).await.unwrap();
+    assert_eq!(
+        diff.differing,
+        ["[\"2\"]", "[\"4\"]", "[\"6\"]"],
+        "every tampered row is found: {diff:?}"
+    );
+}
