@@ -15,6 +15,7 @@
 //! Tenant ids never cross: every statement is bound to the tenant asked for, and an insert's
 //! tenant column is overwritten with it.
 
+mod key_lock;
 mod route;
 mod table;
 mod write;

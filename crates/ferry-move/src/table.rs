@@ -212,8 +212,8 @@ impl MovedTable {
             .phase;
         let decision = RouteDecision::read(phase);
         self.record(tenant, RouteOp::Read, &decision);
-        let served = match self.read_side(decision.served(), tenant, &key).await {
-            Ok(row) => row,
+        let (side, served) = match self.read_side(decision.served(), tenant, &key).await {
+            Ok(row) => (decision.served(), row),
             Err(e) => match decision.fallback {
                 Some(other) => {
                     let fallback = RouteDecision {
@@ -227,10 +227,18 @@ impl MovedTable {
                     self.record(tenant, RouteOp::Read, &fallback);
                     self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(migration = %self.migration, tenant = %tenant, ?fallback, "read fell back: {e}");
-                    self.read_side(other, tenant, &key).await?
+                    (other, self.read_side(other, tenant, &key).await?)
                 }
                 None => return Err(e),
             },
+        };
+        // While both sides are written, the side serving may not have a change yet that the
+        // buffer holds for it (a fallback read, or a lagging router's write): merged in, so
+        // a client reads its acknowledged write (race 4).
+        let served = if ferry_domain::WritePlan::for_phase(phase).then.is_some() {
+            self.merge_buffered(side, tenant, &key, served).await?
+        } else {
+            served
         };
         if let Some(other) = decision.compare {
             // Shadow read: compare, never answer from it, never fail the request for it.

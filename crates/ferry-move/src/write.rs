@@ -31,6 +31,25 @@ pub(crate) struct OtherSide {
     /// The mirror changed nothing because the other side already holds a newer version of
     /// the row: a divergence to record once the authoritative write is durable.
     diverged: bool,
+    /// Buffered changes applied to this side before the write (see `key_lock`).
+    caught_up: Vec<i64>,
+}
+
+/// What a two-sided write holds before it writes: the buffered changes applied to the
+/// authoritative side under the key's lock and, when the source is the second side, the
+/// source transaction holding that lock (the mirror then runs in it).
+struct Serialized {
+    caught_up: Vec<i64>,
+    second: Option<Tx>,
+}
+
+impl Serialized {
+    fn none() -> Serialized {
+        Serialized {
+            caught_up: Vec::new(),
+            second: None,
+        }
+    }
 }
 
 impl MovedTable {
@@ -53,8 +72,18 @@ impl MovedTable {
             .filter(|c| row.contains_key(c.name.as_str()))
             .cloned()
             .collect();
+        let key: Option<Key> = self
+            .plan
+            .order
+            .iter()
+            .map(|c| row.get(c.name.as_str()).map(json_text))
+            .collect();
         let payload = serde_json::Value::Object(row).to_string();
-        let mut tx = self.begin(first).await?;
+        // A key the database generates cannot be raced by another insert of it.
+        let (mut tx, mut serialized) = match &key {
+            Some(key) => self.serialize(tenant, key, first, then).await?,
+            None => (self.begin(first).await?, Serialized::none()),
+        };
         let sql = self.shaped(true, first, &columns);
         let stored: String = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(tenant.as_str())
@@ -63,10 +92,14 @@ impl MovedTable {
             .await
             .map_err(self.write_error(first))?;
         let other = match then {
-            Some(second) => Some(self.mirror(second, &stored).await?),
+            Some(second) => {
+                let pre = serialized.second.take();
+                Some(self.mirror(second, tenant, &stored, pre).await?)
+            }
             None => None,
         };
-        self.commit_both(tenant, first, tx, other).await?;
+        self.commit_both(tenant, first, tx, other, serialized)
+            .await?;
         drop(snapshot);
         parse_row(&stored)
     }
@@ -94,7 +127,7 @@ impl MovedTable {
         for v in &key {
             q = q.bind(v.as_str());
         }
-        let mut tx = self.begin(first).await?;
+        let (mut tx, mut serialized) = self.serialize(tenant, &key, first, then).await?;
         let stored = q
             .bind(serde_json::Value::Object(changes).to_string())
             .fetch_optional(&mut *tx)
@@ -102,13 +135,18 @@ impl MovedTable {
             .map_err(self.write_error(first))?;
         let Some(stored) = stored else {
             tx.commit().await.map_err(self.write_error(first))?;
+            self.mark_applied(&serialized.caught_up).await?;
             return Ok(None);
         };
         let other = match then {
-            Some(second) => Some(self.mirror(second, &stored).await?),
+            Some(second) => {
+                let pre = serialized.second.take();
+                Some(self.mirror(second, tenant, &stored, pre).await?)
+            }
             None => None,
         };
-        self.commit_both(tenant, first, tx, other).await?;
+        self.commit_both(tenant, first, tx, other, serialized)
+            .await?;
         drop(snapshot);
         parse_row(&stored).map(Some)
     }
@@ -124,7 +162,7 @@ impl MovedTable {
         let decision = RouteDecision::write(phase);
         self.record(tenant, RouteOp::Write, &decision);
         let (first, then) = decision.write_sides();
-        let mut tx = self.begin(first).await?;
+        let (mut tx, mut serialized) = self.serialize(tenant, &key, first, then).await?;
         // Held until both sides are done: a copy batch that could write this row back waits,
         // or finished before and its copy is deleted with the rest.
         if self.lock_deletes && ferry_copier::tenant_lock::guards_deletes(phase, first) {
@@ -134,19 +172,57 @@ impl MovedTable {
         }
         let existed = self.delete_on(first, tenant, &key, &mut tx).await?;
         let other = match then {
-            Some(second) => Some(OtherSide {
-                side: second,
-                written: self.delete_other(second, tenant, &key).await,
-                key,
-                operation: "delete",
-                payload: serde_json::Value::Null,
-                diverged: false,
-            }),
+            Some(second) => {
+                let pre = serialized.second.take();
+                let (written, caught_up) = match self.delete_other(second, tenant, &key, pre).await
+                {
+                    Ok((tx, caught_up)) => (Ok(tx), caught_up),
+                    Err(e) => (Err(e), Vec::new()),
+                };
+                Some(OtherSide {
+                    side: second,
+                    written,
+                    key,
+                    operation: "delete",
+                    payload: serde_json::Value::Null,
+                    diverged: false,
+                    caught_up,
+                })
+            }
             None => None,
         };
-        self.commit_both(tenant, first, tx, other).await?;
+        self.commit_both(tenant, first, tx, other, serialized)
+            .await?;
         drop(snapshot);
         Ok(existed)
+    }
+
+    /// Opens the authoritative side's transaction. In the phases that write both sides, the
+    /// key's lock is taken first, in a source transaction (the write's own when the source is
+    /// authoritative, else the one the mirror will use), and the buffer's changes for the key
+    /// are applied to the authoritative side (see `key_lock`).
+    async fn serialize(
+        &self,
+        tenant: &TenantId,
+        key: &Key,
+        first: Side,
+        then: Option<Side>,
+    ) -> Result<(Tx, Serialized), MoveError> {
+        if then.is_none() {
+            return Ok((self.begin(first).await?, Serialized::none()));
+        }
+        let (mut tx, second) = if first == Side::Source {
+            let mut tx = self.begin(Side::Source).await?;
+            self.lock_key(tenant, key, &mut tx).await?;
+            (tx, None)
+        } else {
+            let mut source = self.begin(Side::Source).await?;
+            self.lock_key(tenant, key, &mut source).await?;
+            self.lock_timeout(Side::Source, &mut source).await?;
+            (self.begin(first).await?, Some(source))
+        };
+        let caught_up = self.catch_up(first, tenant, key, &mut tx).await?;
+        Ok((tx, Serialized { caught_up, second }))
     }
 
     async fn begin(&self, side: Side) -> Result<Tx, MoveError> {
@@ -166,10 +242,12 @@ impl MovedTable {
         first: Side,
         tx: Tx,
         other: Option<OtherSide>,
+        serialized: Serialized,
     ) -> Result<(), MoveError> {
         self.router.ensure_serving()?;
         tx.commit().await.map_err(self.write_error(first))?;
         self.count_write(first);
+        self.mark_applied(&serialized.caught_up).await?;
         let Some(other) = other else {
             return Ok(());
         };
@@ -177,6 +255,9 @@ impl MovedTable {
             Ok(tx) => tx.commit().await.map_err(self.write_error(other.side)),
             Err(e) => Err(e),
         };
+        if committed.is_ok() {
+            self.mark_applied(&other.caught_up).await?;
+        }
         match committed {
             Ok(()) if other.diverged => {
                 self.count_write(other.side);
@@ -205,13 +286,21 @@ impl MovedTable {
     /// lock wait between them would otherwise be a deadlock the database cannot see (each
     /// waits on the other's open transaction through the application). The loser's change
     /// goes to the update buffer instead.
-    async fn second_side(&self, side: Side) -> Result<Tx, MoveError> {
+    async fn second_side(&self, side: Side, pre: Option<Tx>) -> Result<Tx, MoveError> {
+        if let Some(tx) = pre {
+            return Ok(tx);
+        }
         let mut tx = self.begin(side).await?;
+        self.lock_timeout(side, &mut tx).await?;
+        Ok(tx)
+    }
+
+    async fn lock_timeout(&self, side: Side, tx: &mut Tx) -> Result<(), MoveError> {
         sqlx::query("SET LOCAL lock_timeout = '1s'")
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(self.write_error(side))?;
-        Ok(tx)
+        Ok(())
     }
 
     async fn delete_on(
@@ -230,21 +319,30 @@ impl MovedTable {
         Ok(done.rows_affected() > 0)
     }
 
-    /// The other side's delete, in a transaction left open for [`MovedTable::commit_both`].
+    /// The other side's delete (after the buffer's changes for the key on that side), in a
+    /// transaction left open for [`MovedTable::commit_both`].
     async fn delete_other(
         &self,
         side: Side,
         tenant: &TenantId,
         key: &Key,
-    ) -> Result<Tx, MoveError> {
-        let mut tx = self.second_side(side).await?;
+        pre: Option<Tx>,
+    ) -> Result<(Tx, Vec<i64>), MoveError> {
+        let mut tx = self.second_side(side, pre).await?;
+        let caught_up = self.catch_up(side, tenant, key, &mut tx).await?;
         self.delete_on(side, tenant, key, &mut tx).await?;
-        Ok(tx)
+        Ok((tx, caught_up))
     }
 
     /// Writes the authoritative side's row image to the other side (never older over newer),
     /// in a transaction left open for [`MovedTable::commit_both`].
-    async fn mirror(&self, side: Side, image: &str) -> Result<OtherSide, MoveError> {
+    async fn mirror(
+        &self,
+        side: Side,
+        tenant: &TenantId,
+        image: &str,
+        pre: Option<Tx>,
+    ) -> Result<OtherSide, MoveError> {
         let row = parse_row(image)?;
         let key: Key = self
             .plan
@@ -253,8 +351,10 @@ impl MovedTable {
             .map(|c| row.get(c.name.as_str()).map(json_text).unwrap_or_default())
             .collect();
         let mut diverged = false;
+        let mut caught_up = Vec::new();
         let written = async {
-            let mut tx = self.second_side(side).await?;
+            let mut tx = self.second_side(side, pre).await?;
+            caught_up = self.catch_up(side, tenant, &key, &mut tx).await?;
             let done = sqlx::query(AssertSqlSafe(self.upsert[index(side)].clone()))
                 .bind(format!("[{image}]"))
                 .execute(&mut *tx)
@@ -281,6 +381,7 @@ impl MovedTable {
             payload: serde_json::Value::Object(row),
             written,
             diverged,
+            caught_up,
         })
     }
 

@@ -8,6 +8,7 @@ use ferry_domain::{Action, MigrationId, Phase, RouterId, TenantId};
 use ferry_engine::{EngineSettings, PhaseEngine, Request};
 use ferry_move::{MovedTable, Row};
 use ferry_router::{Router, RouterSettings};
+
 use ferry_store::{MigrationKind, NewMigration, TenantSize};
 use ferry_testkit::{TestDb, TestStore};
 use sqlx::PgPool;
@@ -314,6 +315,255 @@ async fn a_mirror_skipped_by_a_newer_version_is_a_recorded_divergence() {
             .await
             .unwrap()
             .len(),
+        1
+    );
+}
+
+/// Lock requests waiting in sessions of the data database.
+async fn waiting(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE NOT l.granted AND a.datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl Fixture {
+    /// Moves the tenant one phase on, forced (nothing is copied here), without waiting for
+    /// routers: one still holding the old phase's snapshot lags.
+    async fn force_advance(&self) -> Phase {
+        let engine = PhaseEngine::new(self.store.store.clone(), EngineSettings::default());
+        let request = Request {
+            actor: "test".into(),
+            reason: "test".into(),
+            force: true,
+            dry_run: false,
+            expect_phase: None,
+        };
+        engine
+            .change(&self.m, &self.t1, Action::Advance, &request)
+            .await
+            .unwrap()
+            .to_phase
+    }
+
+    /// A second application process: its own router (which loads the current phases) and
+    /// table.
+    async fn second_router(&self) -> (Arc<Router>, MovedTable) {
+        let router = Arc::new(
+            Router::start(
+                self.store.reopen().await,
+                RouterSettings {
+                    heartbeat: Duration::from_millis(50),
+                    ..RouterSettings::new(RouterId::new("app-2").unwrap(), "test")
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        let table = MovedTable::open(
+            router.clone(),
+            self.store.store.clone(),
+            &self.m,
+            self.pool.clone(),
+            self.pool.clone(),
+        )
+        .await
+        .unwrap();
+        (router, table)
+    }
+}
+
+/// Item 4 of the review: two routers one phase apart (`shadow`, source first, and
+/// `target_primary`, target first) insert one key at once. Each authoritative half succeeded
+/// on its own side, each second half timed out on the other's row and went to the buffer:
+/// two acknowledged inserts of one key, one per side. Now the key's lock serializes them:
+/// the second finds the key taken and fails like a unique key would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routers_one_phase_apart_cannot_both_insert_one_key() {
+    let f = Arc::new(fixture().await);
+    f.enter(Phase::Shadow).await;
+    // Holds the source's unique check for key 77, so the shadow router's insert waits there.
+    let mut blocker = f.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO public.orders (tenant_id, id, note) VALUES ('t1', 77, 'blocker')")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let shadow_insert = {
+        let f = f.clone();
+        tokio::spawn(async move { f.table.insert(&f.t1, row(Some(77), "via shadow")).await })
+    };
+    until("the shadow router waits", async || {
+        waiting(&f.pool).await >= 1
+    })
+    .await;
+    assert_eq!(f.force_advance().await, Phase::TargetPrimary);
+    let (router2, table2) = f.second_router().await;
+    assert_eq!(
+        router2.phase(f.m.as_str(), "t1").unwrap().phase,
+        Phase::TargetPrimary
+    );
+    let table2 = Arc::new(table2);
+    let primary_insert = {
+        let (table2, t1) = (table2.clone(), f.t1.clone());
+        tokio::spawn(async move {
+            table2
+                .insert(&t1, row(Some(77), "via target_primary"))
+                .await
+        })
+    };
+    until("the second insert waits or is done", async || {
+        primary_insert.is_finished() || waiting(&f.pool).await >= 2
+    })
+    .await;
+    blocker.rollback().await.unwrap();
+    let results = [
+        shadow_insert.await.unwrap().is_ok(),
+        primary_insert.await.unwrap().is_ok(),
+    ];
+    assert_eq!(
+        results.iter().filter(|ok| **ok).count(),
+        1,
+        "exactly one insert of key 77 is acknowledged: {results:?}"
+    );
+    assert_eq!(f.note("public", 77).await, f.note("moved", 77).await);
+}
+
+/// Item 4 of the review: a router still on `shadow` updates a row while the tenant flips to
+/// `target_primary`; its target half times out and is buffered after the flip. A router on
+/// `target_primary` then updates another column of the row, building on the target, which
+/// lacks the first change, and mirrors that newer image to the source: the first change,
+/// acknowledged, was lost on both sides. Under the key's lock the buffered change is applied
+/// to the target first, so the second write builds on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffered_change_is_not_overwritten_by_a_later_write_on_the_other_side() {
+    let f = Arc::new(fixture().await);
+    sqlx::raw_sql(
+        "ALTER TABLE public.orders ADD COLUMN amount int;
+         ALTER TABLE moved.orders ADD COLUMN amount int;",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let table1 = Arc::new(
+        MovedTable::open(
+            f.router.clone(),
+            f.store.store.clone(),
+            &f.m,
+            f.pool.clone(),
+            f.pool.clone(),
+        )
+        .await
+        .unwrap(),
+    );
+    f.enter(Phase::Shadow).await;
+    // The target's row 3 is busy, so the shadow router's mirror of it times out.
+    let mut busy = f.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM moved.orders WHERE tenant_id = 't1' AND id = 3 FOR UPDATE")
+        .execute(&mut *busy)
+        .await
+        .unwrap();
+    let first_write = {
+        let (table1, t1) = (table1.clone(), f.t1.clone());
+        tokio::spawn(async move { table1.update(&t1, &["3"], row(None, "A")).await })
+    };
+    until("the shadow router's mirror waits", async || {
+        waiting(&f.pool).await >= 1
+    })
+    .await;
+    assert_eq!(f.force_advance().await, Phase::TargetPrimary);
+    assert!(
+        first_write.await.unwrap().unwrap().is_some(),
+        "acknowledged"
+    );
+    busy.commit().await.unwrap();
+    assert_eq!(
+        f.store
+            .store
+            .pending_updates(&f.m, &f.t1)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the target half waits in the buffer"
+    );
+    let (_router2, table2) = f.second_router().await;
+    let mut amount = Row::new();
+    amount.insert("amount".into(), serde_json::json!(9));
+    table2.update(&f.t1, &["3"], amount).await.unwrap();
+    for schema in ["public", "moved"] {
+        let (note, amount): (String, Option<i32>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT note, amount FROM {schema}.orders WHERE tenant_id = 't1' AND id = 3"
+        )))
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+        assert_eq!((note.as_str(), amount), ("A", Some(9)), "{schema}");
+    }
+    assert!(
+        f.store
+            .store
+            .pending_updates(&f.m, &f.t1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the buffered change was applied, and marked so"
+    );
+}
+
+/// Item 4 of the review, its last sentence: in `target_primary` a read that fell back to the
+/// source (the target failing) ignored the changes the buffer held for the source, so a
+/// client did not read its own acknowledged write. They are merged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_read_sees_the_writes_still_buffered_for_its_side() {
+    let f = fixture().await;
+    f.enter(Phase::TargetPrimary).await;
+    // The source's row 5 is busy: the write's source half times out into the buffer.
+    let mut busy = f.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM public.orders WHERE tenant_id = 't1' AND id = 5 FOR UPDATE")
+        .execute(&mut *busy)
+        .await
+        .unwrap();
+    f.table
+        .update(&f.t1, &["5"], row(None, "acknowledged"))
+        .await
+        .unwrap()
+        .expect("row 5 exists");
+    busy.commit().await.unwrap();
+    assert_eq!(f.note("public", 5).await, Some(Some("n5".into())));
+    // The target fails: reads fall back to the source.
+    sqlx::raw_sql("ALTER TABLE moved.orders RENAME TO orders_away")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let read = f.table.get(&f.t1, &["5"]).await.unwrap();
+    sqlx::raw_sql("ALTER TABLE moved.orders_away RENAME TO orders")
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.map(|r| r["note"].clone()),
+        Some(serde_json::json!("acknowledged")),
+        "the fallback read shows the acknowledged write"
+    );
+    assert_eq!(
+        f.table
+            .stats
+            .fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
 }
