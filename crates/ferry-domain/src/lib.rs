@@ -5,6 +5,7 @@
 //! - [`transition`]: the one table of legal phase changes and the guards each must pass.
 //! - [`cohort`]: how a rollout picks tenants (explicit list, stable-hash percentage, smallest first).
 //! - [`route`]: where reads and writes go in each phase.
+//! - [`json_text`]: JSON text that would not survive `serde_json::Value` unchanged.
 //! - [`tenant_key`]: the tenant column's SQL type, and which tenant ids are values of it.
 //!
 //! Nothing here talks to a database, a clock or the network, so every rule can be tested
@@ -12,6 +13,7 @@
 
 pub mod cohort;
 pub mod id;
+pub mod json_text;
 pub mod phase;
 pub mod route;
 pub mod tenant_key;

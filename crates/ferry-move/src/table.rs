@@ -332,6 +332,15 @@ impl MovedTable {
 }
 
 pub(crate) fn parse_row(text: &str) -> Result<Row, MoveError> {
+    if ferry_domain::json_text::has_reserved_key(text) {
+        return Err(MoveError::BadRow {
+            table: String::new(),
+            what: format!(
+                "a row holds a JSON object with the key {:?}, which Ferry cannot carry without changing it",
+                ferry_domain::json_text::RESERVED_KEY
+            ),
+        });
+    }
     match serde_json::from_str(text) {
         Ok(serde_json::Value::Object(row)) => Ok(row),
         _ => Err(MoveError::BadRow {

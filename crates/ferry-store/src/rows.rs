@@ -246,7 +246,14 @@ pub(crate) fn update<T>(
         tenant: ferry_domain::TenantId::new(tenant).map_err(|e| corrupt(e.to_string()))?,
         key,
         operation,
-        payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
+        payload: if ferry_domain::json_text::has_reserved_key(&payload) {
+            return Err(corrupt(format!(
+                "the payload holds the key {:?}, which would not read back unchanged",
+                ferry_domain::json_text::RESERVED_KEY
+            )));
+        } else {
+            serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?
+        },
         state,
         attempts,
         last_error,

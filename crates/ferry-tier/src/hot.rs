@@ -564,6 +564,15 @@ fn value_columns(decl: &TableDecl) -> impl Iterator<Item = &Column> {
 }
 
 pub fn parse_row(text: &str) -> Result<Row, TierError> {
+    if ferry_domain::json_text::has_reserved_key(text) {
+        return Err(TierError::Value {
+            column: "*".into(),
+            detail: format!(
+                "a row holds a JSON object with the key {:?}, which Ferry cannot carry without changing it",
+                ferry_domain::json_text::RESERVED_KEY
+            ),
+        });
+    }
     match serde_json::from_str(text) {
         Ok(serde_json::Value::Object(row)) => Ok(row),
         _ => Err(TierError::Value {

@@ -567,3 +567,43 @@ async fn a_fallback_read_sees_the_writes_still_buffered_for_its_side() {
         1
     );
 }
+
+/// Item 11 of the review: with `arbitrary_precision`, a JSON object whose one key is
+/// `$serde_json::private::Number` was read back as a number: a row's document silently
+/// changed. Such a row is refused by name instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_with_serde_jsons_reserved_key_is_refused_not_changed() {
+    let f = fixture().await;
+    sqlx::raw_sql(
+        r#"UPDATE public.orders SET note = '{"$serde_json::private::Number": "12"}' WHERE id = 8"#,
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    // A text column holding that text is only text: it reads back as written.
+    let read = f.table.get(&f.t1, &["8"]).await.unwrap().unwrap();
+    assert_eq!(read["note"], r#"{"$serde_json::private::Number": "12"}"#);
+    // In a json column it is an object, and would turn into the number 12.
+    sqlx::raw_sql(
+        r#"ALTER TABLE public.orders ADD COLUMN doc json;
+           ALTER TABLE moved.orders ADD COLUMN doc json;
+           UPDATE public.orders SET doc = '{"$serde_json::private::Number": "12"}' WHERE id = 9;"#,
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let table = MovedTable::open(
+        f.router.clone(),
+        f.store.store.clone(),
+        &f.m,
+        f.pool.clone(),
+        f.pool.clone(),
+    )
+    .await
+    .unwrap();
+    let err = table.get(&f.t1, &["9"]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("$serde_json::private::Number"),
+        "{err}"
+    );
+}
