@@ -481,7 +481,12 @@ async fn live_lagging_routers_hold_changes_and_dead_ones_do_not(s: &TestStore) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("app-1"), "{err}");
-    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    // Wait until the store itself counts app-1 dead (its last beat older than the lease).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while s.store.routers(lease).await.unwrap().iter().any(|r| r.live) {
+        assert!(std::time::Instant::now() < deadline, "app-1 never lapsed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let again = e.change(&mig(), t, Action::Advance, &req()).await.unwrap();
     assert!(again.change_version > back.change_version);
     assert!(

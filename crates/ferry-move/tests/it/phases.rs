@@ -88,6 +88,20 @@ async fn check(table: &MovedTable, pool: &PgPool, expected: &Expected, phase: Ph
     );
 }
 
+/// Rows of t1 in the target that the source does not hold identically.
+async fn stale_target_rows(pool: &PgPool) -> u64 {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM moved.orders m
+         WHERE m.tenant_id = 't1' AND NOT EXISTS (
+             SELECT 1 FROM public.orders p
+             WHERE p.tenant_id = m.tenant_id AND p.id = m.id AND p.note = m.note AND p.version = m.version)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    n as u64
+}
+
 /// Two tenants of 300 rows in `public.orders`, the migration to `moved.orders`, and the
 /// copier, a router and the table over them.
 struct Setup {
@@ -309,16 +323,40 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
     for action in steps {
         phase = change(&engine, &m, &t1, action).await;
         if phase == Phase::DualWrite {
+            // What an earlier epoch left in the target that the source no longer holds as is
+            // (rows deleted or changed during legacy): the only rows a copy may repair. Races
+            // with the writers, which the tenant lock closes, must not add any.
+            let quiet = hold.write().await;
+            let leftovers = stale_target_rows(&pool).await;
+            drop(quiet);
             let outcome = copier
                 .copy(&t1, CopyDirection::Forward, |_| {})
                 .await
                 .unwrap();
+            let Outcome::Complete {
+                repaired,
+                mismatches,
+                ..
+            } = outcome
+            else {
+                panic!("{outcome:?}");
+            };
+            assert_eq!(mismatches, 0, "{outcome:?}");
             assert!(
-                matches!(outcome, Outcome::Complete { mismatches: 0, .. }),
-                "{outcome:?}"
+                repaired <= leftovers,
+                "{repaired} repairs, but only {leftovers} rows were stale before the copy: a race was repaired away"
             );
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Let the writers work in this phase before checking: a few operations more.
+        let before = ops.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while ops.load(Ordering::Relaxed) < before + 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writers stalled in {phase}"
+            );
+            tokio::task::yield_now().await;
+        }
         // Quiesce the writers (in-flight operations finish) and check every key.
         let quiet = hold.write().await;
         check(
@@ -373,11 +411,26 @@ async fn a_routed_delete_waits_for_a_batch_holding_the_tenant_lock(s: &TestStore
     };
     // t2 is in legacy: nothing copies it, its delete does not wait.
     assert!(set.table.delete(&set.t2, &["7"]).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !deleting.is_finished(),
-        "a dual_write delete waits for the batch holding the tenant lock"
-    );
+    // The delete waits for the lock (a lock request of the data database not granted).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT exists (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                            WHERE NOT l.granted AND a.datname = current_database())",
+        )
+        .fetch_one(&set.pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(
+            !deleting.is_finished() && std::time::Instant::now() < deadline,
+            "a dual_write delete waits for the batch holding the tenant lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!deleting.is_finished());
     assert!(side_rows(&set.pool, "public", "t1").await.contains_key(&7));
     batch.commit().await.unwrap();
     assert!(deleting.await.unwrap().unwrap());

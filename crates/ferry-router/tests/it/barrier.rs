@@ -245,8 +245,13 @@ async fn writes_acknowledged_under_an_old_phase_stay_visible(s: &TestStore) {
                 backfill(&pool, s, &m, &tenant).await;
             }
             phase = change_effective(&engine, &m, &tenant, action).await;
-            // Let writers run under the new phase for a moment.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            // Let writers run under the new phase: a few more acknowledged writes.
+            let before = acked.lock().unwrap().len();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while acked.lock().unwrap().len() < before + 10 {
+                assert!(std::time::Instant::now() < deadline, "the writers stalled");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             check_visible(&pool, &acked, name, phase).await;
             checks += 1;
         }

@@ -188,7 +188,14 @@ async fn a_router_cut_off_from_the_store_refuses_to_route() {
             .await
             .unwrap();
     assert!(!exists);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while router.snapshot().is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a router that cannot heartbeat kept routing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     match router.snapshot() {
         Err(RouterError::Stale { silent, limit, .. }) => assert!(silent > limit),
         Err(e) => panic!("expected a staleness error, got {e}"),

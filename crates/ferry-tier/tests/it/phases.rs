@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_domain::{Action, Phase};
@@ -26,6 +26,7 @@ async fn writer(
     f: Arc<Fixture>,
     expected: Arc<Mutex<Expected>>,
     stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
 ) -> Vec<String> {
     let t = tenant("acme");
     let mut problems = Vec::new();
@@ -72,9 +73,20 @@ async fn writer(
             Err(e) => problems.push(format!("key {id}: write failed: {e}")),
         }
         drop(exp);
+        ops.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     problems
+}
+
+/// Waits until the writer has made `n` more operations: it ran in the current phase.
+async fn writes_go_on(ops: &AtomicU64, n: u64) {
+    let before = ops.load(Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ops.load(Ordering::Relaxed) < before + n {
+        assert!(std::time::Instant::now() < deadline, "the writer stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn writers_race_archiving_through_every_phase_and_a_rollback(store: &TestStore) {
@@ -87,7 +99,13 @@ async fn writers_race_archiving_through_every_phase_and_a_rollback(store: &TestS
             .collect(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
-    let writing = tokio::spawn(writer(f.clone(), expected.clone(), stop.clone()));
+    let ops = Arc::new(AtomicU64::new(0));
+    let writing = tokio::spawn(writer(
+        f.clone(),
+        expected.clone(),
+        stop.clone(),
+        ops.clone(),
+    ));
 
     let archive = |day: i64| {
         let f = f.clone();
@@ -112,7 +130,7 @@ async fn writers_race_archiving_through_every_phase_and_a_rollback(store: &TestS
     f.tiering.delete_hot_copies(&t, 50).await.unwrap();
     archive(250).await;
     f.tiering.delete_hot_copies(&t, 50).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    writes_go_on(&ops, 20).await;
 
     // Rollback from target_only: back to target_primary, restore hot, then to shadow.
     assert_eq!(
@@ -121,7 +139,7 @@ async fn writers_race_archiving_through_every_phase_and_a_rollback(store: &TestS
     );
     assert!(f.tiering.restore(&t).await.unwrap() > 0);
     assert_eq!(f.change("acme", Action::Rollback).await, Phase::Shadow);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    writes_go_on(&ops, 20).await;
 
     // And forward to the end.
     assert_eq!(
@@ -133,7 +151,7 @@ async fn writers_race_archiving_through_every_phase_and_a_rollback(store: &TestS
     assert_eq!(f.change("acme", Action::Advance).await, Phase::Complete);
     archive(300).await;
     f.tiering.delete_hot_copies(&t, 50).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    writes_go_on(&ops, 20).await;
 
     stop.store(true, Ordering::Relaxed);
     let problems = writing.await.unwrap();
