@@ -107,13 +107,17 @@ async fn an_interrupted_copy_resumes_from_its_checkpoint(store: &TestStore) {
         .await
         .unwrap();
     let copier = f.copier().await;
-    // About a second of copying; cut after 0.6 s (start-up, the pace's baseline included).
-    let cut = tokio::time::timeout(
-        Duration::from_millis(600),
-        copier.copy(&tenant("t1"), CopyDirection::Forward, |_| {}),
-    )
-    .await;
-    assert!(cut.is_err(), "the first attempt must be interrupted");
+    // Cut the first attempt once a third is copied, like a crash: the future is dropped
+    // wherever it is, possibly between the target's commit and the checkpoint.
+    let (progress, mut reported) = tokio::sync::watch::channel(0u64);
+    let t1 = tenant("t1");
+    let first = copier.copy(&t1, CopyDirection::Forward, |p| {
+        let _ = progress.send(p.rows_done);
+    });
+    tokio::select! {
+        outcome = first => panic!("the first attempt must be interrupted: {outcome:?}"),
+        _ = reported.wait_for(|rows| *rows >= 600) => {}
+    }
     let checkpoint = f
         .store()
         .progress(&f.migration, Some(&tenant("t1")))
@@ -126,12 +130,22 @@ async fn an_interrupted_copy_resumes_from_its_checkpoint(store: &TestStore) {
         .set_control(&f.migration, None, CopyControl::default())
         .await
         .unwrap();
+    // The second run resumes after the checkpoint: its first batch already counts more than
+    // the checkpoint (a copy that started over would report a few dozen rows).
+    let mut first_report = None;
     let outcome = f
         .copier()
         .await
-        .copy(&tenant("t1"), CopyDirection::Forward, |_| {})
+        .copy(&tenant("t1"), CopyDirection::Forward, |p| {
+            first_report.get_or_insert(p.rows_done);
+        })
         .await
         .unwrap();
+    let first_report = first_report.expect("the second run copied something");
+    assert!(
+        first_report > done,
+        "the second run started at {done}, not over: its first batch reported {first_report}"
+    );
     assert!(
         matches!(
             outcome,
