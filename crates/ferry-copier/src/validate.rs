@@ -302,7 +302,13 @@ impl Copier {
         if second.is_empty() {
             return Ok(RangeCheck::default());
         }
-        let repaired = self.repair(tenant, direction, &second, settled).await?;
+        // A destination-only row is deleted only if both looks saw it identically: one seen
+        // by the second look alone may be a dual write that committed between that look's
+        // source read and its destination read (the workload checker caught such a delete).
+        let extras = settled.then(|| first.intersect(&second).extra);
+        let repaired = self
+            .repair(tenant, direction, &second, extras.as_deref().unwrap_or(&[]))
+            .await?;
         let in_flight = InFlight::now(from).await?;
         let third = self.compare_range(tenant, direction, lower, upper).await?;
         if third.is_empty() {
@@ -380,17 +386,17 @@ impl Copier {
         Ok(done.rows_affected())
     }
 
-    /// Re-copies missing and differing rows (with the version guard: a newer destination row
-    /// stays, and is a mismatch), and deletes extras that are still the version observed.
-    /// Re-copies rows missing or differing in the destination, and deletes destination-only
-    /// rows, but the latter only when `settled` (no source transaction in flight at the first
-    /// look is still in progress: none can still commit such a row).
+    /// Re-copies rows missing or differing in the destination (with the version guard: a
+    /// newer destination row stays, and is a mismatch), and deletes the destination-only rows
+    /// `extras` (key, xmin), each only if still the version observed. The caller passes only
+    /// extras that cannot be a write in flight: seen identically on two looks, the first
+    /// one's source transactions all ended.
     async fn repair(
         &self,
         tenant: &TenantId,
         direction: CopyDirection,
         d: &Diff,
-        settled: bool,
+        extras: &[(String, String)],
     ) -> Result<u64, CopyError> {
         let sql = self.statements(direction);
         let (from, to) = self.pools(direction);
@@ -418,6 +424,7 @@ impl Copier {
                     .execute(to)
                     .await
                     .map_err(|e| CopyError::db("repair a row", e))?;
+                tracing::debug!(migration = %self.migration, tenant = %tenant, key = ?key, rows = done.rows_affected(), "repair re-copied a row");
                 repaired += done.rows_affected();
             }
             locked
@@ -437,13 +444,15 @@ impl Copier {
             CopyDirection::Forward => ferry_domain::Side::Source,
             CopyDirection::Reverse => ferry_domain::Side::Target,
         };
-        if phase.authority() != from_side || !settled {
+        if phase.authority() != from_side {
             return Ok(repaired);
         }
-        for (key, xmin) in &d.extra {
-            repaired += self
+        for (key, xmin) in extras {
+            let deleted = self
                 .delete_if_unchanged(tenant, direction, key, xmin)
                 .await?;
+            tracing::debug!(migration = %self.migration, tenant = %tenant, key, xmin, deleted, "repair deleted a destination-only row");
+            repaired += deleted;
         }
         Ok(repaired)
     }

@@ -1,0 +1,168 @@
+//! The final check: every key read through the target, against what its client says it must
+//! hold.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::client::{ClientRun, KeyState};
+use crate::target::Target;
+
+/// Anomalies by kind; all zero is the pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Anomalies {
+    /// An acknowledged write missing (a row or a token gone).
+    pub lost: u64,
+    /// A token present twice: a write applied twice.
+    pub duplicated: u64,
+    /// A row present that its client deleted.
+    pub resurrected: u64,
+    /// A read right after a write that did not show it.
+    pub stale_read: u64,
+    /// A client saw a key's version go back.
+    pub version_regression: u64,
+    /// A read returned another tenant's row, or found a key under a tenant that never wrote it.
+    pub cross_tenant: u64,
+}
+
+/// One kind of anomaly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Lost,
+    Duplicated,
+    Resurrected,
+    StaleRead,
+    VersionRegression,
+    CrossTenant,
+}
+
+impl Anomalies {
+    pub fn count(&mut self, kind: Kind) {
+        let n = match kind {
+            Kind::Lost => &mut self.lost,
+            Kind::Duplicated => &mut self.duplicated,
+            Kind::Resurrected => &mut self.resurrected,
+            Kind::StaleRead => &mut self.stale_read,
+            Kind::VersionRegression => &mut self.version_regression,
+            Kind::CrossTenant => &mut self.cross_tenant,
+        };
+        *n += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.lost
+            + self.duplicated
+            + self.resurrected
+            + self.stale_read
+            + self.version_regression
+            + self.cross_tenant
+    }
+
+    fn add(&mut self, other: &Anomalies) {
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.resurrected += other.resurrected;
+        self.stale_read += other.stale_read;
+        self.version_regression += other.version_regression;
+        self.cross_tenant += other.cross_tenant;
+    }
+}
+
+/// What the checker found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub operations: u64,
+    pub unknown_outcomes: u64,
+    pub keys_checked: u64,
+    pub anomalies: Anomalies,
+    /// Up to 20 anomalies, described.
+    pub examples: Vec<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.anomalies.total() == 0
+    }
+}
+
+/// Reads every key the clients wrote and counts the anomalies (see the crate doc).
+pub async fn check(target: &dyn Target, runs: &[ClientRun]) -> Report {
+    let mut report = Report::default();
+    let note = |report: &mut Report, kind: Kind, example: String| {
+        report.anomalies.count(kind);
+        if report.examples.len() < 20 {
+            report.examples.push(example);
+        }
+    };
+    for run in runs {
+        report.operations += run.ops;
+        report.unknown_outcomes += run.unknown;
+        report.anomalies.add(&run.anomalies);
+        for e in &run.examples {
+            if report.examples.len() < 20 {
+                report.examples.push(e.clone());
+            }
+        }
+        for ((tenant, id), state) in &run.keys {
+            let read = match target.get(tenant, *id).await {
+                Ok(read) => read,
+                Err(e) => {
+                    note(
+                        &mut report,
+                        Kind::Lost,
+                        format!("{tenant}/{id}: final read failed: {e}"),
+                    );
+                    continue;
+                }
+            };
+            report.keys_checked += 1;
+            match (state, read) {
+                (KeyState::Unknown, _) => {}
+                (KeyState::Absent, None) => {}
+                (KeyState::Absent, Some(seen)) => note(
+                    &mut report,
+                    Kind::Resurrected,
+                    format!("{tenant}/{id}: deleted, but holds {:?}", seen.appends),
+                ),
+                (KeyState::Present { appends }, None) => note(
+                    &mut report,
+                    Kind::Lost,
+                    format!("{tenant}/{id}: must hold {appends:?}, is gone"),
+                ),
+                (KeyState::Present { appends }, Some(seen)) if seen.appends != *appends => {
+                    let kind = if has_duplicates(&seen.appends) {
+                        Kind::Duplicated
+                    } else {
+                        Kind::Lost
+                    };
+                    note(
+                        &mut report,
+                        kind,
+                        format!(
+                            "{tenant}/{id}: must hold {appends:?}, holds {:?}",
+                            seen.appends
+                        ),
+                    );
+                }
+                (KeyState::Present { .. }, Some(_)) => {}
+            }
+        }
+    }
+    report
+}
+
+fn has_duplicates(appends: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    appends.split_whitespace().any(|token| !seen.insert(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_twice_is_a_duplicate() {
+        assert!(has_duplicates("c1.1 c1.4 c1.1"));
+        assert!(!has_duplicates("c1.1 c1.4"));
+    }
+}
