@@ -5,8 +5,11 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use ferry_domain::TenantId;
+
 use crate::client::{ClientRun, KeyState};
-use crate::target::Target;
+use crate::fields::Fields;
+use crate::target::{Seen, Target};
 
 /// Anomalies by kind; all zero is the pass.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,6 +26,8 @@ pub struct Anomalies {
     pub version_regression: u64,
     /// A read returned another tenant's row, or found a key under a tenant that never wrote it.
     pub cross_tenant: u64,
+    /// A column holds a value no acknowledged write gave it.
+    pub corrupted: u64,
 }
 
 /// One kind of anomaly.
@@ -34,6 +39,7 @@ pub enum Kind {
     StaleRead,
     VersionRegression,
     CrossTenant,
+    Corrupted,
 }
 
 impl Anomalies {
@@ -45,6 +51,7 @@ impl Anomalies {
             Kind::StaleRead => &mut self.stale_read,
             Kind::VersionRegression => &mut self.version_regression,
             Kind::CrossTenant => &mut self.cross_tenant,
+            Kind::Corrupted => &mut self.corrupted,
         };
         *n += 1;
     }
@@ -56,6 +63,7 @@ impl Anomalies {
             + self.stale_read
             + self.version_regression
             + self.cross_tenant
+            + self.corrupted
     }
 
     fn add(&mut self, other: &Anomalies) {
@@ -65,6 +73,7 @@ impl Anomalies {
         self.stale_read += other.stale_read;
         self.version_regression += other.version_regression;
         self.cross_tenant += other.cross_tenant;
+        self.corrupted += other.corrupted;
     }
 }
 
@@ -85,15 +94,23 @@ impl Report {
     }
 }
 
-/// Reads every key the clients wrote and counts the anomalies (see the crate doc).
+impl Report {
+    fn note(&mut self, kind: Kind, example: String) {
+        self.anomalies.count(kind);
+        if self.examples.len() < 20 {
+            self.examples.push(example);
+        }
+    }
+}
+
+/// Reads every key the clients wrote, under its tenant and under every other tenant of the
+/// run, and counts the anomalies (see the crate doc).
 pub async fn check(target: &dyn Target, runs: &[ClientRun]) -> Report {
     let mut report = Report::default();
-    let note = |report: &mut Report, kind: Kind, example: String| {
-        report.anomalies.count(kind);
-        if report.examples.len() < 20 {
-            report.examples.push(example);
-        }
-    };
+    let tenants: BTreeSet<&TenantId> = runs
+        .iter()
+        .flat_map(|run| run.keys.keys().map(|(t, _)| t))
+        .collect();
     for run in runs {
         report.operations += run.ops;
         report.unknown_outcomes += run.unknown;
@@ -104,51 +121,71 @@ pub async fn check(target: &dyn Target, runs: &[ClientRun]) -> Report {
             }
         }
         for ((tenant, id), state) in &run.keys {
-            let read = match target.get(tenant, *id).await {
-                Ok(read) => read,
-                Err(e) => {
-                    note(
-                        &mut report,
-                        Kind::Lost,
-                        format!("{tenant}/{id}: final read failed: {e}"),
-                    );
-                    continue;
+            match target.get(tenant, *id).await {
+                Ok(read) => {
+                    report.keys_checked += 1;
+                    judge(&mut report, tenant, *id, state, read);
                 }
-            };
-            report.keys_checked += 1;
-            match (state, read) {
-                (KeyState::Unknown, _) => {}
-                (KeyState::Absent, None) => {}
-                (KeyState::Absent, Some(seen)) => note(
-                    &mut report,
-                    Kind::Resurrected,
-                    format!("{tenant}/{id}: deleted, but holds {:?}", seen.appends),
-                ),
-                (KeyState::Present { appends }, None) => note(
-                    &mut report,
-                    Kind::Lost,
-                    format!("{tenant}/{id}: must hold {appends:?}, is gone"),
-                ),
-                (KeyState::Present { appends }, Some(seen)) if seen.appends != *appends => {
-                    let kind = if has_duplicates(&seen.appends) {
-                        Kind::Duplicated
-                    } else {
-                        Kind::Lost
-                    };
-                    note(
-                        &mut report,
-                        kind,
+                Err(e) => report.note(Kind::Lost, format!("{tenant}/{id}: final read failed: {e}")),
+            }
+            for other in tenants.iter().filter(|t| **t != tenant) {
+                if let Ok(Some(seen)) = target.get(other, *id).await {
+                    report.note(
+                        Kind::CrossTenant,
                         format!(
-                            "{tenant}/{id}: must hold {appends:?}, holds {:?}",
+                            "{other}/{id}: holds {:?}, a key only {tenant} writes",
                             seen.appends
                         ),
                     );
                 }
-                (KeyState::Present { .. }, Some(_)) => {}
             }
         }
     }
     report
+}
+
+/// One key's final read against what its client says it must hold.
+fn judge(report: &mut Report, tenant: &TenantId, id: i64, state: &KeyState, read: Option<Seen>) {
+    match (state, read) {
+        (KeyState::Unknown, _) | (KeyState::Absent, None) => {}
+        (KeyState::Absent, Some(seen)) => report.note(
+            Kind::Resurrected,
+            format!("{tenant}/{id}: deleted, but holds {:?}", seen.appends),
+        ),
+        (KeyState::Present { appends }, None) => report.note(
+            Kind::Lost,
+            format!("{tenant}/{id}: must hold {appends:?}, is gone"),
+        ),
+        (KeyState::Present { appends }, Some(seen)) if seen.appends != *appends => {
+            let kind = if has_duplicates(&seen.appends) {
+                Kind::Duplicated
+            } else {
+                Kind::Lost
+            };
+            report.note(
+                kind,
+                format!(
+                    "{tenant}/{id}: must hold {appends:?}, holds {:?}",
+                    seen.appends
+                ),
+            );
+        }
+        (KeyState::Present { appends }, Some(seen)) => {
+            if seen.tenant != tenant.as_str() {
+                report.note(
+                    Kind::CrossTenant,
+                    format!("{tenant}/{id}: the row read is tenant {}'s", seen.tenant),
+                );
+            }
+            let expected = Fields::for_appends(appends);
+            if let Some(fields) = seen.fields.filter(|f| *f != expected) {
+                report.note(
+                    Kind::Corrupted,
+                    format!("{tenant}/{id}: columns must be {expected:?}, are {fields:?}"),
+                );
+            }
+        }
+    }
 }
 
 fn has_duplicates(appends: &str) -> bool {

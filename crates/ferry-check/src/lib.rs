@@ -12,13 +12,18 @@
 //! `lost` (an acknowledged write missing), `duplicated` (a token twice), `resurrected` (a
 //! deleted row back), `stale_read` (a read right after a write did not show it),
 //! `version_regression` (a client saw a key's version go back), `cross_tenant` (a read
-//! returned another tenant's row, or found a row under a tenant that never wrote it). All zero
-//! is the pass.
+//! returned another tenant's row, or found a row under a tenant that never wrote it),
+//! `corrupted` (on a table with the typed columns of [`FIELD_COLUMNS`], a column holding a
+//! value no write gave it). All zero is the pass.
 
 mod check;
 mod client;
+mod fields;
+mod scenario;
 mod target;
 
 pub use check::{Anomalies, Kind, Report, check};
 pub use client::{ClientRun, ClientSettings, KeyState, key_id, run_client};
+pub use fields::{FIELD_COLUMNS, Fields};
+pub use scenario::{Progress, RunOutcome, Scenario, ScenarioError, ScenarioSettings};
 pub use target::{MovedTarget, Seen, Target};

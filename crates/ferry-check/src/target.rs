@@ -5,6 +5,8 @@ use async_trait::async_trait;
 use ferry_domain::TenantId;
 use ferry_move::{MovedTable, Row};
 
+use crate::fields::Fields;
+
 /// A row as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -12,6 +14,8 @@ pub struct Seen {
     pub tenant: String,
     pub appends: String,
     pub version: i64,
+    /// The typed columns, on a table that has them.
+    pub fields: Option<Fields>,
 }
 
 /// A routed table the workload can write. Errors are text: the workload only needs to know
@@ -30,8 +34,41 @@ pub trait Target: Send + Sync {
     async fn get(&self, tenant: &TenantId, id: i64) -> Result<Option<Seen>, String>;
 }
 
-/// A tenant move's table: `tenant_id`, `id`, `appends` (text), `version` (bigint).
-pub struct MovedTarget(pub std::sync::Arc<MovedTable>);
+/// A tenant move's table: `tenant_id`, `id`, `appends` (text), `version` (bigint), and
+/// optionally the typed columns of [`crate::FIELD_COLUMNS`].
+pub struct MovedTarget {
+    table: std::sync::Arc<MovedTable>,
+    fields: bool,
+}
+
+impl MovedTarget {
+    pub fn new(table: std::sync::Arc<MovedTable>) -> MovedTarget {
+        MovedTarget {
+            table,
+            fields: false,
+        }
+    }
+
+    /// Writes the typed columns too (the table must have them).
+    pub fn with_fields(table: std::sync::Arc<MovedTable>) -> MovedTarget {
+        MovedTarget {
+            table,
+            fields: true,
+        }
+    }
+
+    /// The columns a write of `appends` sets.
+    fn row(&self, appends: &str) -> Row {
+        let mut row = Row::new();
+        row.insert("appends".into(), serde_json::json!(appends));
+        if self.fields {
+            for (name, value) in Fields::for_appends(appends).to_row() {
+                row.insert(name.into(), value);
+            }
+        }
+        row
+    }
+}
 
 fn seen(row: &Row) -> Result<Seen, String> {
     let text = |name: &str| -> Result<String, String> {
@@ -48,17 +85,17 @@ fn seen(row: &Row) -> Result<Seen, String> {
         tenant: text("tenant_id")?,
         appends: text("appends")?,
         version,
+        fields: Fields::from_row(row).transpose()?,
     })
 }
 
 #[async_trait]
 impl Target for MovedTarget {
     async fn insert(&self, tenant: &TenantId, id: i64, appends: &str) -> Result<Seen, String> {
-        let mut row = Row::new();
+        let mut row = self.row(appends);
         row.insert("id".into(), serde_json::json!(id));
-        row.insert("appends".into(), serde_json::json!(appends));
         let stored = self
-            .0
+            .table
             .insert(tenant, row)
             .await
             .map_err(|e| e.to_string())?;
@@ -71,10 +108,8 @@ impl Target for MovedTarget {
         id: i64,
         appends: &str,
     ) -> Result<Option<Seen>, String> {
-        let mut row = Row::new();
-        row.insert("appends".into(), serde_json::json!(appends));
         let key = id.to_string();
-        match self.0.update(tenant, &[&key], row).await {
+        match self.table.update(tenant, &[&key], self.row(appends)).await {
             Ok(Some(stored)) => seen(&stored).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -83,7 +118,7 @@ impl Target for MovedTarget {
 
     async fn delete(&self, tenant: &TenantId, id: i64) -> Result<bool, String> {
         let key = id.to_string();
-        self.0
+        self.table
             .delete(tenant, &[&key])
             .await
             .map_err(|e| e.to_string())
@@ -91,7 +126,7 @@ impl Target for MovedTarget {
 
     async fn get(&self, tenant: &TenantId, id: i64) -> Result<Option<Seen>, String> {
         let key = id.to_string();
-        match self.0.get(tenant, &[&key]).await {
+        match self.table.get(tenant, &[&key]).await {
             Ok(Some(row)) => seen(&row).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),

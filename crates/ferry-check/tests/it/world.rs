@@ -1,0 +1,54 @@
+//! The world the workload tests run in: a [`Scenario`] (schema `wl`, moved to `wl_moved`) on
+//! a database of its own, with a PostgreSQL control store; routers open their own store
+//! handles, as separate processes would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_check::{Scenario, ScenarioSettings};
+use ferry_domain::SqlIdent;
+use ferry_testkit::{TestDb, TestStore};
+
+pub struct World {
+    pub s: Arc<Scenario>,
+    _data: TestDb,
+    _store: TestStore,
+}
+
+/// Settings for a run of `duration` with `clients` clients over `tenants` tenants.
+pub fn settings(
+    tenants: usize,
+    clients: u32,
+    moving: usize,
+    duration: Duration,
+) -> ScenarioSettings {
+    ScenarioSettings {
+        schema: SqlIdent::new("wl").unwrap(),
+        tenants,
+        routers: 2,
+        clients,
+        moving,
+        keys_per_tenant: 3,
+        duration,
+        fields: false,
+    }
+}
+
+pub async fn world(settings: ScenarioSettings) -> World {
+    let data = TestDb::new().await;
+    let pool = ferry_copier::connect(data.url(), "connect").await.unwrap();
+    let store = TestStore::postgres().await;
+    let s = Scenario::setup(
+        pool,
+        store.store.clone(),
+        async || store.reopen().await,
+        settings,
+    )
+    .await
+    .unwrap();
+    World {
+        s: Arc::new(s),
+        _data: data,
+        _store: store,
+    }
+}
