@@ -74,7 +74,10 @@ pub struct RunOutcome {
 
 /// A scenario, set up and ready to run.
 pub struct Scenario {
+    /// The driver's and the copier's connections (set-up, phase changes, copies, checks).
     pub pool: PgPool,
+    /// The application's connections, the routed tables' (may go through a fault proxy).
+    pub app_pool: PgPool,
     pub store: Arc<dyn ControlStore>,
     pub migration: MigrationId,
     pub tenants: Vec<TenantId>,
@@ -97,9 +100,12 @@ fn request() -> Request {
 
 impl Scenario {
     /// Creates the schemas, the table, the migration and its tenants, the copier and the
-    /// routers. `stores` opens a store handle per router (as separate processes would have).
+    /// routers. `router_store` opens a store handle per router (as separate processes would
+    /// have). The routed tables use `app_pool` (the same database as `pool`, possibly through
+    /// a fault proxy); everything else uses `pool`.
     pub async fn setup(
         pool: PgPool,
+        app_pool: PgPool,
         store: Arc<dyn ControlStore>,
         router_store: impl AsyncFn() -> Arc<dyn ControlStore>,
         settings: ScenarioSettings,
@@ -182,8 +188,8 @@ impl Scenario {
                 router.clone(),
                 store.clone(),
                 &migration,
-                pool.clone(),
-                pool.clone(),
+                app_pool.clone(),
+                app_pool.clone(),
             )
             .await
             .map_err(setup("open the routed table"))?;
@@ -192,6 +198,7 @@ impl Scenario {
         }
         Ok(Scenario {
             pool,
+            app_pool,
             store,
             migration,
             tenants,

@@ -39,6 +39,7 @@ pub async fn world(settings: ScenarioSettings) -> World {
     let pool = ferry_copier::connect(data.url(), "connect").await.unwrap();
     let store = TestStore::postgres().await;
     let s = Scenario::setup(
+        pool.clone(),
         pool,
         store.store.clone(),
         async || store.reopen().await,
