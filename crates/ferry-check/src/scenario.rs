@@ -72,12 +72,22 @@ pub struct RunOutcome {
     pub tenants_completed: usize,
 }
 
+/// The application's pools for the two sides of the move. Two, even on one database: a
+/// two-sided write holds a connection of each side at once, so with one pool for both, as many
+/// concurrent writes as the pool has connections each hold one and wait for a second until
+/// the acquire timeout (the pool deadlocks).
+#[derive(Debug, Clone)]
+pub struct AppPools {
+    pub source: PgPool,
+    pub target: PgPool,
+}
+
 /// A scenario, set up and ready to run.
 pub struct Scenario {
     /// The driver's and the copier's connections (set-up, phase changes, copies, checks).
     pub pool: PgPool,
     /// The application's connections, the routed tables' (may go through a fault proxy).
-    pub app_pool: PgPool,
+    pub app: AppPools,
     pub store: Arc<dyn ControlStore>,
     pub migration: MigrationId,
     pub tenants: Vec<TenantId>,
@@ -101,11 +111,11 @@ fn request() -> Request {
 impl Scenario {
     /// Creates the schemas, the table, the migration and its tenants, the copier and the
     /// routers. `router_store` opens a store handle per router (as separate processes would
-    /// have). The routed tables use `app_pool` (the same database as `pool`, possibly through
-    /// a fault proxy); everything else uses `pool`.
+    /// have). The routed tables use `app` (the same database as `pool`, possibly through a
+    /// fault proxy); everything else uses `pool`.
     pub async fn setup(
         pool: PgPool,
-        app_pool: PgPool,
+        app: AppPools,
         store: Arc<dyn ControlStore>,
         router_store: impl AsyncFn() -> Arc<dyn ControlStore>,
         settings: ScenarioSettings,
@@ -188,8 +198,8 @@ impl Scenario {
                 router.clone(),
                 store.clone(),
                 &migration,
-                app_pool.clone(),
-                app_pool.clone(),
+                app.source.clone(),
+                app.target.clone(),
             )
             .await
             .map_err(setup("open the routed table"))?;
@@ -198,7 +208,7 @@ impl Scenario {
         }
         Ok(Scenario {
             pool,
-            app_pool,
+            app,
             store,
             migration,
             tenants,

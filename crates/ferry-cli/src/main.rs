@@ -2,12 +2,14 @@
 //!
 //! Errors are printed as one line (`error: what failed: why`) with a non-zero exit code:
 //! 1 for failures, 2 for usage errors, 3 when a phase change was refused by its guards, 4 when
-//! a change was made but live routers had not acknowledged it within `--wait`. With `--json`,
+//! a change was made but live routers had not acknowledged it within `--wait`, 5 when `ferry
+//! check` found anomalies. With `--json`,
 //! an error or refusal is instead one object on stdout, `{"error": {"code", "message"}}`,
 //! with the same exit codes.
 
 mod args;
 mod bench;
+mod check;
 mod commands;
 mod context;
 mod demo;
@@ -23,6 +25,8 @@ use crate::args::{Cli, Command};
 pub mod exit {
     pub const REFUSED: u8 = 3;
     pub const NOT_EFFECTIVE: u8 = 4;
+    /// `ferry check` found anomalies.
+    pub const ANOMALIES: u8 = 5;
     /// Standard output was closed early; 128 + SIGPIPE, as shells report for other filters.
     pub const CLOSED_STDOUT: i32 = 141;
 }
@@ -113,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(&cli.global, &args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Check(args) => check::run(&args).await,
         command => {
             let ctx = context::Context::open(&cli.global).await?;
             commands::run(&ctx, command).await

@@ -85,7 +85,9 @@ pub(crate) fn index(side: Side) -> usize {
 }
 
 impl MovedTable {
-    /// The table of a tenant_move migration, over its source and target databases.
+    /// The table of a tenant_move migration, over its source and target databases. Give it
+    /// two pools even on one database: a two-sided write holds a connection of each side at
+    /// once, so one shared pool can run out with every connection waiting for a second.
     pub async fn open(
         router: Arc<Router>,
         store: Arc<dyn ControlStore>,

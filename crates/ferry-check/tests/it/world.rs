@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_check::{Scenario, ScenarioSettings};
+use ferry_check::{AppPools, Scenario, ScenarioSettings};
 use ferry_domain::SqlIdent;
 use ferry_testkit::{TestDb, TestStore};
 
@@ -38,9 +38,13 @@ pub async fn world(settings: ScenarioSettings) -> World {
     let data = TestDb::new().await;
     let pool = ferry_copier::connect(data.url(), "connect").await.unwrap();
     let store = TestStore::postgres().await;
+    let app = AppPools {
+        source: ferry_copier::connect(data.url(), "connect").await.unwrap(),
+        target: ferry_copier::connect(data.url(), "connect").await.unwrap(),
+    };
     let s = Scenario::setup(
-        pool.clone(),
         pool,
+        app,
         store.store.clone(),
         async || store.reopen().await,
         settings,

@@ -71,7 +71,7 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Buffer(cmd) => tier::buffer(ctx, cmd).await,
         Command::Serve(args) => serve::serve(ctx, args).await,
         Command::Token(cmd) => serve::token(ctx, cmd).await,
-        Command::Demo(_) | Command::Bench(_) => {
+        Command::Demo(_) | Command::Bench(_) | Command::Check(_) => {
             unreachable!("demo and bench open their own stores and are dispatched in main")
         }
     }

@@ -175,3 +175,57 @@ fn operator_api_example_runs_as_documented() {
     );
     assert!(out.contains("token:oncall"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_example_passes_and_leaves_nothing_behind() {
+    let data = ferry_testkit::TestDb::new().await;
+    let dir = TempDir::new("check-example");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/check.sh");
+    let url = data.url().to_owned();
+    let cwd = dir.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        ok(Command::new("bash")
+            .arg(script)
+            .current_dir(cwd)
+            .env("FERRY", env!("CARGO_BIN_EXE_ferry"))
+            .env("FERRY_CHECK_DATA_URL", url)
+            .env("TMPDIR", dir.path()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("PASSED: nothing lost, duplicated, resurrected or misrouted"),
+        "{out}"
+    );
+    assert!(out.contains("lost                0"), "{out}");
+    assert!(out.contains("check.json: passed"), "{out}");
+    let pool = sqlx::PgPool::connect(data.url()).await.unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ferry\\_check\\_%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "the scratch schemas are dropped");
+}
+
+#[test]
+fn check_refuses_more_moving_tenants_than_tenants_before_touching_anything() {
+    let dir = TempDir::new("check-bad");
+    let out = crate::run(
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["check", "--data-url", "postgres://nobody@127.0.0.1:1/none"])
+            .args(["--tenants", "5", "--moving", "9"])
+            .env("TMPDIR", dir.path()),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::stderr(&out);
+    assert!(
+        err.contains("--moving (9) cannot exceed --tenants (5)"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing created"
+    );
+}

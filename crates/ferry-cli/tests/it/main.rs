@@ -2,7 +2,7 @@
 //!
 //! - `cli.rs`: operator workflows and bad input, on SQLite and PostgreSQL.
 //! - `demo.rs`: `ferry demo` runs and verifies itself.
-//! - `examples.rs`: the scripts under `examples/` run as documented.
+//! - `examples.rs`: the scripts under `examples/` run as documented (`check.sh`: `ferry check`).
 //! - `kill.rs`: `kill -9` of the real copier, many times; it resumes to an exact target.
 //! - `bench.rs`: each bench's `--json` output has the promised shape.
 //! - `serve.rs`: `ferry serve` answers what the CLI prints; the dashboard in headless Chromium
