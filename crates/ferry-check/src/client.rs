@@ -51,10 +51,11 @@ impl ClientRun {
     }
 }
 
-/// The id of key `j` of tenant number `t` of `client`: unique across clients and tenants, so
-/// a row found under any other tenant is misrouted.
+/// The id of key `j` of tenant number `t` of `client`: unique across clients and tenants (for
+/// `j` below 10,000 and `t` below 100,000), so a row found under any other tenant is
+/// misrouted. (With a million per client, tenant 100 of one client met tenant 0 of the next.)
 pub fn key_id(client: u32, t: usize, j: u32) -> i64 {
-    i64::from(client) * 1_000_000 + t as i64 * 10_000 + i64::from(j)
+    i64::from(client) * 1_000_000_000 + t as i64 * 10_000 + i64::from(j)
 }
 
 struct Rng(u64);

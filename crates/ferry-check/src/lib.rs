@@ -25,5 +25,7 @@ mod target;
 pub use check::{Anomalies, Kind, Report, check};
 pub use client::{ClientRun, ClientSettings, KeyState, key_id, run_client};
 pub use fields::{FIELD_COLUMNS, Fields};
-pub use scenario::{AppPools, Progress, RunOutcome, Scenario, ScenarioError, ScenarioSettings};
+pub use scenario::{
+    AppPools, Clients, Progress, RunOutcome, Scenario, ScenarioError, ScenarioSettings,
+};
 pub use target::{MovedTarget, Seen, Target};

@@ -117,7 +117,7 @@ impl Scenario {
         pool: PgPool,
         app: AppPools,
         store: Arc<dyn ControlStore>,
-        router_store: impl AsyncFn() -> Arc<dyn ControlStore>,
+        router_store: impl AsyncFn() -> Result<Arc<dyn ControlStore>, ferry_store::StoreError>,
         settings: ScenarioSettings,
     ) -> Result<Scenario, ScenarioError> {
         let source = settings.schema.clone();
@@ -184,8 +184,11 @@ impl Scenario {
         let mut tables = Vec::new();
         for r in 0..settings.routers {
             let id = RouterId::new(format!("{source}-app-{r}")).map_err(setup("name a router"))?;
+            let handle = router_store()
+                .await
+                .map_err(setup("open a router's store handle"))?;
             let router = Router::start(
-                router_store().await,
+                handle,
                 RouterSettings {
                     heartbeat: Duration::from_millis(50),
                     ..RouterSettings::new(id, "ferry check")
@@ -355,12 +358,8 @@ impl Scenario {
         }
     }
 
-    /// Runs the clients (spread over the routers) while the driver moves the first `moving`
-    /// tenants for `duration`, then checks every key.
-    pub async fn run(
-        self: &Arc<Self>,
-        mut on_progress: impl FnMut(Progress),
-    ) -> Result<RunOutcome, ScenarioError> {
+    /// Starts the clients, spread over the routers; they run until [`Clients::finish`].
+    pub fn start_clients(self: &Arc<Self>) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
         let mut running = Vec::new();
         for c in 0..self.settings.clients {
@@ -376,23 +375,27 @@ impl Scenario {
                 run_client(&target, &settings, &stop).await
             }));
         }
+        Clients {
+            scenario: self.clone(),
+            stop,
+            running,
+        }
+    }
+
+    /// Runs the clients while the driver moves the first `moving` tenants for `duration`,
+    /// then checks every key.
+    pub async fn run(
+        self: &Arc<Self>,
+        mut on_progress: impl FnMut(Progress),
+    ) -> Result<RunOutcome, ScenarioError> {
+        let clients = self.start_clients();
         let changes = AtomicU64::new(0);
         let driven = self.drive(&changes, &mut on_progress).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut runs = Vec::new();
-        for client in running {
-            runs.push(
-                client
-                    .await
-                    .map_err(|e| ScenarioError::Setup(format!("a client failed: {e}")))?,
-            );
-        }
-        let tenants_completed = driven?;
-        let report = check(&self.target(0) as &dyn Target, &runs).await;
+        let report = clients.finish().await?;
         Ok(RunOutcome {
             report,
             phase_changes: changes.load(Ordering::Relaxed),
-            tenants_completed,
+            tenants_completed: driven?,
         })
     }
 
@@ -429,5 +432,28 @@ impl Scenario {
             round += 1;
         }
         Ok(complete.len())
+    }
+}
+
+/// The running clients of a scenario.
+pub struct Clients {
+    scenario: Arc<Scenario>,
+    stop: Arc<AtomicBool>,
+    running: Vec<tokio::task::JoinHandle<crate::client::ClientRun>>,
+}
+
+impl Clients {
+    /// Stops the clients (each finishes its operation) and checks every key they wrote.
+    pub async fn finish(self) -> Result<Report, ScenarioError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut runs = Vec::new();
+        for client in self.running {
+            runs.push(
+                client
+                    .await
+                    .map_err(|e| ScenarioError::Setup(format!("a client failed: {e}")))?,
+            );
+        }
+        Ok(check(&self.scenario.target(0) as &dyn Target, &runs).await)
     }
 }

@@ -53,9 +53,15 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         fields: true,
     };
     let router_store = store.clone();
-    let scenario = Scenario::setup(pool, app, store, async || router_store.clone(), settings)
-        .await
-        .context("set up the scratch table and its move")?;
+    let scenario = Scenario::setup(
+        pool,
+        app,
+        store,
+        async || Ok(router_store.clone()),
+        settings,
+    )
+    .await
+    .context("set up the scratch table and its move")?;
     let scenario = Arc::new(scenario);
     let outcome = drive(&scenario, args).await;
     if args.keep {
@@ -109,7 +115,7 @@ async fn drive(scenario: &Arc<Scenario>, args: &CheckArgs) -> anyhow::Result<Run
     Ok(outcome?)
 }
 
-fn print_outcome(outcome: &RunOutcome) {
+pub(crate) fn print_outcome(outcome: &RunOutcome) {
     let r = &outcome.report;
     let a = &r.anomalies;
     let rows: Vec<Vec<String>> = [

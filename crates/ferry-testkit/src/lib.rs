@@ -10,7 +10,8 @@
 //! - [`Replicated`]: a throwaway primary with a streaming hot standby, for lag tests.
 //! - [`saas`]: a table of the shape real SaaS schemas have, with every tenant key type.
 
-pub mod cluster;
+/// The throwaway cluster, from `ferry-pg` (the demo starts one too).
+pub use ferry_pg as cluster;
 mod db;
 mod replica;
 mod role;

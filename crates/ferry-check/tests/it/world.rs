@@ -46,7 +46,7 @@ pub async fn world(settings: ScenarioSettings) -> World {
         pool,
         app,
         store.store.clone(),
-        async || store.reopen().await,
+        async || Ok(store.reopen().await),
         settings,
     )
     .await

@@ -315,6 +315,7 @@ fn the_dashboard_in_headless_chromium_shows_the_apis_numbers() {
         Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([
                 "demo",
+                "--simulate",
                 "--tenants",
                 "120",
                 "--serve",

@@ -66,7 +66,7 @@ fn readme_holds_the_two_commands_ci_runs() {
         .collect();
     assert_eq!(
         commands,
-        ["cargo run --bin ferry -- demo", "scripts/test"],
+        ["scripts/demo", "scripts/test"],
         "README.md's two commands"
     );
     let ci = read(".ci/run");
@@ -81,6 +81,11 @@ fn readme_holds_the_two_commands_ci_runs() {
             .trim_start()
             .starts_with("cargo test --workspace --all-features")),
         "scripts/test must run the whole workspace's tests"
+    );
+    let demo = read("scripts/demo");
+    assert!(
+        demo.contains("cargo run --bin ferry -- demo") && demo.contains("have_initdb"),
+        "scripts/demo must install the PostgreSQL server binaries when missing and run the demo"
     );
     for needed in ["initdb", "chromium", "curl", "moto"] {
         assert!(

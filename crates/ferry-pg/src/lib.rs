@@ -1,8 +1,9 @@
-//! A throwaway PostgreSQL cluster for machines where `DATABASE_URL` is not set.
+//! A throwaway PostgreSQL cluster, for the tests on machines where `DATABASE_URL` is not set
+//! and for `ferry demo`.
 //!
-//! Started at most once per test process with `initdb` and `pg_ctl` (found on `PATH` or under
+//! Started with `initdb` and `pg_ctl` (found on `PATH` or under
 //! `/usr/lib/postgresql/*/bin`), listening on 127.0.0.1 on a free port, with `fsync` off. A
-//! watchdog shell process stops it and deletes its directory when the test process exits,
+//! watchdog shell process stops it and deletes its directory when the process that started it exits,
 //! however it exits. PostgreSQL refuses to run as root, so as root the cluster runs as the
 //! `postgres` user through `runuser`.
 
@@ -18,7 +19,7 @@ pub struct Cluster {
     pub bin_dir: PathBuf,
 }
 
-pub(crate) fn find_bin_dir() -> Result<PathBuf, String> {
+pub fn find_bin_dir() -> Result<PathBuf, String> {
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
             if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
@@ -33,7 +34,11 @@ pub(crate) fn find_bin_dir() -> Result<PathBuf, String> {
         }
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|_| "initdb is not on PATH and /usr/lib/postgresql does not exist".to_owned())?
+        .map_err(|_| {
+            "initdb is not on PATH and /usr/lib/postgresql does not exist: install Debian's \
+             `postgresql` package (apt-get install postgresql), or give a database URL"
+                .to_owned()
+        })?
         .filter_map(|entry| {
             let entry = entry.ok()?;
             let version = entry.file_name().to_str()?.parse().ok()?;
@@ -42,13 +47,14 @@ pub(crate) fn find_bin_dir() -> Result<PathBuf, String> {
         })
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_owned())
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        "no initdb under /usr/lib/postgresql/*/bin: install Debian's `postgresql` package \
+             (apt-get install postgresql), or give a database URL"
+            .to_owned()
+    })
 }
 
-pub(crate) fn is_root() -> bool {
+pub fn is_root() -> bool {
     // `id -u` avoids an unsafe libc call (the workspace forbids unsafe code).
     Command::new("id")
         .arg("-u")
@@ -58,7 +64,7 @@ pub(crate) fn is_root() -> bool {
 }
 
 /// Builds a command that runs as the cluster's owner.
-pub(crate) fn as_owner(root: bool, program: &Path) -> Command {
+pub fn as_owner(root: bool, program: &Path) -> Command {
     if root {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(program);
@@ -68,7 +74,7 @@ pub(crate) fn as_owner(root: bool, program: &Path) -> Command {
     }
 }
 
-pub(crate) fn run(mut cmd: Command, what: &str) -> Result<(), String> {
+pub fn run(mut cmd: Command, what: &str) -> Result<(), String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -85,7 +91,7 @@ pub(crate) fn run(mut cmd: Command, what: &str) -> Result<(), String> {
     }
 }
 
-pub(crate) fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
     listener
@@ -147,7 +153,7 @@ pub fn start() -> Result<Cluster, String> {
 }
 
 /// Stops the cluster and removes its directory once this process is gone.
-pub(crate) fn spawn_watchdog(root: bool, bin_dir: &Path, data_dir: &Path) -> Result<(), String> {
+pub fn spawn_watchdog(root: bool, bin_dir: &Path, data_dir: &Path) -> Result<(), String> {
     let stop = if root {
         format!(
             "runuser -u postgres -- {} -D {} stop -m immediate",
