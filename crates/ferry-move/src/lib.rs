@@ -8,6 +8,9 @@
 //! - Writes go to the authoritative side first and fail the request only if that fails; the
 //!   other side then gets the same row image (a version-guarded upsert) or the delete, and if
 //!   that fails the change is parked in the update buffer instead of failing the request.
+//!   An authoritative COMMIT whose answer is lost fails the request as of unknown outcome,
+//!   records the key as a mismatch (so no phase change passes it unverified) and brings the
+//!   other side to what the authoritative side holds (`unknown.rs`).
 //! - Reads are served from the phase's read side; in `shadow` the target is read too and
 //!   compared (mismatches counted and sampled in the log); in `target_primary` a failed target
 //!   read falls back to the source (counted).
@@ -18,6 +21,7 @@
 mod key_lock;
 mod route;
 mod table;
+mod unknown;
 mod write;
 
 pub use route::{Path, RouteDecision, RouteReason};

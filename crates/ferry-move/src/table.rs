@@ -35,6 +35,17 @@ pub enum MoveError {
         table: String,
         cause: sqlx::Error,
     },
+    /// The authoritative COMMIT of a two-sided write lost its answer (the connection dropped):
+    /// the write may or may not have taken effect. `settled` says what Ferry did about it.
+    #[error(
+        "{side} COMMIT on {table} lost its answer ({cause}): the write may or may not have taken effect; {settled}"
+    )]
+    CommitUnknown {
+        side: Side,
+        table: String,
+        cause: sqlx::Error,
+        settled: String,
+    },
     #[error("{side} read of {table} failed: {cause}")]
     Read {
         side: Side,
@@ -53,6 +64,8 @@ pub struct TableStats {
     pub fallbacks: AtomicU64,
     pub shadow_mismatches: AtomicU64,
     pub buffered: AtomicU64,
+    /// Authoritative COMMITs that lost their answer (see [`MoveError::CommitUnknown`]).
+    pub commits_unknown: AtomicU64,
 }
 
 /// An insert or update statement: which kind, which side, which columns.
@@ -65,7 +78,7 @@ pub struct MovedTable {
     pub(crate) plan: TablePlan,
     source: PgPool,
     target: PgPool,
-    select: [Arc<str>; 2],
+    pub(crate) select: [Arc<str>; 2],
     pub(crate) delete: [Arc<str>; 2],
     pub(crate) upsert: [Arc<str>; 2],
     pub(crate) newer: [Arc<str>; 2],

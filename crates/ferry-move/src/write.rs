@@ -16,6 +16,7 @@ use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
 use crate::route::RouteDecision;
 use crate::table::{Column, Key, MoveError, MovedTable, Row, index, json_text, parse_row};
+use crate::unknown::outcome_unknown;
 use std::sync::atomic::Ordering;
 
 type Tx = Transaction<'static, Postgres>;
@@ -23,11 +24,11 @@ type Tx = Transaction<'static, Postgres>;
 /// The non-authoritative half of a write: made in an open transaction, or failed. Either
 /// way it knows what to park in the update buffer if it cannot be committed.
 pub(crate) struct OtherSide {
-    side: Side,
-    key: Key,
+    pub(crate) side: Side,
+    pub(crate) key: Key,
     operation: &'static str,
     payload: serde_json::Value,
-    written: Result<Tx, MoveError>,
+    pub(crate) written: Result<Tx, MoveError>,
     /// The mirror changed nothing because the other side already holds a newer version of
     /// the row: a divergence to record once the authoritative write is durable.
     diverged: bool,
@@ -38,9 +39,22 @@ pub(crate) struct OtherSide {
 /// What a two-sided write holds before it writes: the buffered changes applied to the
 /// authoritative side under the key's lock and, when the source is the second side, the
 /// source transaction holding that lock (the mirror then runs in it).
-struct Serialized {
+pub(crate) struct Serialized {
     caught_up: Vec<i64>,
-    second: Option<Tx>,
+    pub(crate) second: Option<Tx>,
+}
+
+/// Why [`MovedTable::commit_pair`] did not finish: refused (nothing committed on the
+/// authoritative side), or the authoritative COMMIT lost its answer.
+pub(crate) enum PairError {
+    Failed(MoveError),
+    Unknown(Box<OtherSide>, sqlx::Error),
+}
+
+impl From<MoveError> for PairError {
+    fn from(e: MoveError) -> Self {
+        PairError::Failed(e)
+    }
 }
 
 impl Serialized {
@@ -174,20 +188,7 @@ impl MovedTable {
         let other = match then {
             Some(second) => {
                 let pre = serialized.second.take();
-                let (written, caught_up) = match self.delete_other(second, tenant, &key, pre).await
-                {
-                    Ok((tx, caught_up)) => (Ok(tx), caught_up),
-                    Err(e) => (Err(e), Vec::new()),
-                };
-                Some(OtherSide {
-                    side: second,
-                    written,
-                    key,
-                    operation: "delete",
-                    payload: serde_json::Value::Null,
-                    diverged: false,
-                    caught_up,
-                })
+                Some(self.delete_other(second, tenant, &key, pre).await)
             }
             None => None,
         };
@@ -201,7 +202,7 @@ impl MovedTable {
     /// key's lock is taken first, in a source transaction (the write's own when the source is
     /// authoritative, else the one the mirror will use), and the buffer's changes for the key
     /// are applied to the authoritative side (see `key_lock`).
-    async fn serialize(
+    pub(crate) async fn serialize(
         &self,
         tenant: &TenantId,
         key: &Key,
@@ -234,8 +235,9 @@ impl MovedTable {
 
     /// Commits the authoritative side, then the other. The router must still be serving
     /// (its phases confirmed within the serve window) or nothing is committed. If the
-    /// authoritative COMMIT fails, the other side's transaction is rolled back with it; if
-    /// only the other side fails, its change goes to the update buffer.
+    /// authoritative COMMIT is refused, the other side's transaction is rolled back with it;
+    /// if its answer is lost, see `unknown.rs`; if only the other side fails, its change goes
+    /// to the update buffer.
     async fn commit_both(
         &self,
         tenant: &TenantId,
@@ -244,8 +246,35 @@ impl MovedTable {
         other: Option<OtherSide>,
         serialized: Serialized,
     ) -> Result<(), MoveError> {
-        self.router.ensure_serving()?;
-        tx.commit().await.map_err(self.write_error(first))?;
+        match self.commit_pair(first, tx, other, serialized, tenant).await {
+            Ok(()) => Ok(()),
+            Err(PairError::Failed(e)) => Err(e),
+            Err(PairError::Unknown(other, cause)) => {
+                Err(self.commit_unknown(tenant, first, *other, cause).await)
+            }
+        }
+    }
+
+    /// Commits the authoritative side, then the other; a failed second commit parks its
+    /// change in the update buffer. A first COMMIT that lost its answer is handed back, the
+    /// other side still open, for the caller to settle.
+    pub(crate) async fn commit_pair(
+        &self,
+        first: Side,
+        tx: Tx,
+        other: Option<OtherSide>,
+        serialized: Serialized,
+        tenant: &TenantId,
+    ) -> Result<(), PairError> {
+        self.router.ensure_serving().map_err(MoveError::from)?;
+        if let Err(cause) = tx.commit().await {
+            return Err(match other {
+                Some(other) if outcome_unknown(&cause) => {
+                    PairError::Unknown(Box::new(other), cause)
+                }
+                _ => PairError::Failed(self.write_error(first)(cause)),
+            });
+        }
         self.count_write(first);
         self.mark_applied(&serialized.caught_up).await?;
         let Some(other) = other else {
@@ -258,7 +287,7 @@ impl MovedTable {
         if committed.is_ok() {
             self.mark_applied(&other.caught_up).await?;
         }
-        match committed {
+        let settled = match committed {
             Ok(()) if other.diverged => {
                 self.count_write(other.side);
                 self.diverged(tenant, other.side, &other.key).await
@@ -278,7 +307,8 @@ impl MovedTable {
                 )
                 .await
             }
-        }
+        };
+        Ok(settled?)
     }
 
     /// A transaction on the non-authoritative side that gives up waiting for a row lock
@@ -295,7 +325,7 @@ impl MovedTable {
         Ok(tx)
     }
 
-    async fn lock_timeout(&self, side: Side, tx: &mut Tx) -> Result<(), MoveError> {
+    pub(crate) async fn lock_timeout(&self, side: Side, tx: &mut Tx) -> Result<(), MoveError> {
         sqlx::query("SET LOCAL lock_timeout = '1s'")
             .execute(&mut **tx)
             .await
@@ -321,22 +351,35 @@ impl MovedTable {
 
     /// The other side's delete (after the buffer's changes for the key on that side), in a
     /// transaction left open for [`MovedTable::commit_both`].
-    async fn delete_other(
+    pub(crate) async fn delete_other(
         &self,
         side: Side,
         tenant: &TenantId,
         key: &Key,
         pre: Option<Tx>,
-    ) -> Result<(Tx, Vec<i64>), MoveError> {
-        let mut tx = self.second_side(side, pre).await?;
-        let caught_up = self.catch_up(side, tenant, key, &mut tx).await?;
-        self.delete_on(side, tenant, key, &mut tx).await?;
-        Ok((tx, caught_up))
+    ) -> OtherSide {
+        let mut caught_up = Vec::new();
+        let written = async {
+            let mut tx = self.second_side(side, pre).await?;
+            caught_up = self.catch_up(side, tenant, key, &mut tx).await?;
+            self.delete_on(side, tenant, key, &mut tx).await?;
+            Ok(tx)
+        }
+        .await;
+        OtherSide {
+            side,
+            key: key.clone(),
+            operation: "delete",
+            payload: serde_json::Value::Null,
+            written,
+            diverged: false,
+            caught_up,
+        }
     }
 
     /// Writes the authoritative side's row image to the other side (never older over newer),
     /// in a transaction left open for [`MovedTable::commit_both`].
-    async fn mirror(
+    pub(crate) async fn mirror(
         &self,
         side: Side,
         tenant: &TenantId,

@@ -5,10 +5,14 @@
 //!   other tenant untouched.
 //! - `types.rs`: every tenant key type, enums, domains and NULLs across two databases.
 //! - `holes.rs`: holes a review found in the write path, each named after the hole it closes.
+//! - `unknown.rs`: an authoritative COMMIT whose answer is lost (a fault proxy drops it).
+//! - `fixture.rs`: the one-tenant table most of these tests share.
 
 // Test helpers outside #[test] functions may unwrap too: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod fixture;
 mod holes;
 mod phases;
 mod types;
+mod unknown;

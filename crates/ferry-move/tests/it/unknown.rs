@@ -1,0 +1,159 @@
+//! An authoritative COMMIT whose answer is lost: the server committed, the client saw its
+//! connection drop. A fault proxy between the table and one side drops exactly that answer.
+//!
+//! Before the fix the other side's half was rolled back as for a refused COMMIT and nothing
+//! was recorded: in `shadow` the target kept the old row (the write lost once the target
+//! became authoritative), in `target_primary` a deleted row lived on in the source (and came
+//! back on a rollback). On that code the delete test failed on `the sides differ` and the
+//! shadow test found no lost answer counted (0, not 2).
+
+use std::sync::atomic::Ordering;
+
+use ferry_copier::Copier;
+use ferry_domain::{Action, Phase};
+use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_move::MoveError;
+use ferry_store::CopyDirection;
+use ferry_testkit::FaultProxy;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::fixture::{Fixture, fixture, row};
+
+async fn through(proxy: &FaultProxy) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(proxy.options())
+        .await
+        .unwrap()
+}
+
+/// The error of a write whose COMMIT answer the proxy dropped, checked for what it says.
+fn assert_unknown<T: std::fmt::Debug>(written: Result<T, MoveError>) {
+    match written {
+        Err(e @ MoveError::CommitUnknown { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("may or may not have taken effect"), "{text}");
+            assert!(text.contains("recorded as a mismatch"), "{text}");
+        }
+        other => panic!("expected CommitUnknown, got {other:?}"),
+    }
+}
+
+/// What `schema.orders` holds for tenant t1, key by key.
+async fn side(f: &Fixture, schema: &str) -> Vec<(i64, Option<String>, i64)> {
+    let sql =
+        format!("SELECT id, note, version FROM {schema}.orders WHERE tenant_id = 't1' ORDER BY id");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&f.pool)
+        .await
+        .unwrap()
+}
+
+async fn advance(f: &Fixture) -> Result<Phase, ferry_engine::EngineError> {
+    let engine = PhaseEngine::new(f.store.store.clone(), EngineSettings::default());
+    let request = Request {
+        actor: "test".into(),
+        reason: "test".into(),
+        force: false,
+        dry_run: false,
+        expect_phase: None,
+    };
+    engine
+        .change(&f.m, &f.t1, Action::Advance, &request)
+        .await
+        .map(|moved| moved.to_phase)
+}
+
+/// `ferry verify` finds the sides equal and resolves the tenant's open mismatches.
+async fn verify(f: &Fixture) {
+    let copier = Copier::open(
+        f.store.store.clone(),
+        PhaseEngine::new(f.store.store.clone(), EngineSettings::default()),
+        &f.m,
+        f.pool.clone(),
+        f.pool.clone(),
+        true,
+    )
+    .await
+    .unwrap();
+    let diff = copier.verify(&f.t1, CopyDirection::Forward).await.unwrap();
+    assert!(diff.is_empty(), "{diff:?}");
+}
+
+/// In `shadow` the source is authoritative: an update and an insert whose source COMMIT
+/// answers are lost stand on both sides, and the tenant cannot reach `target_primary` until
+/// `ferry verify` has looked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_in_shadow_leaves_the_sides_equal_and_blocks_the_flip() {
+    let f = fixture().await;
+    let proxy = FaultProxy::start(f.data.url()).await;
+    let table = f.table_over(through(&proxy).await, f.pool.clone()).await;
+    f.enter(Phase::Shadow).await;
+
+    proxy.lose_next_commit_answer();
+    assert_unknown(table.update(&f.t1, &["3"], row(None, "answer lost")).await);
+    proxy.lose_next_commit_answer();
+    assert_unknown(
+        table
+            .insert(&f.t1, row(Some(11), "inserted, answer lost"))
+            .await,
+    );
+    assert_eq!(proxy.answers_lost(), 2);
+    assert_eq!(table.stats.commits_unknown.load(Ordering::Relaxed), 2);
+
+    let source = side(&f, "public").await;
+    assert_eq!(source, side(&f, "moved").await, "the sides differ");
+    assert_eq!(source[2].1.as_deref(), Some("answer lost"));
+    assert_eq!(source[10].1.as_deref(), Some("inserted, answer lost"));
+
+    let open = f.store.store.open_mismatches(&f.m, &f.t1).await.unwrap();
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert!(
+        open.iter().all(|(_, _, d)| d.contains("lost its answer")),
+        "{open:?}"
+    );
+    let refused = advance(&f).await.unwrap_err().to_string();
+    assert!(refused.contains("mismatch"), "{refused}");
+
+    verify(&f).await;
+    assert!(
+        f.store
+            .store
+            .open_mismatches(&f.m, &f.t1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The same table, whose pool lost two connections, keeps serving.
+    table
+        .update(&f.t1, &["4"], row(None, "after"))
+        .await
+        .unwrap();
+    assert_eq!(side(&f, "public").await, side(&f, "moved").await);
+}
+
+/// In `target_primary` the target is authoritative: a delete whose target COMMIT answer is
+/// lost took effect, so the source row goes too (else a rollback would bring it back), and
+/// `target_only` waits for `ferry verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_of_a_delete_in_target_primary_resurrects_nothing() {
+    let f = fixture().await;
+    let proxy = FaultProxy::start(f.data.url()).await;
+    let table = f.table_over(f.pool.clone(), through(&proxy).await).await;
+    f.enter(Phase::TargetPrimary).await;
+
+    proxy.lose_next_commit_answer();
+    assert_unknown(table.delete(&f.t1, &["5"]).await);
+    assert_eq!(proxy.answers_lost(), 1);
+
+    let target = side(&f, "moved").await;
+    assert_eq!(target.len(), 9, "the delete took effect on the target");
+    assert!(target.iter().all(|(id, _, _)| *id != 5));
+    assert_eq!(side(&f, "public").await, target, "the sides differ");
+
+    let refused = advance(&f).await.unwrap_err().to_string();
+    assert!(refused.contains("mismatch"), "{refused}");
+    verify(&f).await;
+    assert_eq!(advance(&f).await.unwrap(), Phase::TargetOnly);
+}
