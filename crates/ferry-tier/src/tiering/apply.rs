@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use arrow_array::RecordBatch;
 use ferry_domain::TenantId;
-use ferry_store::{BufferedUpdate, SegmentCommit, SegmentRecord};
+use ferry_store::{BufferedUpdate, SegmentCommit, SegmentRecord, StoreError};
 use sqlx::AssertSqlSafe;
 
 use crate::error::TierError;
@@ -18,8 +18,59 @@ impl Tiering {
     /// Applies the tenant's pending buffered changes: each affected segment is rewritten
     /// (copy-on-write) with the changes in sequence order and swapped in atomically with the
     /// changes marked applied. Returns how many changes were applied.
+    ///
+    /// One applier per tenant at a time, across processes (an advisory lock): two would
+    /// rewrite the same segment, and the loser's refused manifest swap would count as a failed
+    /// attempt of changes that are fine, until they were dead letters. A swap refused because
+    /// an archive, a restore or a collection changed the manifest meanwhile is retried from
+    /// a fresh read, and not counted against the changes either.
     pub async fn apply_buffer(&self, tenant: &TenantId) -> Result<u64, TierError> {
         self.decl().check_tenant(tenant)?;
+        let applier = self.lock_applier(tenant).await?;
+        let applied = self.apply_locked(tenant).await;
+        applier
+            .commit()
+            .await
+            .map_err(|e| TierError::db("release the applier lock", e))?;
+        applied
+    }
+
+    /// The transaction holding the tenant's applier lock until it ends. Whoever holds it is
+    /// the only one changing segments' rows: a buffer worker, or a restore reading them.
+    pub(super) async fn lock_applier(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, TierError> {
+        let mut applier = self
+            .hot
+            .pool
+            .begin()
+            .await
+            .map_err(|e| TierError::db("begin the applier lock", e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{}:apply", self.lock_name(tenant)))
+            .execute(&mut *applier)
+            .await
+            .map_err(|e| TierError::db("take the applier lock", e))?;
+        Ok(applier)
+    }
+
+    /// [`Tiering::apply_buffer`] for a caller holding the applier lock.
+    pub(super) async fn apply_locked(&self, tenant: &TenantId) -> Result<u64, TierError> {
+        let mut applied = 0;
+        let mut swaps_refused = 0;
+        loop {
+            match self.apply_pending(tenant, &mut applied).await {
+                Err(TierError::Store(StoreError::Conflict { .. })) if swaps_refused < 5 => {
+                    swaps_refused += 1;
+                }
+                other => return other.map(|()| applied),
+            }
+        }
+    }
+
+    /// One pass over the pending changes, adding those applied to `applied`.
+    async fn apply_pending(&self, tenant: &TenantId, applied: &mut u64) -> Result<(), TierError> {
         let open = self.pending(tenant).await?;
         // A dead change waits for an operator; later changes to its key wait behind it, or
         // a retry would apply an older image over a newer one.
@@ -34,7 +85,7 @@ impl Tiering {
             .cloned()
             .collect();
         if pending.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         let segments = self.segments(tenant).await?;
         // Changes per segment (by index), in sequence order; keys no segment covers get a
@@ -56,14 +107,15 @@ impl Tiering {
             };
             groups.entry(home).or_default().push(u);
         }
-        let mut applied = 0;
         for (home, changes) in groups {
             let seqs: Vec<i64> = changes.iter().map(|u| u.seq).collect();
             let result = self
                 .rewrite(tenant, home.map(|i| &segments[i]), &changes)
                 .await;
             match result {
-                Ok(()) => applied += seqs.len() as u64,
+                Ok(()) => *applied += seqs.len() as u64,
+                // The manifest moved on: nothing is wrong with these changes.
+                Err(e @ TierError::Store(StoreError::Conflict { .. })) => return Err(e),
                 Err(e) => {
                     self.store
                         .record_update_failure(&seqs, &e.to_string(), self.config.buffer.dead_after)
@@ -73,7 +125,7 @@ impl Tiering {
                 }
             }
         }
-        Ok(applied)
+        Ok(())
     }
 
     /// The segment holding `key` (ranges of segments from different runs can overlap, so a

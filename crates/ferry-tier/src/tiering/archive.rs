@@ -201,7 +201,11 @@ impl Tiering {
         // The moment these keys change tier: no write of the tenant is between its location
         // lookup and its hot write while the rows are compared again and the manifest is
         // committed. A row a writer changed since the read is re-sent through the buffer
-        // before the commit, so a read after it never sees the stale image.
+        // before the commit, so a read after it never sees the stale image. The applier lock
+        // (taken first, as restore does) keeps buffer workers out from the re-send to the
+        // commit: one applying a re-sent change against the manifest without these segments
+        // would find no row to change, mark it applied, and leave the stale image archived.
+        let applier = self.lock_applier(tenant).await?;
         let mut lock = self.lock_tenant(tenant, true).await?;
         let now = self
             .hot
@@ -222,6 +226,10 @@ impl Tiering {
         lock.commit()
             .await
             .map_err(|e| TierError::db("release the tenant lock", e))?;
+        applier
+            .commit()
+            .await
+            .map_err(|e| TierError::db("release the applier lock", e))?;
         Ok(requeued)
     }
 

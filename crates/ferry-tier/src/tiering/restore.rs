@@ -15,10 +15,16 @@ impl Tiering {
     /// The reverse copy, in `target_primary` after a rollback from `target_only`: every
     /// archived row (pending changes applied first) is written back over the hot table, and
     /// the reverse sync recorded complete (the guard on `target_primary -> shadow`).
+    ///
+    /// It holds the applier lock throughout: a buffer worker applying changes between the
+    /// read of a segment and the read of the pending changes would leave neither with them,
+    /// and the segment's older image would overwrite the hot copy a writer had brought up to
+    /// date (an acknowledged write lost once hot is authoritative again).
     pub async fn restore(&self, tenant: &TenantId) -> Result<u64, TierError> {
         self.decl().check_tenant(tenant)?;
         let epoch = self.store.tenant(&self.migration, tenant).await?.copy_epoch;
-        self.apply_buffer(tenant).await?;
+        let applier = self.lock_applier(tenant).await?;
+        self.apply_locked(tenant).await?;
         let segments = self.segments(tenant).await?;
         let mut restored = 0;
         for s in &segments {
@@ -57,6 +63,10 @@ impl Tiering {
         }
         self.record_complete(tenant, CopyDirection::Reverse, restored, epoch)
             .await?;
+        applier
+            .commit()
+            .await
+            .map_err(|e| TierError::db("release the applier lock", e))?;
         Ok(restored)
     }
 

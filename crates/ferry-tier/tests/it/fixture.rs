@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +18,12 @@ pub fn tenant(s: &str) -> TenantId {
 /// and `other` (200 rows), a tiering migration `events_tier` over it, a router, a table.
 pub struct Fixture {
     pub store: TestStore,
-    _data: TestDb,
+    pub data: TestDb,
     pub cold_dir: TempDir,
     pub pool: PgPool,
     pub migration: MigrationId,
     pub tiering: Arc<Tiering>,
-    pub _router: Arc<Router>,
+    pub router: Arc<Router>,
     pub table: TieredTable,
 }
 
@@ -110,12 +111,12 @@ impl Fixture {
         let table = TieredTable::new(tiering.clone(), router.clone());
         Fixture {
             store,
-            _data: data,
+            data,
             cold_dir,
             pool,
             migration,
             tiering,
-            _router: router,
+            router,
             table,
         }
     }
@@ -155,7 +156,30 @@ impl Fixture {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("{action} of {t} never went through: {last}")
+        let phase = self
+            .store
+            .store
+            .tenant(&self.migration, &tenant(t))
+            .await
+            .unwrap();
+        let open = self
+            .store
+            .store
+            .open_mismatches(&self.migration, &tenant(t))
+            .await;
+        let mut sides = Vec::new();
+        for (_, key, _) in open.iter().flatten().take(1) {
+            let values: Vec<String> = serde_json::from_str(key).unwrap();
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            let key = self.tiering.parse_key(&values).unwrap();
+            let hot = self.tiering.hot.get(&tenant(t), &key).await;
+            let cold = self.tiering.cold_get(&tenant(t), &key).await;
+            sides.push(format!("{values:?}: hot {hot:?}, cold {cold:?}"));
+        }
+        panic!(
+            "{action} of {t} from {} never went through: {last}; open mismatches: {open:?}; {sides:?}",
+            phase.state.phase
+        )
     }
 
     /// Every row of a tenant in the hot table as `id -> note`.
@@ -184,4 +208,58 @@ pub fn note(s: &str) -> ferry_tier::Row {
     let mut r = ferry_tier::Row::new();
     r.insert("note".into(), serde_json::Value::String(s.into()));
     r
+}
+
+impl Fixture {
+    /// Another application process: its own control-store connection, pool, `Tiering`
+    /// (whose buffer worker may run beside this one's) and router.
+    pub async fn second_process(&self) -> (Arc<Tiering>, TieredTable) {
+        let pool = PgPool::connect(self.data.url()).await.unwrap();
+        let tiering = Arc::new(
+            Tiering::open(self.store.reopen().await, &self.migration, pool)
+                .await
+                .unwrap(),
+        );
+        let router = Arc::new(
+            Router::start(
+                self.store.reopen().await,
+                RouterSettings {
+                    heartbeat: Duration::from_millis(50),
+                    ..RouterSettings::new(RouterId::new("app-2").unwrap(), "test")
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        (tiering.clone(), TieredTable::new(tiering, router))
+    }
+
+    /// Every archived row of `t` as the segments hold it: no key may be in both tiers as two
+    /// different rows, and each must be what `expected` says. Returns the rows archived.
+    pub async fn tiers_agree(&self, t: &str, expected: &BTreeMap<i64, Option<String>>) -> u64 {
+        let hot = self.hot_rows(t).await;
+        let mut archived = 0;
+        for s in self
+            .store
+            .store
+            .segments(&self.migration, &tenant(t))
+            .await
+            .unwrap()
+        {
+            archived += s.rows;
+            let path = object_store::path::Path::from(s.path.as_str());
+            for batch in self.tiering.cold.read(&path).await.unwrap() {
+                for row in 0..batch.num_rows() {
+                    let image = self.tiering.hot.normalize(&batch, row).await.unwrap();
+                    let id = image["id"].as_i64().unwrap();
+                    let note = image["note"].as_str().unwrap();
+                    if let Some(h) = hot.get(&id) {
+                        assert_eq!(h, note, "key {id} differs between the tiers");
+                    }
+                    assert_eq!(expected[&id].as_deref(), Some(note), "cold key {id}");
+                }
+            }
+        }
+        archived
+    }
 }

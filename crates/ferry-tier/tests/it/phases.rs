@@ -172,28 +172,7 @@ async fn writers_race_archiving_through_every_phase_and_a_rollback(store: &TestS
         assert_eq!(&f.note("acme", *id).await, want, "key {id} at the end");
     }
     // No key in both tiers as two different rows.
-    let hot = f.hot_rows("acme").await;
-    let mut archived = 0;
-    for s in f.store.store.segments(&f.migration, &t).await.unwrap() {
-        archived += s.rows;
-        for batch in f
-            .tiering
-            .cold
-            .read(&object_store::path::Path::from(s.path.as_str()))
-            .await
-            .unwrap()
-        {
-            for row in 0..batch.num_rows() {
-                let image = f.tiering.hot.normalize(&batch, row).await.unwrap();
-                let id = image["id"].as_i64().unwrap();
-                let note = image["note"].as_str().unwrap();
-                if let Some(h) = hot.get(&id) {
-                    assert_eq!(h, note, "key {id} differs between the tiers");
-                }
-                assert_eq!(expected[&id].as_deref(), Some(note), "cold key {id}");
-            }
-        }
-    }
+    let archived = f.tiers_agree("acme", &expected).await;
     assert!(archived > 200, "archived {archived}");
     // Scans merge both tiers in key order, bounded or not.
     let want: Vec<(i64, String)> = expected
