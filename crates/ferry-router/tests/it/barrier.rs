@@ -18,7 +18,10 @@ use sqlx::PgPool;
 
 use crate::follow::{migration, req, settings};
 
-both_stores!(writes_acknowledged_under_an_old_phase_stay_visible);
+both_stores!(
+    writes_acknowledged_under_an_old_phase_stay_visible,
+    without_the_barrier_a_stale_router_loses_a_write,
+);
 
 const TENANTS: [&str; 4] = ["t0", "t1", "t2", "t3"];
 
@@ -125,7 +128,9 @@ async fn change_effective(
     panic!("{action} {tenant}: routers never caught up");
 }
 
-async fn check_visible(pool: &PgPool, acked: &Acked, tenant: &str, phase: Phase) -> usize {
+/// The acknowledged writes of `tenant` that `phase`'s read side does not hold, and how many
+/// were acknowledged.
+async fn invisible(pool: &PgPool, acked: &Acked, tenant: &str, phase: Phase) -> (Vec<i64>, usize) {
     let expected: Vec<i64> = acked
         .lock()
         .unwrap()
@@ -135,18 +140,24 @@ async fn check_visible(pool: &PgPool, acked: &Acked, tenant: &str, phase: Phase)
         .collect();
     let side = ReadPlan::for_phase(phase).serve;
     let present = keys(pool, side, tenant).await;
-    let missing: Vec<i64> = expected
+    let missing = expected
         .iter()
         .copied()
         .filter(|k| !present.contains(k))
         .collect();
+    (missing, expected.len())
+}
+
+async fn check_visible(pool: &PgPool, acked: &Acked, tenant: &str, phase: Phase) -> usize {
+    let (missing, expected) = invisible(pool, acked, tenant, phase).await;
+    let side = ReadPlan::for_phase(phase).serve;
     assert!(
         missing.is_empty(),
         "{tenant} in {phase}: {} acknowledged write(s) invisible on the {side}: {:?}",
         missing.len(),
         &missing[..missing.len().min(10)]
     );
-    expected.len()
+    expected
 }
 
 async fn backfill(pool: &PgPool, s: &TestStore, m: &MigrationId, tenant: &TenantId) {
@@ -276,4 +287,79 @@ async fn writes_acknowledged_under_an_old_phase_stay_visible(s: &TestStore) {
     for router in routers {
         Arc::into_inner(router).unwrap().shutdown().await.unwrap();
     }
+}
+
+/// The control run of the test above: it shows the check catches a stale router. A router
+/// holds a snapshot taken in `legacy` (a request in flight). With the barrier, the tenant
+/// cannot go past `dual_write` until that router acknowledges, which it cannot while the
+/// request runs. Forced past the barrier to `target_primary`, the request then writes the
+/// source only, and the check finds that acknowledged write missing where the phase reads.
+async fn without_the_barrier_a_stale_router_loses_a_write(s: &TestStore) {
+    let data = TestDb::new().await;
+    let pool = PgPool::connect(data.url()).await.unwrap();
+    for side in [Side::Source, Side::Target] {
+        let ddl = format!(
+            "CREATE TABLE {} (tenant text NOT NULL, k bigint NOT NULL, PRIMARY KEY (tenant, k))",
+            table(side)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let m = migration(&s.store, &TENANTS).await;
+    let t0 = TenantId::new("t0").unwrap();
+    let engine = PhaseEngine::new(s.store.clone(), EngineSettings::default());
+    let router = Router::start(s.reopen().await, settings("app-stale"))
+        .await
+        .unwrap();
+    let stale = router.snapshot().expect("router is connected");
+    assert_eq!(stale.phase(m.as_str(), "t0").phase, Phase::Legacy);
+
+    // With the barrier: dual_write is entered, but not left while the router lags.
+    let moved = engine
+        .change(&m, &t0, Action::Advance, &req())
+        .await
+        .unwrap();
+    assert_eq!(moved.to_phase, Phase::DualWrite);
+    backfill(&pool, s, &m, &t0).await;
+    match engine.change(&m, &t0, Action::Advance, &req()).await {
+        Err(EngineError::Refused {
+            reason: Refusal::Transition(ferry_domain::TransitionError::GuardsFailed(f)),
+            ..
+        }) => assert!(
+            f.iter()
+                .any(|g| g.guard() == ferry_domain::Guard::RoutersAcknowledged),
+            "{f:?}"
+        ),
+        other => panic!("the barrier let the tenant past dual_write: {other:?}"),
+    }
+
+    // Without it (forced): the tenant reaches target_primary under the stale request.
+    let forced = ferry_engine::Request {
+        force: true,
+        ..req()
+    };
+    for want in [Phase::Shadow, Phase::TargetPrimary] {
+        let moved = engine
+            .change(&m, &t0, Action::Advance, &forced)
+            .await
+            .unwrap();
+        assert_eq!(moved.to_phase, want);
+    }
+    let acked: Acked = Arc::default();
+    let plan = stale.write_plan(m.as_str(), "t0");
+    write(&pool, plan.first, "t0", 1).await;
+    if let Some(then) = plan.then {
+        write(&pool, then, "t0", 1).await;
+    }
+    drop(stale);
+    acked.lock().unwrap().push(("t0".into(), 1, Phase::Legacy));
+    let (missing, expected) = invisible(&pool, &acked, "t0", Phase::TargetPrimary).await;
+    assert_eq!(
+        (missing, expected),
+        (vec![1], 1),
+        "the check must see the lost write"
+    );
+    router.shutdown().await.unwrap();
 }
