@@ -18,6 +18,13 @@ async fn replay_delay(standby: &sqlx::PgPool) -> f64 {
     .unwrap()
 }
 
+async fn replayed_a_transaction(standby: &sqlx::PgPool) -> bool {
+    sqlx::query_scalar("SELECT pg_last_xact_replay_timestamp() IS NOT NULL")
+        .fetch_one(standby)
+        .await
+        .unwrap()
+}
+
 /// Real replication lag holds the copier before its first batch: a streaming hot standby of
 /// the source, its replay paused while the primary writes, is given at run time
 /// (`--lag-replica-url`); the hold shows as the tenant's throttle state, and resuming replay
@@ -40,6 +47,17 @@ async fn replica_lag_holds_the_copier_until_replay_catches_up() {
     )
     .await;
     f.change("t1", Action::Advance).await;
+    // The standby's delay is measured from its last replayed transaction: wait until it has
+    // replayed one (the fixture's tables), or a loaded machine pauses it before any and the
+    // delay reads as 0 however far behind it falls.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !replayed_a_transaction(&standby).await {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never replayed a transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Pause replay, then write on the primary: the standby receives WAL it does not apply,
     // and its lag grows past the threshold.
     sqlx::query("SELECT pg_wal_replay_pause()")
