@@ -289,15 +289,13 @@ impl Copier {
         upper: Option<&Key>,
         expected: Option<Digest>,
     ) -> Result<RangeCheck, CopyError> {
-        let (from, _) = self.pools(direction);
-        let in_flight = InFlight::now(from).await?;
         let first = self
             .compare_range_against(tenant, direction, lower, upper, expected)
             .await?;
         if first.is_empty() {
             return Ok(RangeCheck::default());
         }
-        let settled = in_flight.settled(from, IN_FLIGHT_LIMIT).await?;
+        let settled = self.writes_in_flight_ended(direction).await?;
         let second = self.compare_range(tenant, direction, lower, upper).await?;
         if second.is_empty() {
             return Ok(RangeCheck::default());
@@ -309,7 +307,6 @@ impl Copier {
         let repaired = self
             .repair(tenant, direction, &second, extras.as_deref().unwrap_or(&[]))
             .await?;
-        let in_flight = InFlight::now(from).await?;
         let third = self.compare_range(tenant, direction, lower, upper).await?;
         if third.is_empty() {
             return Ok(RangeCheck {
@@ -319,7 +316,7 @@ impl Copier {
         }
         // Only what differs on two looks is a mismatch; a key a writer is changing right now
         // differs on one look and not the next.
-        in_flight.settled(from, IN_FLIGHT_LIMIT).await?;
+        self.writes_in_flight_ended(direction).await?;
         let fourth = self.compare_range(tenant, direction, lower, upper).await?;
         let left = third.intersect(&fourth);
         let mut mismatches = 0;
@@ -342,6 +339,28 @@ impl Copier {
             repaired,
             mismatches,
         })
+    }
+
+    /// Waits until the transactions in progress now have ended, on the source and (across
+    /// databases) on the destination; `false` if some are still running after the limit.
+    /// Noted after a look, not before it: a write whose transaction began between the note
+    /// and the look would otherwise be seen half done and not waited for (one side committed,
+    /// the other's half still open), and taken for a difference.
+    async fn writes_in_flight_ended(&self, direction: CopyDirection) -> Result<bool, CopyError> {
+        let (from, to) = self.pools(direction);
+        let mut pools = vec![from];
+        if !self.same_database() {
+            pools.push(to);
+        }
+        let mut noted = Vec::with_capacity(pools.len());
+        for pool in &pools {
+            noted.push(InFlight::now(pool).await?);
+        }
+        let mut ended = true;
+        for (in_flight, pool) in noted.iter().zip(&pools) {
+            ended &= in_flight.settled(pool, IN_FLIGHT_LIMIT).await?;
+        }
+        Ok(ended)
     }
 
     async fn record(
@@ -479,10 +498,8 @@ impl Copier {
         // Dual writes in flight differ for a moment (source written, target not yet); rows
         // that differ identically on two looks, the second after those writes ended, are not
         // in flight.
-        let (from, _) = self.pools(direction);
-        let in_flight = InFlight::now(from).await?;
         let first = self.compare_range(tenant, direction, None, None).await?;
-        in_flight.settled(from, IN_FLIGHT_LIMIT).await?;
+        self.writes_in_flight_ended(direction).await?;
         let settled = first.intersect(&self.compare_range(tenant, direction, None, None).await?);
         // Rows missing from the destination are what the copy is for; the rest conflict.
         let conflicts: Vec<(&String, &String)> = settled
@@ -520,17 +537,22 @@ impl Copier {
     ) -> Result<Diff, CopyError> {
         self.plan.check_tenant(tenant)?;
         self.store.tenant(&self.migration, tenant).await?;
-        let (from, _) = self.pools(direction);
-        let in_flight = InFlight::now(from).await?;
-        let d = self.compare_range(tenant, direction, None, None).await?;
+        let first = self.compare_range(tenant, direction, None, None).await?;
+        if first.is_empty() {
+            for (id, _, _) in self.store.open_mismatches(&self.migration, tenant).await? {
+                self.store.resolve_mismatch(id).await?;
+            }
+            return Ok(first);
+        }
+        // What differs on two looks, the second after the writes in flight at the first ended.
+        self.writes_in_flight_ended(direction).await?;
+        let d = first.intersect(&self.compare_range(tenant, direction, None, None).await?);
         if d.is_empty() {
             for (id, _, _) in self.store.open_mismatches(&self.migration, tenant).await? {
                 self.store.resolve_mismatch(id).await?;
             }
             return Ok(d);
         }
-        in_flight.settled(from, IN_FLIGHT_LIMIT).await?;
-        let d = self.compare_range(tenant, direction, None, None).await?;
         let open: std::collections::HashSet<String> = self
             .store
             .open_mismatches(&self.migration, tenant)

@@ -103,7 +103,8 @@ async fn stale_target_rows(pool: &PgPool) -> u64 {
 }
 
 /// Two tenants of 300 rows in `public.orders`, the migration to `moved.orders`, and the
-/// copier, a router and the table over them.
+/// copier and two application processes over them (each a router and the table), so writes
+/// and reads race across routers one phase apart while a change is acknowledged.
 struct Setup {
     _data: TestDb,
     pool: PgPool,
@@ -112,8 +113,9 @@ struct Setup {
     t2: TenantId,
     engine: PhaseEngine,
     copier: Copier,
-    router: Arc<Router>,
+    routers: [Arc<Router>; 2],
     table: Arc<MovedTable>,
+    table2: Arc<MovedTable>,
 }
 
 async fn setup(s: &TestStore) -> Setup {
@@ -174,28 +176,32 @@ async fn setup(s: &TestStore) -> Setup {
     )
     .await
     .unwrap();
-    let router = Arc::new(
-        Router::start(
-            s.reopen().await,
-            RouterSettings {
-                heartbeat: Duration::from_millis(50),
-                ..RouterSettings::new(RouterId::new("app").unwrap(), "test")
-            },
-        )
-        .await
-        .unwrap(),
-    );
-    let table = Arc::new(
-        MovedTable::open(
+    let mut routers = Vec::new();
+    let mut tables = Vec::new();
+    for id in ["app", "app-2"] {
+        let router = Arc::new(
+            Router::start(
+                s.reopen().await,
+                RouterSettings {
+                    heartbeat: Duration::from_millis(50),
+                    ..RouterSettings::new(RouterId::new(id).unwrap(), "test")
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        let table = MovedTable::open(
             router.clone(),
             s.store.clone(),
             &m,
             pool.clone(),
             pool.clone(),
-        )
-        .await
-        .unwrap(),
-    );
+        );
+        tables.push(Arc::new(table.await.unwrap()));
+        routers.push(router);
+    }
+    let (table2, table) = (tables.pop().unwrap(), tables.pop().unwrap());
+    let routers: [Arc<Router>; 2] = routers.try_into().unwrap_or_else(|_| unreachable!());
     Setup {
         _data: data,
         pool,
@@ -204,8 +210,9 @@ async fn setup(s: &TestStore) -> Setup {
         t2,
         engine,
         copier,
-        router,
+        routers,
         table,
+        table2,
     }
 }
 
@@ -218,8 +225,9 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
         t2: _,
         engine,
         copier,
-        router: _router,
+        routers: _routers,
         table,
+        table2,
     } = setup(s).await;
     let t2_before = side_rows(&pool, "public", "t2").await;
 
@@ -241,13 +249,12 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
             .collect();
         let shared = Arc::new(std::sync::Mutex::new(mine.clone()));
         states.push(shared.clone());
-        let (table, hold, stop, ops, t1) = (
-            table.clone(),
-            hold.clone(),
-            stop.clone(),
-            ops.clone(),
-            t1.clone(),
-        );
+        // Writer w writes through process w and reads its writes back through the other.
+        let (mut table, mut other) = (table.clone(), table2.clone());
+        if w == 1 {
+            std::mem::swap(&mut table, &mut other);
+        }
+        let (hold, stop, ops, t1) = (hold.clone(), stop.clone(), ops.clone(), t1.clone());
         writers.push(tokio::spawn(async move {
             let mut mine = mine;
             let mut x = 0x2545_f491_u64 + w as u64;
@@ -284,8 +291,9 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
                         Some(note)
                     }
                 };
-                // Read your own acknowledged write, in whatever phase this is.
-                let read = table
+                // Read your own acknowledged write through the other router, in whatever
+                // phase each of them routes by.
+                let read = other
                     .get(&t1, &[&key])
                     .await
                     .unwrap()
@@ -319,9 +327,25 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
         Action::Advance,  // target_only
         Action::Advance,  // complete
     ];
+    // Shadow reads compare the sides. The one moment they may differ is a rollback to
+    // legacy: the router already in legacy writes the source alone while the other, still in
+    // shadow until it acknowledges, compares (the target is stale from then on and copied
+    // again on the next advance). Anywhere else a difference is a lost or misrouted write.
+    let shadow_differences = || {
+        table.stats.shadow_mismatches.load(Ordering::Relaxed)
+            + table2.stats.shadow_mismatches.load(Ordering::Relaxed)
+    };
     let mut phase = Phase::Legacy;
     for action in steps {
+        let differences_before = shadow_differences();
         phase = change(&engine, &m, &t1, action).await;
+        let while_moving = shadow_differences() - differences_before;
+        if phase != Phase::Legacy {
+            assert_eq!(
+                while_moving, 0,
+                "shadow reads differed while the routers moved to {phase}"
+            );
+        }
         if phase == Phase::DualWrite {
             // What an earlier epoch left in the target that the source no longer holds as is
             // (rows deleted or changed during legacy): the only rows a copy may repair. Races
@@ -341,7 +365,8 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
             else {
                 panic!("{outcome:?}");
             };
-            assert_eq!(mismatches, 0, "{outcome:?}");
+            let open = s.store.open_mismatches(&m, &t1).await.unwrap();
+            assert_eq!(mismatches, 0, "{outcome:?} after {action}: {open:?}");
             assert!(
                 repaired <= leftovers,
                 "{repaired} repairs, but only {leftovers} rows were stale before the copy: a race was repaired away"
@@ -359,6 +384,11 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
         }
         // Quiesce the writers (in-flight operations finish) and check every key.
         let quiet = hold.write().await;
+        assert_eq!(
+            shadow_differences() - differences_before - while_moving,
+            0,
+            "shadow reads differed with both routers in {phase}"
+        );
         check(
             &table,
             &pool,
@@ -378,12 +408,9 @@ async fn writers_race_every_phase_and_a_rollback(s: &TestStore) {
     let n = ops.load(Ordering::Relaxed);
     assert!(n > 300, "only {n} writes raced the phases");
     check(&table, &pool, &expected, phase, "at the end").await;
-    assert_eq!(table.stats.buffered.load(Ordering::Relaxed), 0);
-    assert_eq!(
-        table.stats.shadow_mismatches.load(Ordering::Relaxed),
-        0,
-        "shadow reads agreed"
-    );
+    let buffered = s.store.open_updates(&m).await.unwrap();
+    let parked = [&table, &table2].map(|t| t.stats.buffered.load(Ordering::Relaxed));
+    assert_eq!(parked, [0, 0], "{buffered:?}");
 
     // Retire the source: t1 is gone from it, t2 is untouched everywhere.
     copier.retire_source(&t1, |_| {}).await.unwrap();
