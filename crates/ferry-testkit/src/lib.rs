@@ -9,7 +9,8 @@
 //! - [`TestRole`]: a login role of one test's own, to take privileges from one client.
 //! - [`Replicated`]: a throwaway primary with a streaming hot standby, for lag tests.
 //! - [`saas`]: a table of the shape real SaaS schemas have, with every tenant key type.
-//! - [`FaultProxy`]: a TCP proxy in front of PostgreSQL that can lose a COMMIT's answer.
+//! - [`FaultProxy`]: a TCP proxy in front of PostgreSQL that injects network faults (latency,
+//!   resets, a blackhole, lost COMMIT answers).
 
 /// The throwaway cluster, from `ferry-pg` (the demo starts one too).
 pub use ferry_pg as cluster;
@@ -22,7 +23,7 @@ mod store;
 mod tempdir;
 
 pub use db::{TestDb, server_url};
-pub use proxy::FaultProxy;
+pub use proxy::{FaultProxy, ProxyCounters};
 pub use replica::Replicated;
 pub use role::{TestRole, url_with_user};
 pub use store::TestStore;
