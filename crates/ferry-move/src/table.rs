@@ -35,8 +35,9 @@ pub enum MoveError {
         table: String,
         cause: sqlx::Error,
     },
-    /// The authoritative COMMIT of a two-sided write lost its answer (the connection dropped):
-    /// the write may or may not have taken effect. `settled` says what Ferry did about it.
+    /// The authoritative COMMIT of a write (two-sided, or the only side written in the phase)
+    /// lost its answer (the connection dropped): the write may or may not have taken effect.
+    /// `settled` says what Ferry did about it.
     #[error(
         "{side} COMMIT on {table} lost its answer ({cause}): the write may or may not have taken effect; {settled}"
     )]

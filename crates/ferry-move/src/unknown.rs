@@ -4,7 +4,8 @@
 //! that session cannot be asked any more. Rolling the other side back, as for a refused
 //! COMMIT, leaves the sides apart when it did commit, and the next authority flip then loses
 //! the write or brings a deleted row back (a fault episode of the workload found this). So
-//! the request fails as of unknown outcome, and before that:
+//! the request fails as of unknown outcome (in a phase that writes one side only too, where
+//! there is nothing else to do), and before that:
 //!
 //! 1. the key is recorded as a mismatch, durably: no phase change passes it until
 //!    `ferry verify` finds the sides equal;
@@ -81,6 +82,24 @@ impl MovedTable {
             table: self.table(first),
             cause,
             settled,
+        }
+    }
+
+    /// The COMMIT of a write to the only side written in this phase lost its answer: the
+    /// request fails as of unknown outcome too (it may have committed), with nothing to level.
+    pub(crate) fn one_side_unknown(
+        &self,
+        tenant: &TenantId,
+        side: Side,
+        cause: sqlx::Error,
+    ) -> MoveError {
+        self.stats.commits_unknown.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(migration = %self.migration, tenant = %tenant, side = %side, "a COMMIT lost its answer: {cause}");
+        MoveError::CommitUnknown {
+            side,
+            table: self.table(side),
+            cause,
+            settled: "only this side is written in the tenant's phase, so there is nothing to bring level".into(),
         }
     }
 

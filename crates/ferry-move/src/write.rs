@@ -272,6 +272,9 @@ impl MovedTable {
                 Some(other) if outcome_unknown(&cause) => {
                     PairError::Unknown(Box::new(other), cause)
                 }
+                None if outcome_unknown(&cause) => {
+                    PairError::Failed(self.one_side_unknown(tenant, first, cause))
+                }
                 _ => PairError::Failed(self.write_error(first)(cause)),
             });
         }

@@ -157,3 +157,36 @@ async fn a_lost_commit_answer_of_a_delete_in_target_primary_resurrects_nothing()
     verify(&f).await;
     assert_eq!(advance(&f).await.unwrap(), Phase::TargetOnly);
 }
+
+/// In `legacy` (and `target_only`, `complete`) one side is written: a COMMIT whose answer is
+/// lost there took effect too, so the request must fail as of unknown outcome, not as a
+/// refusal (a client told "refused" may rely on nothing having changed). Before the fix this
+/// was `MoveError::Write`: the workload's checker, which now holds refused writes to having
+/// changed nothing, would have counted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_of_a_one_sided_write_is_of_unknown_outcome() {
+    let f = fixture().await;
+    let proxy = FaultProxy::start(f.data.url()).await;
+    let table = f.table_over(through(&proxy).await, f.pool.clone()).await;
+
+    proxy.lose_next_commit_answer();
+    let written = table.update(&f.t1, &["3"], row(None, "answer lost")).await;
+    assert_eq!(proxy.answers_lost(), 1);
+    match written {
+        Err(e @ MoveError::CommitUnknown { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("may or may not have taken effect"), "{text}");
+        }
+        other => panic!("expected CommitUnknown, got {other:?}"),
+    }
+    assert_eq!(f.note("public", 3).await, Some(Some("answer lost".into())));
+    assert!(
+        f.store
+            .store
+            .open_mismatches(&f.m, &f.t1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "one side only: nothing to record"
+    );
+}
