@@ -28,6 +28,8 @@ pub struct Anomalies {
     pub cross_tenant: u64,
     /// A column holds a value no acknowledged write gave it.
     pub corrupted: u64,
+    /// A write refused with a definite error took effect (only an unknown outcome may).
+    pub phantom: u64,
 }
 
 /// One kind of anomaly.
@@ -40,6 +42,7 @@ pub enum Kind {
     VersionRegression,
     CrossTenant,
     Corrupted,
+    Phantom,
 }
 
 impl Anomalies {
@@ -52,6 +55,7 @@ impl Anomalies {
             Kind::VersionRegression => &mut self.version_regression,
             Kind::CrossTenant => &mut self.cross_tenant,
             Kind::Corrupted => &mut self.corrupted,
+            Kind::Phantom => &mut self.phantom,
         };
         *n += 1;
     }
@@ -64,6 +68,7 @@ impl Anomalies {
             + self.version_regression
             + self.cross_tenant
             + self.corrupted
+            + self.phantom
     }
 
     fn add(&mut self, other: &Anomalies) {
@@ -74,6 +79,7 @@ impl Anomalies {
         self.version_regression += other.version_regression;
         self.cross_tenant += other.cross_tenant;
         self.corrupted += other.corrupted;
+        self.phantom += other.phantom;
     }
 }
 
@@ -81,7 +87,10 @@ impl Anomalies {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Report {
     pub operations: u64,
+    /// Writes that failed with an unknown outcome (may or may not have taken effect).
     pub unknown_outcomes: u64,
+    /// Writes refused with a definite error (must not have taken effect).
+    pub refused: u64,
     pub keys_checked: u64,
     pub anomalies: Anomalies,
     /// Up to 20 anomalies, described.
@@ -114,6 +123,7 @@ pub async fn check(target: &dyn Target, runs: &[ClientRun]) -> Report {
     for run in runs {
         report.operations += run.ops;
         report.unknown_outcomes += run.unknown;
+        report.refused += run.refused;
         report.anomalies.add(&run.anomalies);
         for e in &run.examples {
             if report.examples.len() < 20 {

@@ -1,15 +1,23 @@
 //! One workload client: it owns a set of keys under each of its tenants, writes them through
 //! the target (insert, append by update, delete), reads each write back, and keeps what each
 //! key must hold. Anomalies it can see as it goes (a read that misses its own write, a version
-//! going back, another tenant's row) are counted here; the rest at the end by [`crate::check`].
+//! going back, another tenant's row, a refused write that took effect) are counted here; the
+//! rest at the end by [`crate::check`].
+//!
+//! A failed write is one of two things, as the target says ([`WriteError`]): a definite
+//! refusal, after which the key must hold what it held (read back at once: holding the
+//! refused write is a `phantom`), or an unknown outcome, after which the write may or may not
+//! have taken effect and the key is read to learn which (either is fine; anything else leaves
+//! the key unknown and unjudged).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use async_trait::async_trait;
 use ferry_domain::TenantId;
 
 use crate::check::{Anomalies, Kind};
-use crate::target::{Seen, Target};
+use crate::target::{Seen, Target, WriteError};
 
 /// Who a client is and what it writes.
 #[derive(Debug, Clone)]
@@ -35,7 +43,10 @@ pub enum KeyState {
 #[derive(Debug, Default)]
 pub struct ClientRun {
     pub ops: u64,
+    /// Writes whose outcome was unknown (they may or may not have taken effect).
     pub unknown: u64,
+    /// Writes refused with a definite error (they must not have taken effect).
+    pub refused: u64,
     pub anomalies: Anomalies,
     pub examples: Vec<String>,
     /// Every key it wrote, by (tenant, id), with what it must hold now.
@@ -75,6 +86,21 @@ pub async fn run_client(
     settings: &ClientSettings,
     stop: &AtomicBool,
 ) -> ClientRun {
+    run_client_counted(target, settings, stop, &AtomicU64::new(0)).await
+}
+
+/// [`run_client`], counting every operation the target answered without an error in
+/// `progress` as it goes (a fault test waits on it to see the client recover).
+pub async fn run_client_counted(
+    target: &dyn Target,
+    settings: &ClientSettings,
+    stop: &AtomicBool,
+    progress: &AtomicU64,
+) -> ClientRun {
+    let target = &Counted {
+        target,
+        ok: progress,
+    };
     let mut run = ClientRun::default();
     let mut versions: BTreeMap<(TenantId, i64), i64> = BTreeMap::new();
     let mut rng = Rng(settings.seed | 1);
@@ -92,11 +118,20 @@ pub async fn run_client(
         }
         run.ops += 1;
         let token = format!("c{}.{}", settings.client, run.ops);
-        let next = write(target, &mut run, &tenant, id, &state, &token, r).await;
-        if let Some(expected) = &next {
-            read_back(target, &mut run, &mut versions, &tenant, id, expected).await;
-        }
-        run.keys.insert(slot, next.unwrap_or(KeyState::Unknown));
+        let next = match write(target, &mut run, &tenant, id, &state, &token, r).await {
+            Written::Acknowledged(expected) => {
+                read_back(target, &mut run, &mut versions, &tenant, id, &expected).await;
+                expected
+            }
+            Written::Refused { after } => {
+                refused(target, &mut run, &tenant, id, &state, &after).await;
+                state
+            }
+            Written::Unknown { after } => {
+                resolve(target, &mut run, &tenant, id, &[state, after]).await
+            }
+        };
+        run.keys.insert(slot, next);
         if run.ops % 16 == 0 && tenants > 1 {
             probe_other_tenant(target, &mut run, settings, t, id).await;
         }
@@ -104,7 +139,26 @@ pub async fn run_client(
     run
 }
 
-/// One write of the key; the state it must now hold (`None`: unknown even after a read).
+/// What a write's answer says the key holds now.
+enum Written {
+    /// Acknowledged: the key holds this.
+    Acknowledged(KeyState),
+    /// Refused with a definite error: the key still holds what it held, never `after`.
+    Refused { after: KeyState },
+    /// Of unknown outcome: the key holds what it held or `after`.
+    Unknown { after: KeyState },
+}
+
+impl Written {
+    fn failed(error: WriteError, after: KeyState) -> Written {
+        match error {
+            WriteError::Refused(_) => Written::Refused { after },
+            WriteError::Unknown(_) => Written::Unknown { after },
+        }
+    }
+}
+
+/// One write of the key, and what its answer says.
 async fn write(
     target: &dyn Target,
     run: &mut ClientRun,
@@ -113,28 +167,26 @@ async fn write(
     state: &KeyState,
     token: &str,
     r: u64,
-) -> Option<KeyState> {
+) -> Written {
     match state {
         KeyState::Absent => match target.insert(tenant, id, token).await {
             Ok(seen) => {
                 check_tenant(run, tenant, id, &seen);
-                Some(present(token))
+                Written::Acknowledged(present(token))
             }
-            Err(_) => resolve(target, run, tenant, id, &[KeyState::Absent, present(token)]).await,
+            Err(e) => Written::failed(e, present(token)),
         },
         KeyState::Present { appends } if r >> 40 & 3 == 0 => {
             match target.delete(tenant, id).await {
-                Ok(true) => Some(KeyState::Absent),
+                Ok(true) => Written::Acknowledged(KeyState::Absent),
                 Ok(false) => {
                     run.anomaly(
                         Kind::Lost,
                         format!("{tenant}/{id}: delete found no row, expected {appends:?}"),
                     );
-                    Some(KeyState::Absent)
+                    Written::Acknowledged(KeyState::Absent)
                 }
-                Err(_) => {
-                    resolve(target, run, tenant, id, &[state.clone(), KeyState::Absent]).await
-                }
+                Err(e) => Written::failed(e, KeyState::Absent),
             }
         }
         KeyState::Present { appends } => {
@@ -142,19 +194,20 @@ async fn write(
             match target.update(tenant, id, &next).await {
                 Ok(Some(seen)) => {
                     check_tenant(run, tenant, id, &seen);
-                    Some(present(&next))
+                    Written::Acknowledged(present(&next))
                 }
                 Ok(None) => {
                     run.anomaly(
                         Kind::Lost,
                         format!("{tenant}/{id}: update found no row, expected {appends:?}"),
                     );
-                    Some(KeyState::Absent)
+                    Written::Acknowledged(KeyState::Absent)
                 }
-                Err(_) => resolve(target, run, tenant, id, &[state.clone(), present(&next)]).await,
+                Err(e) => Written::failed(e, present(&next)),
             }
         }
-        KeyState::Unknown => None,
+        // Not written (the caller skips unknown keys); nothing changes.
+        KeyState::Unknown => Written::Acknowledged(KeyState::Unknown),
     }
 }
 
@@ -165,20 +218,56 @@ fn present(appends: &str) -> KeyState {
 }
 
 /// After a write of unknown outcome: which of the `possible` states the key is in, by reading
-/// it; `None` if the read fails or shows something else.
+/// it; [`KeyState::Unknown`] (not judged, never written again) if the read fails or shows
+/// something else. `MovedTable` fails such a write only after it levelled the key under its
+/// lock, which waits out the write's own transaction, so the read sees the outcome.
 async fn resolve(
     target: &dyn Target,
     run: &mut ClientRun,
     tenant: &TenantId,
     id: i64,
     possible: &[KeyState],
-) -> Option<KeyState> {
+) -> KeyState {
     run.unknown += 1;
-    let now = match target.get(tenant, id).await.ok()? {
-        None => KeyState::Absent,
-        Some(seen) => present(&seen.appends),
+    let now = match target.get(tenant, id).await {
+        Ok(None) => KeyState::Absent,
+        Ok(Some(seen)) => present(&seen.appends),
+        Err(_) => return KeyState::Unknown,
     };
-    possible.contains(&now).then_some(now)
+    if possible.contains(&now) {
+        now
+    } else {
+        KeyState::Unknown
+    }
+}
+
+/// After a definite refusal: the key must still hold `before`; holding `after` is a phantom
+/// (the write took effect although the client was told it did not).
+async fn refused(
+    target: &dyn Target,
+    run: &mut ClientRun,
+    tenant: &TenantId,
+    id: i64,
+    before: &KeyState,
+    after: &KeyState,
+) {
+    run.refused += 1;
+    let now = match target.get(tenant, id).await {
+        Ok(None) => KeyState::Absent,
+        Ok(Some(seen)) => present(&seen.appends),
+        Err(_) => return,
+    };
+    if now == *after && now != *before {
+        run.anomaly(
+            Kind::Phantom,
+            format!("{tenant}/{id}: a refused write took effect: holds {now:?}, not {before:?}"),
+        );
+    } else if now != *before {
+        run.anomaly(
+            Kind::StaleRead,
+            format!("{tenant}/{id}: after a refused write, expected {before:?}, read {now:?}"),
+        );
+    }
 }
 
 /// Reads the key right after writing it: the read must show the write (read your writes), and
@@ -238,5 +327,44 @@ async fn probe_other_tenant(
                 settings.tenants[t]
             ),
         );
+    }
+}
+
+/// A target that counts every answer without an error.
+struct Counted<'a> {
+    target: &'a dyn Target,
+    ok: &'a AtomicU64,
+}
+
+impl Counted<'_> {
+    fn count<T, E>(&self, answer: Result<T, E>) -> Result<T, E> {
+        if answer.is_ok() {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+}
+
+#[async_trait]
+impl Target for Counted<'_> {
+    async fn insert(&self, tenant: &TenantId, id: i64, appends: &str) -> Result<Seen, WriteError> {
+        self.count(self.target.insert(tenant, id, appends).await)
+    }
+
+    async fn update(
+        &self,
+        tenant: &TenantId,
+        id: i64,
+        appends: &str,
+    ) -> Result<Option<Seen>, WriteError> {
+        self.count(self.target.update(tenant, id, appends).await)
+    }
+
+    async fn delete(&self, tenant: &TenantId, id: i64) -> Result<bool, WriteError> {
+        self.count(self.target.delete(tenant, id).await)
+    }
+
+    async fn get(&self, tenant: &TenantId, id: i64) -> Result<Option<Seen>, String> {
+        self.count(self.target.get(tenant, id).await)
     }
 }

@@ -18,7 +18,7 @@ use ferry_store::{ControlStore, CopyDirection, MigrationKind, NewMigration, Tena
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::check::{Report, check};
-use crate::client::{ClientSettings, run_client};
+use crate::client::{ClientSettings, run_client_counted};
 use crate::fields::FIELD_COLUMNS;
 use crate::target::{MovedTarget, Target};
 
@@ -96,6 +96,12 @@ pub struct Scenario {
     pub copier: Copier,
     pub engine: PhaseEngine,
     pub settings: ScenarioSettings,
+    /// Per client, the operations its target answered without an error (see
+    /// [`Scenario::client_progress`]).
+    ops_ok: Vec<AtomicU64>,
+    /// How many times the driver ran `ferry verify` for a tenant whose change was refused
+    /// while mismatches were open.
+    pub verifies: AtomicU64,
 }
 
 fn request() -> Request {
@@ -219,6 +225,8 @@ impl Scenario {
             tables,
             copier,
             engine,
+            ops_ok: (0..settings.clients).map(|_| AtomicU64::new(0)).collect(),
+            verifies: AtomicU64::new(0),
             settings,
         })
     }
@@ -266,9 +274,31 @@ impl Scenario {
                     return Ok(moved.to_phase);
                 }
                 Err(e) if Instant::now() >= deadline => return Err(failed(e.to_string())),
-                // Refused while routers catch up or the buffer drains: observable, retried.
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                // Refused while routers catch up, the buffer drains or mismatches are open
+                // (a write whose COMMIT lost its answer records one): retried, after running
+                // `ferry verify` for the tenant as an operator would.
+                Err(_) => {
+                    self.verify_open(t).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
+        }
+    }
+
+    /// Runs `ferry verify` for the tenant if it has open mismatches: it resolves them when
+    /// the sides are equal. Its errors are left for the next try.
+    async fn verify_open(&self, t: &TenantId) {
+        let open = self.store.open_mismatches(&self.migration, t).await;
+        if open.map_or(true, |open| open.is_empty()) {
+            return;
+        }
+        let direction = match self.store.tenant(&self.migration, t).await {
+            Ok(tenant) if tenant.state.phase >= Phase::TargetPrimary => CopyDirection::Reverse,
+            _ => CopyDirection::Forward,
+        };
+        self.verifies.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.copier.verify(t, direction).await {
+            tracing::debug!(tenant = %t, "ferry verify failed: {e}");
         }
     }
 
@@ -372,7 +402,7 @@ impl Scenario {
                     keys_per_tenant: scenario.settings.keys_per_tenant,
                     seed: 0x5eed_0000 + u64::from(c),
                 };
-                run_client(&target, &settings, &stop).await
+                run_client_counted(&target, &settings, &stop, &scenario.ops_ok[c as usize]).await
             }));
         }
         Clients {
@@ -382,21 +412,57 @@ impl Scenario {
         }
     }
 
+    /// Per client, how many operations its target answered without an error so far: a
+    /// client recovered from a fault once its count moves.
+    pub fn client_progress(&self) -> Vec<u64> {
+        self.ops_ok
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Runs the clients while the driver moves the first `moving` tenants for `duration`,
     /// then checks every key.
     pub async fn run(
         self: &Arc<Self>,
-        mut on_progress: impl FnMut(Progress),
+        on_progress: impl FnMut(Progress),
     ) -> Result<RunOutcome, ScenarioError> {
+        let (outcome, ()) = self.run_both(async {}, false, on_progress).await?;
+        Ok(outcome)
+    }
+
+    /// [`Scenario::run`] with `alongside` running too (a fault injector, say): the driver
+    /// stops at `duration` or when `alongside` ends, whichever is first (`alongside` itself
+    /// runs to its end), and `alongside`'s value is returned with the outcome.
+    pub async fn run_alongside<T>(
+        self: &Arc<Self>,
+        alongside: impl Future<Output = T>,
+        on_progress: impl FnMut(Progress),
+    ) -> Result<(RunOutcome, T), ScenarioError> {
+        self.run_both(alongside, true, on_progress).await
+    }
+
+    async fn run_both<T>(
+        self: &Arc<Self>,
+        alongside: impl Future<Output = T>,
+        stops_the_driver: bool,
+        mut on_progress: impl FnMut(Progress),
+    ) -> Result<(RunOutcome, T), ScenarioError> {
         let clients = self.start_clients();
         let changes = AtomicU64::new(0);
-        let driven = self.drive(&changes, &mut on_progress).await;
+        let done = AtomicBool::new(false);
+        let (driven, value) = tokio::join!(self.drive(&changes, &done, &mut on_progress), async {
+            let value = alongside.await;
+            done.store(stops_the_driver, Ordering::Relaxed);
+            value
+        });
         let report = clients.finish().await?;
-        Ok(RunOutcome {
+        let outcome = RunOutcome {
             report,
             phase_changes: changes.load(Ordering::Relaxed),
             tenants_completed: driven?,
-        })
+        };
+        Ok((outcome, value))
     }
 
     /// Moves the first `moving` tenants round after round until the time is up (or all of
@@ -404,6 +470,7 @@ impl Scenario {
     async fn drive(
         &self,
         changes: &AtomicU64,
+        done: &AtomicBool,
         on_progress: &mut impl FnMut(Progress),
     ) -> Result<usize, ScenarioError> {
         let duration = self.settings.duration;
@@ -411,7 +478,10 @@ impl Scenario {
         let started = Instant::now();
         let mut complete = HashSet::new();
         let mut round = 0u64;
-        while started.elapsed() < duration && complete.len() < moving {
+        while started.elapsed() < duration
+            && complete.len() < moving
+            && !done.load(Ordering::Relaxed)
+        {
             for (i, t) in self.tenants.iter().take(moving).enumerate() {
                 if complete.contains(t) {
                     continue;
@@ -425,7 +495,7 @@ impl Scenario {
                     phase_changes: changes.load(Ordering::Relaxed),
                     tenants_completed: complete.len(),
                 });
-                if started.elapsed() >= duration {
+                if started.elapsed() >= duration || done.load(Ordering::Relaxed) {
                     break;
                 }
             }

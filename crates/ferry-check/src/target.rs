@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use ferry_domain::TenantId;
-use ferry_move::{MovedTable, Row};
+use ferry_move::{MoveError, MovedTable, Row};
 
 use crate::fields::Fields;
 
@@ -18,19 +18,32 @@ pub struct Seen {
     pub fields: Option<Fields>,
 }
 
-/// A routed table the workload can write. Errors are text: the workload only needs to know
-/// that the outcome is unknown.
+/// Why a write failed, as far as the client can know: whether it may have taken effect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// A definite refusal: the write did not take effect and never will (the table promises
+    /// that a failed request leaves both sides unchanged).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// An unknown outcome: the write may have taken effect or not (a COMMIT that lost its
+    /// answer).
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// A routed table the workload can write. Read errors are text; a write's error says whether
+/// the write may have taken effect.
 #[async_trait]
 pub trait Target: Send + Sync {
-    async fn insert(&self, tenant: &TenantId, id: i64, appends: &str) -> Result<Seen, String>;
+    async fn insert(&self, tenant: &TenantId, id: i64, appends: &str) -> Result<Seen, WriteError>;
     /// `None`: no such row.
     async fn update(
         &self,
         tenant: &TenantId,
         id: i64,
         appends: &str,
-    ) -> Result<Option<Seen>, String>;
-    async fn delete(&self, tenant: &TenantId, id: i64) -> Result<bool, String>;
+    ) -> Result<Option<Seen>, WriteError>;
+    async fn delete(&self, tenant: &TenantId, id: i64) -> Result<bool, WriteError>;
     async fn get(&self, tenant: &TenantId, id: i64) -> Result<Option<Seen>, String>;
 }
 
@@ -89,17 +102,27 @@ fn seen(row: &Row) -> Result<Seen, String> {
     })
 }
 
+/// `MovedTable` fails a request whose authoritative COMMIT lost its answer as
+/// [`MoveError::CommitUnknown`]; any other failure leaves both sides unchanged.
+fn write_error(e: MoveError) -> WriteError {
+    match e {
+        MoveError::CommitUnknown { .. } => WriteError::Unknown(e.to_string()),
+        e => WriteError::Refused(e.to_string()),
+    }
+}
+
+/// A row the table acknowledged but the workload cannot read: the write took effect.
+fn acknowledged(row: &Row) -> Result<Seen, WriteError> {
+    seen(row).map_err(|e| WriteError::Unknown(format!("acknowledged, but {e}")))
+}
+
 #[async_trait]
 impl Target for MovedTarget {
-    async fn insert(&self, tenant: &TenantId, id: i64, appends: &str) -> Result<Seen, String> {
+    async fn insert(&self, tenant: &TenantId, id: i64, appends: &str) -> Result<Seen, WriteError> {
         let mut row = self.row(appends);
         row.insert("id".into(), serde_json::json!(id));
-        let stored = self
-            .table
-            .insert(tenant, row)
-            .await
-            .map_err(|e| e.to_string())?;
-        seen(&stored)
+        let stored = self.table.insert(tenant, row).await.map_err(write_error)?;
+        acknowledged(&stored)
     }
 
     async fn update(
@@ -107,21 +130,21 @@ impl Target for MovedTarget {
         tenant: &TenantId,
         id: i64,
         appends: &str,
-    ) -> Result<Option<Seen>, String> {
+    ) -> Result<Option<Seen>, WriteError> {
         let key = id.to_string();
         match self.table.update(tenant, &[&key], self.row(appends)).await {
-            Ok(Some(stored)) => seen(&stored).map(Some),
+            Ok(Some(stored)) => acknowledged(&stored).map(Some),
             Ok(None) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(write_error(e)),
         }
     }
 
-    async fn delete(&self, tenant: &TenantId, id: i64) -> Result<bool, String> {
+    async fn delete(&self, tenant: &TenantId, id: i64) -> Result<bool, WriteError> {
         let key = id.to_string();
         self.table
             .delete(tenant, &[&key])
             .await
-            .map_err(|e| e.to_string())
+            .map_err(write_error)
     }
 
     async fn get(&self, tenant: &TenantId, id: i64) -> Result<Option<Seen>, String> {

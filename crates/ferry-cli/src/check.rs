@@ -126,15 +126,17 @@ pub(crate) fn print_outcome(outcome: &RunOutcome) {
         ("version_regression", a.version_regression),
         ("cross_tenant", a.cross_tenant),
         ("corrupted", a.corrupted),
+        ("phantom", a.phantom),
     ]
     .iter()
     .map(|(kind, n)| vec![(*kind).to_owned(), n.to_string()])
     .collect();
     output::table(&["ANOMALY", "COUNT"], &rows);
     println!(
-        "\n{} operations ({} of unknown outcome), {} keys checked, {} phase changes, {} tenants completed",
+        "\n{} operations ({} of unknown outcome, {} refused), {} keys checked, {} phase changes, {} tenants completed",
         output::count(r.operations),
         r.unknown_outcomes,
+        r.refused,
         output::count(r.keys_checked),
         outcome.phase_changes,
         outcome.tenants_completed

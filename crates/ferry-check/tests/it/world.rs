@@ -35,13 +35,23 @@ pub fn settings(
 }
 
 pub async fn world(settings: ScenarioSettings) -> World {
+    world_with(settings, async |url| AppPools {
+        source: ferry_copier::connect(url, "connect").await.unwrap(),
+        target: ferry_copier::connect(url, "connect").await.unwrap(),
+    })
+    .await
+}
+
+/// A world whose application pools `app` makes for the database at the URL it is given
+/// (through fault proxies, say); the copier and the store connect directly.
+pub async fn world_with(
+    settings: ScenarioSettings,
+    app: impl AsyncFnOnce(&str) -> AppPools,
+) -> World {
     let data = TestDb::new().await;
     let pool = ferry_copier::connect(data.url(), "connect").await.unwrap();
     let store = TestStore::postgres().await;
-    let app = AppPools {
-        source: ferry_copier::connect(data.url(), "connect").await.unwrap(),
-        target: ferry_copier::connect(data.url(), "connect").await.unwrap(),
-    };
+    let app = app(data.url()).await;
     let s = Scenario::setup(
         pool,
         app,

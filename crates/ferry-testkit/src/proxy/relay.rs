@@ -27,6 +27,10 @@ pub(super) async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faul
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // Messages are forwarded one write each: without TCP_NODELAY, Nagle's algorithm and the
+    // peer's delayed ACK would add tens of milliseconds to every round trip.
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let mut resets = faults.resets.subscribe();
     resets.borrow_and_update();
     let (mut client_read, mut client_write) = client.into_split();
