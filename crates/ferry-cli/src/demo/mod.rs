@@ -11,6 +11,7 @@ mod real;
 mod real_story;
 mod simulated;
 mod story;
+mod tier_act;
 
 use std::process::ExitCode;
 use std::sync::Arc;

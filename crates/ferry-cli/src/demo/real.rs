@@ -6,6 +6,7 @@
 //! `real_story.rs`. At the end the checker reads every key, the audit log is replayed, and
 //! the demo exits non-zero on any anomaly or inconsistency.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use sqlx::AssertSqlSafe;
 
 use super::real_story::Story;
 use super::simulated::verify;
+use super::tier_act::{self, TierSummary};
 use super::{linger, start_server, tenant_sizes};
 use crate::args::{DemoArgs, Global};
 use crate::context::{self, Context};
@@ -32,14 +34,16 @@ pub(super) struct Scale {
     largest_tenant: f64,
     /// How long the operator watches the shadow phase's compared reads, per cohort.
     pub(super) watch: Duration,
+    /// Rows of the tiering act's `events` table per tenant.
+    events_per_tenant: i64,
 }
 
 impl Scale {
     pub(super) fn of(args: &DemoArgs) -> Scale {
-        let (tenants, clients, smallest, largest, watch) = if args.quick {
-            (30, 4, 300.0, 20_000.0, 3)
+        let (tenants, clients, smallest, largest, watch, events) = if args.quick {
+            (30, 4, 300.0, 20_000.0, 3, 200)
         } else {
-            (200, 8, 500.0, 150_000.0, 10)
+            (200, 8, 500.0, 150_000.0, 10, 600)
         };
         Scale {
             tenants: args.tenants.unwrap_or(tenants),
@@ -47,6 +51,7 @@ impl Scale {
             smallest_tenant: smallest,
             largest_tenant: largest,
             watch: Duration::from_secs(watch),
+            events_per_tenant: events,
         }
     }
 }
@@ -59,6 +64,7 @@ struct Summary {
     anomalies: ferry_check::Anomalies,
     operations: Operations,
     checker: Report,
+    tiering: TierSummary,
     phase_changes: u64,
     seconds: f64,
 }
@@ -94,11 +100,13 @@ pub(super) async fn run(global: &Global, args: &DemoArgs) -> anyhow::Result<Exit
         Some(url) => (url.clone(), format!("ferry_demo_{}", std::process::id())),
         None => (start_cluster(args.json).await?, "ferry_demo".to_owned()),
     };
-    let store_url = format!("sqlite://{}", path.display());
-    let result = run_in(
-        global, args, &scale, &store_url, &data_url, &schema, started,
-    )
-    .await;
+    let place = Place {
+        store_url: format!("sqlite://{}", path.display()),
+        data_url,
+        schema,
+        work_dir: temp.clone(),
+    };
+    let result = run_in(global, args, &scale, &place, started).await;
     let _ = std::fs::remove_dir_all(&temp);
     result
 }
@@ -122,17 +130,32 @@ async fn start_cluster(quiet: bool) -> anyhow::Result<String> {
     Ok(cluster.url)
 }
 
+/// Where a run keeps things: its store, its data, its schema, its files (segments).
+struct Place {
+    store_url: String,
+    data_url: String,
+    schema: String,
+    work_dir: PathBuf,
+}
+
 async fn run_in(
     global: &Global,
     args: &DemoArgs,
     scale: &Scale,
-    store_url: &str,
-    data_url: &str,
-    schema: &str,
+    place: &Place,
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
-    let scenario = Arc::new(setup(args, scale, store_url, data_url, schema).await?);
-    let outcome = play(global, args, &scenario, started).await;
+    let scenario = Arc::new(
+        setup(
+            args,
+            scale,
+            &place.store_url,
+            &place.data_url,
+            &place.schema,
+        )
+        .await?,
+    );
+    let outcome = play(global, args, &scenario, &place.work_dir, started).await;
     if args.data_url.is_some()
         && let Err(e) = scenario.drop_schemas().await
     {
@@ -229,6 +252,7 @@ async fn play(
     global: &Global,
     args: &DemoArgs,
     scenario: &Arc<Scenario>,
+    work_dir: &Path,
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
     let scale = Scale::of(args);
@@ -260,15 +284,29 @@ async fn play(
     ));
     let clients = scenario.start_clients();
     let played = story.play().await;
-    let report = clients.finish().await?;
-    played?;
     story.finish();
+    // The move's clients keep writing while the events table is tiered.
+    let tiered = match played {
+        Ok(()) => tier_act::run(
+            scenario.clone(),
+            work_dir,
+            scale.events_per_tenant,
+            actor.clone(),
+            args.json,
+        )
+        .await
+        .map(Some),
+        Err(e) => Err(e),
+    };
+    let report = clients.finish().await?;
+    let tiering = tiered?.unwrap_or_default();
     let summary = Summary {
         rows_moved: story.rows_moved,
         rows_seeded,
         anomalies: report.anomalies,
         operations: operations(scenario),
         checker: report,
+        tiering,
         phase_changes: story.steps,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -278,11 +316,13 @@ async fn play(
         server.abort();
     }
     consistent?;
-    Ok(if summary.checker.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(exit::ANOMALIES)
-    })
+    Ok(
+        if summary.checker.passed() && summary.tiering.anomalies.total() == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(exit::ANOMALIES)
+        },
+    )
 }
 
 fn operations(scenario: &Scenario) -> Operations {
@@ -327,6 +367,24 @@ async fn conclude(
         output::count(o.writes_target),
         o.fallbacks,
         o.buffered
+    );
+    let t = &summary.tiering;
+    let (to, ta) = (&t.operations, &t.anomalies);
+    println!(
+        "tiering: {} rows archived in {} segments, {} hot copies deleted, {} restored; {} writes: reads {} hot / {} cold, {} buffered, {} fallbacks",
+        output::count(t.rows_archived),
+        t.segments,
+        output::count(t.hot_copies_deleted),
+        output::count(t.rows_restored),
+        output::count(t.writes),
+        output::count(to.reads_hot),
+        output::count(to.reads_cold),
+        output::count(to.buffered),
+        to.fallbacks
+    );
+    println!(
+        "tiering anomalies: {} lost, {} resurrected, {} stale reads, {} failed requests",
+        ta.lost, ta.resurrected, ta.stale_reads, ta.failed_requests
     );
     crate::check::print_outcome(&ferry_check::RunOutcome {
         report: summary.checker.clone(),

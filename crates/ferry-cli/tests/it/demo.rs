@@ -54,8 +54,29 @@ fn the_demo_moves_real_rows_under_traffic_with_zero_anomalies() {
         "{summary}"
     );
     let anomalies = summary["anomalies"].as_object().unwrap();
-    assert_eq!(anomalies.len(), 7, "{summary}");
+    assert_eq!(anomalies.len(), 8, "{summary}");
     assert!(anomalies.values().all(|n| n == 0), "{summary}");
+    // The second act: old events tiered to Parquet, an object-store outage, a restore.
+    let tiering = &summary["tiering"];
+    for figure in [
+        "rows_archived",
+        "segments",
+        "hot_copies_deleted",
+        "rows_restored",
+        "writes",
+    ] {
+        assert!(
+            tiering[figure].as_u64().unwrap() > 0,
+            "no {figure}: {summary}"
+        );
+    }
+    for path in ["reads_hot", "reads_cold", "buffered", "fallbacks"] {
+        let n = tiering["operations"][path].as_u64().unwrap();
+        assert!(n > 0, "no tiering {path}: {summary}");
+    }
+    let tier_anomalies = tiering["anomalies"].as_object().unwrap();
+    assert_eq!(tier_anomalies.len(), 4, "{summary}");
+    assert!(tier_anomalies.values().all(|n| n == 0), "{summary}");
     assert!(
         summary["checker"]["operations"].as_u64().unwrap() > 100,
         "{summary}"
@@ -92,6 +113,9 @@ async fn the_demo_tells_the_story_and_cleans_up_a_given_database() {
         "the two rolled back start over: a new copy epoch",
         "complete        12",
         "PASSED: nothing lost, duplicated, resurrected or misrouted",
+        "reads of archived rows fell back to their hot copies",
+        "archived rows of",
+        "tiering anomalies: 0 lost, 0 resurrected, 0 stale reads, 0 failed requests",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
