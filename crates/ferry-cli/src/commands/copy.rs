@@ -229,11 +229,21 @@ fn describe(outcome: Outcome, direction: CopyDirection) -> (String, bool) {
             rows,
             repaired,
             mismatches,
+            resumed_at,
         } => (
             format!(
-                "{} copy complete: {} rows, {repaired} repaired, {mismatches} mismatch(es){}",
+                "{} copy complete: {} rows{}, {repaired} repaired, {mismatches} mismatch(es){}",
                 direction.as_str(),
                 output::count(rows),
+                // A resumed run counts what it copied itself; the checkpoint had the rest.
+                if resumed_at > 0 {
+                    format!(
+                        " (resumed after {} checkpointed)",
+                        output::count(resumed_at)
+                    )
+                } else {
+                    String::new()
+                },
                 if mismatches > 0 {
                     " (see `ferry verify`)"
                 } else {

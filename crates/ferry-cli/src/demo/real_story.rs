@@ -367,6 +367,7 @@ impl Story {
                     rows: n,
                     repaired: r,
                     mismatches: 0,
+                    ..
                 } => {
                     rows += n;
                     repaired += r;

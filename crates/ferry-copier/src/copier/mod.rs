@@ -49,9 +49,13 @@ mod retire;
 pub enum Outcome {
     /// Every row is in the target and every range validated.
     Complete {
+        /// Rows this run copied (and checkpointed): a run resumed after a crash counts only
+        /// what was left, the tenant's total less `resumed_at`.
         rows: u64,
         repaired: u64,
         mismatches: u64,
+        /// Rows already checkpointed when this run started (0 for a copy from the start).
+        resumed_at: u64,
     },
     /// The copy had already completed for this phase.
     AlreadyComplete,

@@ -60,9 +60,10 @@ impl Run {
 
     pub(super) fn outcome(&self) -> Outcome {
         Outcome::Complete {
-            rows: self.progress.rows_done,
+            rows: self.progress.rows_done - self.rows_at_start,
             repaired: self.repaired,
             mismatches: self.mismatches,
+            resumed_at: self.rows_at_start,
         }
     }
 }

@@ -120,6 +120,7 @@ async fn delete_in_flight(store: &TestStore, lock: SourceLock) {
         rows,
         repaired,
         mismatches,
+        ..
     } = outcome
     else {
         panic!("{outcome:?}");

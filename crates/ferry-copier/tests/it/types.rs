@@ -73,7 +73,8 @@ async fn copy_case(case: &TenantType, source: &PgPool, target: &PgPool) {
             Outcome::Complete {
                 rows: 250,
                 repaired: 0,
-                mismatches: 0
+                mismatches: 0,
+                resumed_at: 0,
             },
             "{}: {t}",
             case.sql
