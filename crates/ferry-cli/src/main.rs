@@ -29,6 +29,7 @@ pub mod exit {
     pub const ANOMALIES: u8 = 5;
     /// Standard output was closed early; 128 + SIGPIPE, as shells report for other filters.
     pub const CLOSED_STDOUT: i32 = 141;
+    // 86: a crash point ended the process (`ferry_crash::EXIT_CODE`, failpoints builds only).
 }
 
 fn init_logs(verbose: u8, json: bool) {
@@ -89,6 +90,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    // Crash points (FERRY_CRASH_AT, …) in a binary built without them are an error, so a crash
+    // test cannot pass by testing nothing.
+    if let Err(e) = ferry_crash::check_build() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     init_logs(cli.global.verbose, cli.global.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

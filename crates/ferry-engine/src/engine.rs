@@ -211,7 +211,15 @@ impl PhaseEngine {
             }
             return Ok(());
         }
+        if !changes.is_empty() {
+            ferry_crash::crash_point!("phase_change");
+        }
         let applied = self.store.apply_changes(migration, &changes, meta).await?;
+        if !applied.applied.is_empty() {
+            // Committed: what follows (the report, the operator log, the wait for routers)
+            // may be lost to a crash, the change may not.
+            ferry_crash::crash_point!("phase_change_committed");
+        }
         let applied_set: HashSet<&TenantId> = applied.applied.iter().collect();
         for (change, forced) in changes.iter().zip(forced) {
             if applied_set.contains(&change.tenant) {

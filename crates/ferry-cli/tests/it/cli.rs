@@ -511,3 +511,30 @@ fn migration_create_checks_the_config_against_its_kind() {
         good,
     ]));
 }
+
+/// A binary built without crash points refuses the crash variables instead of running as if
+/// a crash test had nothing to crash; one built with them (CI's --all-features) checks them.
+#[test]
+fn crash_variables_need_the_failpoints_build() {
+    let (var, value, says) = if cfg!(feature = "failpoints") {
+        (
+            "FERRY_CRASH_AFTER",
+            "0",
+            "FERRY_CRASH_AFTER=0 is not a positive whole number",
+        )
+    } else {
+        (
+            "FERRY_CRASH_AT",
+            "copy_before_commit",
+            "built without the failpoints feature",
+        )
+    };
+    let out = crate::run(
+        crate::ferry("sqlite::memory:")
+            .args(["status"])
+            .env(var, value),
+    );
+    let stderr = crate::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(says), "{stderr}");
+}

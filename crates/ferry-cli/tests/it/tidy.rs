@@ -140,3 +140,46 @@ fn every_doc_link_resolves() {
         }
     }
 }
+
+/// Every crash point is placed in the code, documented in docs/proof.md and crashed at by
+/// name in the crash tests.
+#[test]
+fn every_crash_point_is_placed_documented_and_tested() {
+    fn sources(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut code = String::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let src = entry.unwrap().path().join("src");
+        if src.is_dir() && !src.ends_with("ferry-crash/src") {
+            sources(&src, &mut code);
+        }
+    }
+    let mut tests = String::new();
+    sources(
+        &root().join("crates/ferry-cli/tests/crash_points"),
+        &mut tests,
+    );
+    let proof = read("docs/proof.md");
+    for (point, _) in ferry_crash::POINTS {
+        assert!(
+            code.contains(&format!("crash_point!(\"{point}\")")),
+            "no crash_point!(\"{point}\") in the code"
+        );
+        assert!(
+            proof.contains(&format!("| `{point}` |")),
+            "docs/proof.md lacks {point}"
+        );
+        assert!(
+            tests.contains(&format!("\"{point}\"")),
+            "no crash test names {point}"
+        );
+    }
+}

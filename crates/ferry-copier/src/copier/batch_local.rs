@@ -94,12 +94,14 @@ impl Copier {
         } else {
             let row = bind(clear).fetch_one(&mut *tx).await?;
             if row.try_get::<bool, _>(0)? {
+                ferry_crash::crash_point!("copy_before_commit");
                 tx.commit().await?;
                 return Ok((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?));
             }
             general
         };
         let row = bind(statement).fetch_one(&mut *tx).await?;
+        ferry_crash::crash_point!("copy_before_commit");
         tx.commit().await?;
         Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
     }

@@ -71,11 +71,23 @@ impl Copier {
             }
         }
         json.push(']');
+        // The destination's own transaction, committed before `from`'s releases the rows and
+        // before the checkpoint: a crash before this commit writes nothing, one after it
+        // repeats the batch, whose version-guarded upsert then changes nothing.
+        let mut written = to
+            .begin()
+            .await
+            .map_err(|e| CopyError::db("begin writing a batch", e))?;
         sqlx::query(AssertSqlSafe(sql.upsert.clone()))
             .bind(json)
-            .execute(to)
+            .execute(&mut *written)
             .await
             .map_err(|e| CopyError::db("write a batch", e))?;
+        ferry_crash::crash_point!("copy_before_commit");
+        written
+            .commit()
+            .await
+            .map_err(|e| CopyError::db("commit a batch", e))?;
         // Only now may concurrent writers touch these rows in `from`.
         locked
             .commit()

@@ -310,6 +310,7 @@ impl Copier {
             let batch_started = Instant::now();
             let limit = self.batch_limit(&sizer, share);
             let lower = run.progress.last_key.clone();
+            ferry_crash::crash_point!("copy_batch_start");
             let copied = self
                 .retrying("copy a batch", || {
                     self.copy_batch(tenant, direction, lower.as_ref(), limit)
@@ -330,6 +331,12 @@ impl Copier {
                 run.tally(&check);
                 return self.finish(&mut run, on_batch).await;
             };
+            // The batch is committed in the destination; its checkpoint is not written yet, so
+            // a crash from here until the checkpoint repeats it (which changes nothing).
+            match direction {
+                CopyDirection::Forward => ferry_crash::crash_point!("copy_after_commit"),
+                CopyDirection::Reverse => ferry_crash::crash_point!("rollback_walk"),
+            }
             // A short batch reached the end: validate through the tail (where only extras
             // can be) at once, instead of another empty batch and another range.
             let last = rows < limit;
@@ -345,6 +352,7 @@ impl Copier {
             run.advance(rows, last_key, sizer.size(), last);
             self.checkpoint(tenant, direction, &run, rows, took, &check)
                 .await?;
+            ferry_crash::crash_point!("copy_after_checkpoint");
             on_batch(&run.progress);
             if last {
                 return Ok(run.outcome());

@@ -115,6 +115,7 @@ impl PhaseStore for PgStore {
             .execute(&mut *tx)
             .await
             .doing("notify routers")?;
+        ferry_crash::crash_point!("phase_change_commit");
         tx.commit().await.doing("commit phase change")?;
         Ok(outcome(applied, conflicts, version))
     }
@@ -164,6 +165,7 @@ impl PhaseStore for SqliteStore {
         }
         sqlite_write_audit(&mut tx, migration, meta, version, now, &applied).await?;
         sqlite_reset_progress(&mut tx, migration, now, &facts::resets(&applied)).await?;
+        ferry_crash::crash_point!("phase_change_commit");
         tx.commit().await.doing("commit phase change")?;
         Ok(outcome(applied, conflicts, version))
     }

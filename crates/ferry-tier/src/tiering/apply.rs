@@ -184,6 +184,9 @@ impl Tiering {
             let batch = self.rows_from_json(&json).await?;
             add.push(self.upload(tenant, &batch).await?);
         }
+        // The changes are in the new segment; until the commit below they stay pending, and
+        // a crash here leaves them to be applied again and the segment an orphan to collect.
+        ferry_crash::crash_point!("buffer_apply");
         self.commit(
             tenant,
             &SegmentCommit {

@@ -214,6 +214,7 @@ impl Tiering {
         let requeued = self
             .requeue_changed(tenant, archived, versions, &now)
             .await?;
+        ferry_crash::crash_point!("manifest_swap");
         self.commit(
             tenant,
             &SegmentCommit {

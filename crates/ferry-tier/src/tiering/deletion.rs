@@ -123,6 +123,7 @@ impl Tiering {
             .execute(&mut *lock)
             .await
             .map_err(|e| TierError::db("delete hot copies", e))?;
+        ferry_crash::crash_point!("hot_copy_delete");
         lock.commit()
             .await
             .map_err(|e| TierError::db("release the tenant lock", e))?;
