@@ -311,6 +311,19 @@ pub struct SegmentCommit {
     /// Every hot row older than this (RFC 3339) when the commit's archive run read them is
     /// in a live segment.
     pub archived_through: Option<String>,
+    /// Changes buffered by this commit, in order: the rows an archive run read that a writer
+    /// changed since. In the commit's transaction, so a crash before it leaves no change for
+    /// a key it never archived (a stale one, applied after a later archive of the key).
+    pub requeue: Vec<Requeue>,
+}
+
+/// A change for the update buffer, buffered by a [`SegmentCommit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requeue {
+    pub key: String,
+    /// `upsert` or `delete`.
+    pub operation: String,
+    pub payload: serde_json::Value,
 }
 
 /// A change waiting in, or parked by, the update buffer.

@@ -142,6 +142,20 @@ impl ManifestStore for PgStore {
             .execute(&mut *tx)
             .await
             .doing("mark buffered updates applied")?;
+        for r in &commit.requeue {
+            sqlx::query(
+                "INSERT INTO ferry_update_buffer (migration_id, tenant_id, entity_key, operation, payload)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(migration.as_str())
+            .bind(tenant.as_str())
+            .bind(&r.key)
+            .bind(&r.operation)
+            .bind(r.payload.to_string())
+            .execute(&mut *tx)
+            .await
+            .doing("buffer a changed row")?;
+        }
         if let Some(through) = &commit.archived_through {
             sqlx::query(
                 "INSERT INTO ferry_tier_watermarks (migration_id, tenant_id, archived_through)
@@ -291,6 +305,22 @@ impl ManifestStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .doing("mark buffered updates applied")?;
+        let now = sqlite::now_ms();
+        for r in &commit.requeue {
+            sqlx::query(
+                "INSERT INTO ferry_update_buffer (migration_id, tenant_id, entity_key, operation, payload, enqueued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(migration.as_str())
+            .bind(tenant.as_str())
+            .bind(&r.key)
+            .bind(&r.operation)
+            .bind(r.payload.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .doing("buffer a changed row")?;
+        }
         if let Some(through) = &commit.archived_through {
             sqlx::query(
                 "INSERT INTO ferry_tier_watermarks (migration_id, tenant_id, archived_through)

@@ -194,6 +194,7 @@ impl Tiering {
                 retire: segment.map(|s| vec![s.id]).unwrap_or_default(),
                 applied: changes.iter().map(|u| u.seq).collect(),
                 archived_through: None,
+                requeue: Vec::new(),
             },
         )
         .await

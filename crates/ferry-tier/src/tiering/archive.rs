@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use ferry_domain::{Phase, TenantId};
-use ferry_store::{CopyDirection, NewSegment, SegmentCommit, SegmentRecord};
+use ferry_store::{CopyDirection, NewSegment, Requeue, SegmentCommit, SegmentRecord};
 
 use crate::error::TierError;
 use crate::key::{RowKey, key_at};
@@ -211,15 +211,20 @@ impl Tiering {
             .hot
             .versions_in(&mut lock, tenant, from, cutoff)
             .await?;
-        let requeued = self
-            .requeue_changed(tenant, archived, versions, &now)
+        // Buffered by the manifest commit itself: a crash before it must not leave changes
+        // for keys it never archived, which a later archive of newer images would get
+        // overwritten by (found by the crash at `manifest_swap`).
+        let requeue = self
+            .changed_since_read(tenant, archived, versions, &now)
             .await?;
+        let requeued = requeue.len() as u64;
         ferry_crash::crash_point!("manifest_swap");
         self.commit(
             tenant,
             &SegmentCommit {
                 add,
                 archived_through: Some(cutoff.to_owned()),
+                requeue,
                 ..SegmentCommit::default()
             },
         )
@@ -243,19 +248,20 @@ impl Tiering {
             .is_some_and(|(a, b)| a <= b)
     }
 
-    /// Buffers the difference between the rows as archived and as the hot table holds them
-    /// now (by `xmin`): changed rows as upserts of their current image, vanished ones as
-    /// deletes. Runs under the tenant's exclusive lock, so the images read are final.
-    async fn requeue_changed(
+    /// The difference between the rows as archived and as the hot table holds them now (by
+    /// `xmin`), as changes for the buffer: changed rows as upserts of their current image,
+    /// vanished ones as deletes. Runs under the tenant's exclusive lock, so the images read
+    /// are final.
+    async fn changed_since_read(
         &self,
         tenant: &TenantId,
         archived: &RecordBatch,
         versions: &[String],
         now: &HashMap<RowKey, String>,
-    ) -> Result<u64, TierError> {
+    ) -> Result<Vec<Requeue>, TierError> {
         let decl = self.decl();
         let columns = key_columns(decl);
-        let mut requeued = 0;
+        let mut requeue = Vec::new();
         for row in 0..archived.num_rows() {
             let Some(key) = key_at(decl, archived, &columns, row) else {
                 continue;
@@ -268,19 +274,13 @@ impl Tiering {
                 },
                 None => ("delete", serde_json::Value::Null),
             };
-            self.store
-                .enqueue_update(
-                    &self.migration,
-                    tenant,
-                    &key_text(&key),
-                    operation,
-                    &payload,
-                )
-                .await
-                .map_err(err_store)?;
-            requeued += 1;
+            requeue.push(Requeue {
+                key: key_text(&key),
+                operation: operation.to_owned(),
+                payload,
+            });
         }
-        Ok(requeued)
+        Ok(requeue)
     }
 
     async fn record_progress(

@@ -67,13 +67,23 @@ async fn segment_commits_are_atomic_and_exclusive(s: &TestStore) {
         retire: vec![first],
         applied: vec![seq],
         archived_through: None,
+        requeue: vec![Requeue {
+            key: format!("[{id}]"),
+            operation: "delete".into(),
+            payload: serde_json::Value::Null,
+        }],
     };
     s.store.commit_segments(&m, &a, &swap(x)).await.unwrap();
     let lost = s.store.commit_segments(&m, &a, &swap(y)).await.unwrap_err();
     assert!(matches!(lost, StoreError::Conflict { .. }), "{lost}");
     let live = s.store.segments(&m, &a).await.unwrap();
     assert_eq!(live.iter().map(|s| s.id).collect::<Vec<_>>(), [x]);
-    assert!(s.store.pending_updates(&m, &a).await.unwrap().is_empty());
+    // The changes a commit buffers are buffered with it, or not at all.
+    let pending = s.store.pending_updates(&m, &a).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|u| u.key.clone()).collect::<Vec<_>>(),
+        [format!("[{x}]")]
+    );
     // The retired segment is garbage now; the losing reservation once it is stale.
     let garbage: Vec<i64> = s
         .store
