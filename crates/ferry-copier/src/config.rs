@@ -19,7 +19,7 @@ fn public() -> String {
 }
 
 /// `{"source": {...}, "target": {...}, "tenant_column": "...", "version_column": "...",
-/// "copy": {...}, "backpressure": {...}}`.
+/// "copy": {...}, "backpressure": {...}, "buffer": {...}}`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantMoveConfig {
@@ -33,6 +33,23 @@ pub struct TenantMoveConfig {
     pub copy: CopySettings,
     #[serde(default)]
     pub backpressure: BackpressureSettings,
+    #[serde(default)]
+    pub buffer: MoveBufferSettings,
+}
+
+/// The update buffer of a tenant move: the changes a non-authoritative side missed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoveBufferSettings {
+    /// Failed attempts at applying a change before it is parked as dead. Only the change's
+    /// own failures count (a statement the side refuses), not an unreachable side.
+    pub dead_after: i32,
+}
+
+impl Default for MoveBufferSettings {
+    fn default() -> Self {
+        MoveBufferSettings { dead_after: 10 }
+    }
 }
 
 pub const DEFAULT_TARGET_BATCH: Duration = Duration::from_millis(500);
@@ -238,6 +255,12 @@ impl TenantMoveConfig {
                  and watch other replicas with `ferry copy run --lag-replica-url URL`"
                     .into(),
             ));
+        }
+        if config.buffer.dead_after < 1 {
+            return Err(ConfigError::Invalid(format!(
+                "buffer.dead_after is {}; it must be at least 1",
+                config.buffer.dead_after
+            )));
         }
         if c.target_batch_ms == 0 {
             return Err(ConfigError::Invalid(

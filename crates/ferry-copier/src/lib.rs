@@ -24,7 +24,7 @@ mod sql;
 pub mod tenant_lock;
 pub mod validate;
 
-pub use config::{LagSource, SourceLock, TenantMoveConfig};
+pub use config::{LagSource, MoveBufferSettings, SourceLock, TenantMoveConfig};
 pub use copier::{Copier, Outcome, connect};
 pub use error::CopyError;
 pub use plan::TablePlan;

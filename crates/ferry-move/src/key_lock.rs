@@ -12,7 +12,7 @@
 //! committed. A read served by one side merges what the buffer holds for it, so a client
 //! reads its acknowledged write even when the side serving it has not received it yet.
 
-use ferry_domain::{Side, TenantId};
+use ferry_domain::{MigrationId, Side, TenantId};
 use ferry_store::{BufferedUpdate, CopyDirection};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
@@ -21,12 +21,54 @@ use crate::table::{Key, MoveError, MovedTable, Row, index};
 type Tx = Transaction<'static, Postgres>;
 
 /// The buffer's name for the side a change is for: `upsert:forward` goes to the target.
-fn side_of(operation: &str) -> Option<Side> {
+pub(crate) fn side_of(operation: &str) -> Option<Side> {
     match operation.rsplit_once(':')?.1 {
         d if d == CopyDirection::Forward.as_str() => Some(Side::Target),
         d if d == CopyDirection::Reverse.as_str() => Some(Side::Source),
         _ => None,
     }
+}
+
+/// Takes the lock every writer of `key` holds while both sides are written (see the module
+/// doc), in `tx`, a transaction on the source, until it ends.
+pub(crate) async fn lock_key(
+    migration: &MigrationId,
+    tenant: &TenantId,
+    key: &Key,
+    tx: &mut Tx,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("ferry:move:{migration}:{tenant}:{}", key_text(key)))
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
+/// Applies buffered `changes` of `key`, oldest first, with a side's `[delete, upsert]`
+/// statements in `tx`. Upserts are version-guarded, so an older image never overwrites a
+/// newer row.
+pub(crate) async fn apply_changes(
+    [delete, upsert]: [&str; 2],
+    tenant: &TenantId,
+    key: &Key,
+    changes: &[BufferedUpdate],
+    tx: &mut Tx,
+) -> Result<(), sqlx::Error> {
+    for change in changes {
+        if change.operation.starts_with("delete") {
+            let mut q = sqlx::query(AssertSqlSafe(delete.to_owned())).bind(tenant.as_str());
+            for v in key {
+                q = q.bind(v.as_str());
+            }
+            q.execute(&mut **tx).await?;
+        } else {
+            sqlx::query(AssertSqlSafe(upsert.to_owned()))
+                .bind(format!("[{}]", change.payload))
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The buffer's key text of a key (a JSON array of its values).
@@ -44,16 +86,9 @@ impl MovedTable {
         key: &Key,
         tx: &mut Tx,
     ) -> Result<(), MoveError> {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!(
-                "ferry:move:{}:{tenant}:{}",
-                self.migration,
-                key_text(key)
-            ))
-            .execute(&mut **tx)
+        lock_key(&self.migration, tenant, key, tx)
             .await
-            .map_err(self.write_error(Side::Source))?;
-        Ok(())
+            .map_err(self.write_error(Side::Source))
     }
 
     /// The changes the buffer holds for `key` on `side`, oldest first (dead ones too: they
@@ -86,22 +121,10 @@ impl MovedTable {
         tx: &mut Tx,
     ) -> Result<Vec<i64>, MoveError> {
         let changes = self.buffered_for(side, tenant, key).await?;
-        for change in &changes {
-            if change.operation.starts_with("delete") {
-                let mut q = sqlx::query(AssertSqlSafe(self.delete[index(side)].clone()))
-                    .bind(tenant.as_str());
-                for v in key {
-                    q = q.bind(v.as_str());
-                }
-                q.execute(&mut **tx).await.map_err(self.write_error(side))?;
-            } else {
-                sqlx::query(AssertSqlSafe(self.upsert[index(side)].clone()))
-                    .bind(format!("[{}]", change.payload))
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(self.write_error(side))?;
-            }
-        }
+        let statements = [&*self.delete[index(side)], &*self.upsert[index(side)]];
+        apply_changes(statements, tenant, key, &changes, tx)
+            .await
+            .map_err(self.write_error(side))?;
         Ok(changes.iter().map(|c| c.seq).collect())
     }
 

@@ -15,14 +15,19 @@
 //!   compared (mismatches counted and sampled in the log); in `target_primary` a failed target
 //!   read falls back to the source (counted).
 //!
+//! - [`MoveBuffer`] applies the changes parked in the update buffer (`ferry buffer apply`,
+//!   and each `ferry copy run`), under the same key lock as the routers' writes.
+//!
 //! Tenant ids never cross: every statement is bound to the tenant asked for, and an insert's
 //! tenant column is overwritten with it.
 
+mod buffer;
 mod key_lock;
 mod route;
 mod table;
 mod unknown;
 mod write;
 
+pub use buffer::{BufferPass, MoveBuffer};
 pub use route::{Path, RouteDecision, RouteReason};
 pub use table::{MoveError, MovedTable, Row, TableStats};

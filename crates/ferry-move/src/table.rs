@@ -25,6 +25,11 @@ pub enum MoveError {
     Router(#[from] RouterError),
     #[error(transparent)]
     Store(#[from] ferry_store::StoreError),
+    #[error("migration {migration} is a {kind} migration, not a tenant move")]
+    NotATenantMove {
+        migration: MigrationId,
+        kind: &'static str,
+    },
     #[error(transparent)]
     Copy(#[from] ferry_copier::CopyError),
     #[error("{table}: {what}")]

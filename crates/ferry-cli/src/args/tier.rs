@@ -74,6 +74,30 @@ pub enum BufferCmd {
     },
     /// Put a dead change back in the queue (its attempts reset).
     Retry { migration: MigrationId, seq: i64 },
+    /// Apply a tenant move's update buffer: the changes a side missed when its half of a
+    /// write failed (tiering's buffer is applied by `ferry tier run`). Each key's changes are
+    /// applied in order under the lock the routers' writes hold, version-guarded. A change
+    /// whose statement fails counts an attempt (dead after the config's buffer.dead_after);
+    /// an unreachable side counts nothing and is tried again. `ferry copy run` does one pass
+    /// too.
+    ///
+    /// Example: ferry buffer apply orders_move --source-url $SRC --target-url $DST --follow
+    Apply {
+        migration: MigrationId,
+        /// Only these tenants (repeatable).
+        #[arg(long = "tenant")]
+        tenants: Vec<TenantId>,
+        #[command(flatten)]
+        urls: crate::args::DataUrls,
+        /// Keep applying, a pass every --interval seconds, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Seconds between passes with --follow.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        interval: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Give up on a change: it is never applied. The actor and reason stay on it.
     Drop {
         migration: MigrationId,

@@ -69,7 +69,11 @@ pub async fn run(ctx: &Context, cmd: CopyCmd) -> anyhow::Result<ExitCode> {
                 .overwrite(overwrite)
                 .watch_replicas(replicas);
             let sized = sized_tenants(ctx, &migration, tenants).await?;
-            copy_all(ctx, &copier, &migration, sized, parallel).await
+            let names: Vec<TenantId> = sized.iter().map(|(t, _)| t.clone()).collect();
+            let code = copy_all(ctx, &copier, &migration, sized, parallel).await?;
+            // Then the changes a side missed, so the buffer-drained guard can pass.
+            super::move_buffer::after_copies(ctx, &migration, &urls, &names).await?;
+            Ok(code)
         }
         CopyCmd::Status { migration, json } => status(ctx, &migration, json).await,
         CopyCmd::Pause(scope) => control(ctx, scope, CopyChange::Pause).await,

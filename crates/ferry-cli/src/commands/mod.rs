@@ -3,6 +3,7 @@
 mod change;
 mod copy;
 mod migration;
+mod move_buffer;
 mod serve;
 mod status;
 mod tenant;

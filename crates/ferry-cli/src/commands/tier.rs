@@ -343,6 +343,21 @@ async fn status(ctx: &Context, migration: &MigrationId, json: bool) -> anyhow::R
 
 pub async fn buffer(ctx: &Context, cmd: BufferCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        BufferCmd::Apply {
+            migration,
+            tenants,
+            urls,
+            follow,
+            interval,
+            json,
+        } => {
+            let options = super::move_buffer::Options {
+                follow,
+                interval: Duration::from_secs(interval),
+                json,
+            };
+            super::move_buffer::apply(ctx, &migration, tenants, &urls, options).await
+        }
         BufferCmd::List { migration, json } => {
             let views = ctx.ops.buffer(&migration).await?;
             if json {

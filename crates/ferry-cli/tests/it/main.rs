@@ -1,5 +1,6 @@
 //! End-to-end tests of the `ferry` binary: real processes, real stores.
 //!
+//! - `buffer.rs`: `ferry buffer apply` applies a tenant move's parked changes.
 //! - `cli.rs`: operator workflows and bad input, on SQLite and PostgreSQL.
 //! - `demo.rs`: `ferry demo` runs and verifies itself.
 //! - `examples.rs`: the scripts under `examples/` run as documented (`check.sh`: `ferry check`).
@@ -13,6 +14,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bench;
+mod buffer;
 mod cli;
 mod demo;
 mod examples;

@@ -261,4 +261,25 @@ impl Fixture {
         .await
         .unwrap()
     }
+
+    /// What `schema.orders` holds for tenant t1, key by key: `(id, note, version)`.
+    pub async fn rows(&self, schema: &str) -> Vec<(i64, Option<String>, i64)> {
+        let sql = format!(
+            "SELECT id, note, version FROM {schema}.orders WHERE tenant_id = 't1' ORDER BY id"
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// A small pool through a fault proxy, failing fast when it cannot connect.
+pub async fn through(proxy: &ferry_testkit::FaultProxy) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_with(proxy.options())
+        .await
+        .unwrap()
 }

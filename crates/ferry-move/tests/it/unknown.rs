@@ -15,18 +15,8 @@ use ferry_engine::{EngineSettings, PhaseEngine, Request};
 use ferry_move::MoveError;
 use ferry_store::CopyDirection;
 use ferry_testkit::FaultProxy;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
-use crate::fixture::{Fixture, fixture, row};
-
-async fn through(proxy: &FaultProxy) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(proxy.options())
-        .await
-        .unwrap()
-}
+use crate::fixture::{Fixture, fixture, row, through};
 
 /// The error of a write whose COMMIT answer the proxy dropped, checked for what it says.
 fn assert_unknown<T: std::fmt::Debug>(written: Result<T, MoveError>) {
@@ -38,16 +28,6 @@ fn assert_unknown<T: std::fmt::Debug>(written: Result<T, MoveError>) {
         }
         other => panic!("expected CommitUnknown, got {other:?}"),
     }
-}
-
-/// What `schema.orders` holds for tenant t1, key by key.
-async fn side(f: &Fixture, schema: &str) -> Vec<(i64, Option<String>, i64)> {
-    let sql =
-        format!("SELECT id, note, version FROM {schema}.orders WHERE tenant_id = 't1' ORDER BY id");
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&f.pool)
-        .await
-        .unwrap()
 }
 
 async fn advance(f: &Fixture) -> Result<Phase, ferry_engine::EngineError> {
@@ -102,8 +82,8 @@ async fn a_lost_commit_answer_in_shadow_leaves_the_sides_equal_and_blocks_the_fl
     assert_eq!(proxy.answers_lost(), 2);
     assert_eq!(table.stats.commits_unknown.load(Ordering::Relaxed), 2);
 
-    let source = side(&f, "public").await;
-    assert_eq!(source, side(&f, "moved").await, "the sides differ");
+    let source = f.rows("public").await;
+    assert_eq!(source, f.rows("moved").await, "the sides differ");
     assert_eq!(source[2].1.as_deref(), Some("answer lost"));
     assert_eq!(source[10].1.as_deref(), Some("inserted, answer lost"));
 
@@ -130,7 +110,7 @@ async fn a_lost_commit_answer_in_shadow_leaves_the_sides_equal_and_blocks_the_fl
         .update(&f.t1, &["4"], row(None, "after"))
         .await
         .unwrap();
-    assert_eq!(side(&f, "public").await, side(&f, "moved").await);
+    assert_eq!(f.rows("public").await, f.rows("moved").await);
 }
 
 /// In `target_primary` the target is authoritative: a delete whose target COMMIT answer is
@@ -147,10 +127,10 @@ async fn a_lost_commit_answer_of_a_delete_in_target_primary_resurrects_nothing()
     assert_unknown(table.delete(&f.t1, &["5"]).await);
     assert_eq!(proxy.answers_lost(), 1);
 
-    let target = side(&f, "moved").await;
+    let target = f.rows("moved").await;
     assert_eq!(target.len(), 9, "the delete took effect on the target");
     assert!(target.iter().all(|(id, _, _)| *id != 5));
-    assert_eq!(side(&f, "public").await, target, "the sides differ");
+    assert_eq!(f.rows("public").await, target, "the sides differ");
 
     let refused = advance(&f).await.unwrap_err().to_string();
     assert!(refused.contains("mismatch"), "{refused}");

@@ -15,6 +15,9 @@
 //!   until it is cleared, and sockets stay open, so clients hang (connections opened meanwhile
 //!   too); what was read meanwhile is forwarded when it clears, late.
 //!
+//! - **Down** ([`FaultProxy::set_down`]): every open connection is reset and new ones are
+//!   closed as soon as they are accepted, as a server that went away; clients fail fast.
+//!
 //! [`FaultProxy::counters`] says what the proxy did. The proxy reads the protocol's message
 //! framing only (type byte and length), so clients must connect without TLS:
 //! [`FaultProxy::options`] sets `sslmode=disable`.
@@ -39,6 +42,8 @@ struct Faults {
     /// Added latency in milliseconds, client to server and server to client.
     latency_up: AtomicU64,
     latency_down: AtomicU64,
+    /// Whether new connections are closed at once (the server looks down).
+    down: AtomicBool,
     /// Whether traffic is blackholed (receivers wait for `false`).
     blackhole: watch::Sender<bool>,
     /// Bumped by every reset; each connection watches it.
@@ -102,6 +107,7 @@ impl FaultProxy {
             .unwrap_or_else(|e| panic!("the fault proxy's address: {e}"));
         let faults = Arc::new(Faults {
             lose_commit: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             latency_up: AtomicU64::new(0),
             latency_down: AtomicU64::new(0),
             blackhole: watch::Sender::new(false),
@@ -112,6 +118,10 @@ impl FaultProxy {
         let shared = faults.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if shared.down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
@@ -191,8 +201,18 @@ impl FaultProxy {
         }
     }
 
-    /// Clears every fault: no latency, no blackhole, no pending lost answer.
+    /// Takes the server away (`true`: open connections reset, new ones closed at once) or
+    /// brings it back.
+    pub async fn set_down(&self, down: bool) {
+        self.faults.down.store(down, Ordering::SeqCst);
+        if down {
+            self.reset_all().await;
+        }
+    }
+
+    /// Clears every fault: no latency, no blackhole, no pending lost answer, not down.
     pub fn clear(&self) {
+        self.faults.down.store(false, Ordering::SeqCst);
         self.set_latency(Duration::ZERO, Duration::ZERO);
         self.set_blackhole(false);
         self.faults.lose_commit.store(false, Ordering::SeqCst);
