@@ -18,7 +18,9 @@ pub const ROWS: i64 = 2000;
 
 /// `day(d)`: the cutoff that archives ids below `50 * d` (the day of id i is i / 50).
 pub fn day(d: i64) -> String {
-    format!("2020-01-{:02}T00:00:00Z", 1 + d)
+    (chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z").unwrap()
+        + chrono::Duration::days(d))
+    .to_rfc3339()
 }
 
 /// A tiering of `public.events` (composite key, NULLs) with a SQLite control store.
