@@ -65,18 +65,7 @@ impl TieredTable {
                 }
                 bump(&self.stats.shadow_mismatches);
                 tracing::warn!(migration = %self.migration(), tenant = %tenant, key = %key_text(key), "shadow read differs between hot and cold");
-                // Recorded, so the authority flip waits until `ferry tier run` re-checks
-                // the key.
-                let recorded = t
-                    .store
-                    .record_mismatch(
-                        self.migration(),
-                        tenant,
-                        &key_text(key),
-                        "shadow read: hot and cold differ",
-                    )
-                    .await;
-                if let Err(e) = recorded {
+                if let Err(e) = self.record_shadow_difference(tenant, key).await {
                     tracing::warn!(migration = %self.migration(), tenant = %tenant, "shadow mismatch not recorded: {e}");
                 }
             }
@@ -86,6 +75,30 @@ impl TieredTable {
             }
         }
         Ok(hot)
+    }
+
+    /// Records the key as a mismatch, so the authority flip waits until `ferry tier run`
+    /// re-checks it; once: a key read often while it differs is one mismatch, not one per read.
+    async fn record_shadow_difference(
+        &self,
+        tenant: &TenantId,
+        key: &RowKey,
+    ) -> Result<(), ferry_store::StoreError> {
+        let store = &self.tiering.store;
+        let text = key_text(key);
+        let open = store.open_mismatches(self.migration(), tenant).await?;
+        if open.iter().any(|(_, k, _)| *k == text) {
+            return Ok(());
+        }
+        store
+            .record_mismatch(
+                self.migration(),
+                tenant,
+                &text,
+                "shadow read: hot and cold differ",
+            )
+            .await
+            .map(|_| ())
     }
 
     /// Whether hot and cold still differ for `key` when read under the key's write lock. A
