@@ -72,3 +72,13 @@ impl InFlight {
         }
     }
 }
+
+/// Waits until every transaction in progress on `pool` now has ended; `false` if some are
+/// still running after `limit`. For a writer whose COMMIT lost its answer: the transaction
+/// may still be committing, and what it wrote is final only once it has ended.
+pub async fn wait_for_transactions_in_flight(
+    pool: &PgPool,
+    limit: Duration,
+) -> Result<bool, CopyError> {
+    InFlight::now(pool).await?.settled(pool, limit).await
+}

@@ -27,4 +27,5 @@ pub mod validate;
 pub use config::{LagSource, MoveBufferSettings, SourceLock, TenantMoveConfig};
 pub use copier::{Copier, Outcome, connect};
 pub use error::CopyError;
+pub use in_flight::wait_for_transactions_in_flight;
 pub use plan::TablePlan;

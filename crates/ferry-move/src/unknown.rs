@@ -23,6 +23,9 @@ use crate::route::RouteDecision;
 use crate::table::{Key, MoveError, MovedTable, index};
 use crate::write::{OtherSide, PairError};
 
+/// How long a write whose COMMIT lost its answer waits for that COMMIT to land.
+const LANDING_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Whether a failed COMMIT may nevertheless have committed: the connection failed, or the
 /// server ended the session (SQLSTATE classes 08 and 57). Any other error from the server is
 /// its refusal, and nothing was committed.
@@ -62,6 +65,20 @@ impl MovedTable {
                 ),
             )
             .await;
+        // A COMMIT cut off by a reset may still be landing, and an insert it makes is not
+        // visible (nor waited for by FOR UPDATE) until it has: wait until every transaction in
+        // progress on that side now has ended, so the key is levelled from the final outcome.
+        let landing =
+            ferry_copier::wait_for_transactions_in_flight(self.pool(first), LANDING_LIMIT);
+        match landing.await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(migration = %self.migration, tenant = %tenant, "transactions still in progress after {LANDING_LIMIT:?}; levelling the key anyway")
+            }
+            Err(e) => {
+                tracing::warn!(migration = %self.migration, tenant = %tenant, "could not wait for the lost COMMIT to land: {e}")
+            }
+        }
         let levelled = match self.resync(tenant, &other.key).await {
             Ok(()) => "the other side was brought to what the authoritative side holds",
             Err(e) => {
@@ -117,7 +134,7 @@ impl MovedTable {
         };
         let (mut tx, mut serialized) = self.serialize(tenant, key, first, then).await?;
         self.lock_timeout(first, &mut tx).await?;
-        // FOR UPDATE waits out the lost write if its transaction is still ending.
+        // FOR UPDATE: the key's writers wait behind this levelling.
         let sql = format!("{} FOR UPDATE", self.select[index(first)]);
         let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(tenant.as_str());
         for v in key {

@@ -170,3 +170,55 @@ async fn a_lost_commit_answer_of_a_one_sided_write_is_of_unknown_outcome() {
         "one side only: nothing to record"
     );
 }
+
+/// A connection reset while the target (authoritative in `target_primary`) is still
+/// committing: the client's COMMIT fails at once, and the insert lands a moment later. The key
+/// must be levelled from the landed outcome (the row on both sides), not from a read made
+/// while the insert was still invisible. (This passes with or without the wait for
+/// transactions in flight that `commit_unknown` now makes: the levelling's own locks already
+/// serialize it behind this commit here. It guards the behaviour, not that wait.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_still_landing_after_a_reset_is_levelled_once_it_has() {
+    let f = fixture().await;
+    let proxy = FaultProxy::start(f.data.url()).await;
+    let table = f.table_over(f.pool.clone(), through(&proxy).await).await;
+    f.enter(Phase::TargetPrimary).await;
+    // The target's COMMIT of a row noted 'slow-commit' takes a second (a deferred trigger).
+    sqlx::raw_sql(
+        "CREATE FUNCTION moved.slow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.note = 'slow-commit' THEN PERFORM pg_sleep(1); END IF;
+             RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON moved.orders
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION moved.slow();",
+    )
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let insert = {
+        let (table, t1) = (std::sync::Arc::new(table), f.t1.clone());
+        tokio::spawn(async move { table.insert(&t1, row(Some(12), "slow-commit")).await })
+    };
+    crate::fixture::until("the target commits slowly", async || {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT exists (SELECT 1 FROM pg_stat_activity
+                            WHERE datname = current_database() AND wait_event = 'PgSleep')",
+        )
+        .fetch_one(&f.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    proxy.reset_all().await;
+    match insert.await.unwrap() {
+        Err(MoveError::CommitUnknown { .. }) => {}
+        other => panic!("expected CommitUnknown, got {other:?}"),
+    }
+    let source = f.rows("public").await;
+    assert!(
+        source.iter().any(|(id, _, _)| *id == 12),
+        "the insert landed"
+    );
+    assert_eq!(source, f.rows("moved").await, "the sides differ");
+}
