@@ -73,12 +73,21 @@ impl InFlight {
     }
 }
 
-/// Waits until every transaction in progress on `pool` now has ended; `false` if some are
-/// still running after `limit`. For a writer whose COMMIT lost its answer: the transaction
-/// may still be committing, and what it wrote is final only once it has ended.
+/// Waits until every transaction in progress now on each of `pools` has ended (all noted
+/// first, then waited for); `false` if some are still running after `limit`. Validation calls
+/// it after a look (across databases, on both sides); a writer whose COMMIT lost its answer
+/// calls it on that side, whose transaction may still be committing.
 pub async fn wait_for_transactions_in_flight(
-    pool: &PgPool,
+    pools: &[&PgPool],
     limit: Duration,
 ) -> Result<bool, CopyError> {
-    InFlight::now(pool).await?.settled(pool, limit).await
+    let mut noted = Vec::with_capacity(pools.len());
+    for pool in pools {
+        noted.push(InFlight::now(pool).await?);
+    }
+    let mut ended = true;
+    for (in_flight, pool) in noted.iter().zip(pools) {
+        ended &= in_flight.settled(pool, limit).await?;
+    }
+    Ok(ended)
 }

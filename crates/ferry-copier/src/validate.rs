@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::copier::Copier;
 use crate::error::CopyError;
-use crate::in_flight::{IN_FLIGHT_LIMIT, InFlight};
+use crate::in_flight::{IN_FLIGHT_LIMIT, wait_for_transactions_in_flight};
 use crate::plan::Key;
 use crate::sql::{bind_key, bounds_index};
 
@@ -348,19 +348,12 @@ impl Copier {
     /// the other's half still open), and taken for a difference.
     async fn writes_in_flight_ended(&self, direction: CopyDirection) -> Result<bool, CopyError> {
         let (from, to) = self.pools(direction);
-        let mut pools = vec![from];
-        if !self.same_database() {
-            pools.push(to);
-        }
-        let mut noted = Vec::with_capacity(pools.len());
-        for pool in &pools {
-            noted.push(InFlight::now(pool).await?);
-        }
-        let mut ended = true;
-        for (in_flight, pool) in noted.iter().zip(&pools) {
-            ended &= in_flight.settled(pool, IN_FLIGHT_LIMIT).await?;
-        }
-        Ok(ended)
+        let pools: &[&PgPool] = if self.same_database() {
+            &[from]
+        } else {
+            &[from, to]
+        };
+        wait_for_transactions_in_flight(pools, IN_FLIGHT_LIMIT).await
     }
 
     async fn record(

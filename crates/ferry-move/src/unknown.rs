@@ -68,9 +68,8 @@ impl MovedTable {
         // A COMMIT cut off by a reset may still be landing, and an insert it makes is not
         // visible (nor waited for by FOR UPDATE) until it has: wait until every transaction in
         // progress on that side now has ended, so the key is levelled from the final outcome.
-        let landing =
-            ferry_copier::wait_for_transactions_in_flight(self.pool(first), LANDING_LIMIT);
-        match landing.await {
+        let side = [self.pool(first)];
+        match ferry_copier::wait_for_transactions_in_flight(&side, LANDING_LIMIT).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(migration = %self.migration, tenant = %tenant, "transactions still in progress after {LANDING_LIMIT:?}; levelling the key anyway")

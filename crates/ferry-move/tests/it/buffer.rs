@@ -5,8 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ferry_domain::{Action, Phase};
-use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_domain::Phase;
 use ferry_move::{BufferPass, MoveBuffer};
 use ferry_testkit::FaultProxy;
 
@@ -15,19 +14,7 @@ use crate::fixture::{Fixture, fixture, row, through};
 /// Why a non-forced advance of t1 is refused now (the test fixture's backfill is never
 /// recorded, so one is always refused; what matters is whether the buffer is named).
 async fn refusal(f: &Fixture) -> String {
-    let engine = PhaseEngine::new(f.store.store.clone(), EngineSettings::default());
-    let request = Request {
-        actor: "test".into(),
-        reason: "test".into(),
-        force: false,
-        dry_run: false,
-        expect_phase: None,
-    };
-    engine
-        .change(&f.m, &f.t1, Action::Advance, &request)
-        .await
-        .unwrap_err()
-        .to_string()
+    f.advance(false).await.unwrap_err().to_string()
 }
 
 fn counts(pass: &BufferPass) -> (u64, u64, u64) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_domain::{Action, MigrationId, Phase, RouterId, TenantId};
-use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_engine::{EngineError, EngineSettings, Moved, PhaseEngine, Request};
 use ferry_move::{MovedTable, Row};
 use ferry_router::{Router, RouterSettings};
 use ferry_store::{MigrationKind, NewMigration, TenantSize};
@@ -106,13 +106,6 @@ impl Fixture {
     /// until the router routes by it.
     pub async fn enter(&self, phase: Phase) {
         let engine = PhaseEngine::new(self.store.store.clone(), EngineSettings::default());
-        let request = Request {
-            actor: "test".into(),
-            reason: "test".into(),
-            force: true,
-            dry_run: false,
-            expect_phase: None,
-        };
         let mut now = self
             .store
             .store
@@ -122,10 +115,7 @@ impl Fixture {
             .state
             .phase;
         while now != phase {
-            let moved = engine
-                .change(&self.m, &self.t1, Action::Advance, &request)
-                .await
-                .unwrap();
+            let moved = self.advance(true).await.unwrap();
             engine
                 .wait_acknowledged(moved.change_version, Duration::from_secs(10))
                 .await
@@ -208,19 +198,22 @@ impl Fixture {
     /// Moves the tenant one phase on, forced (nothing is copied here), without waiting for
     /// routers: one still holding the old phase's snapshot lags.
     pub async fn force_advance(&self) -> Phase {
+        self.advance(true).await.unwrap().to_phase
+    }
+
+    /// Asks the engine to move t1 one phase on, `force`d past the guards or not.
+    pub async fn advance(&self, force: bool) -> Result<Moved, EngineError> {
         let engine = PhaseEngine::new(self.store.store.clone(), EngineSettings::default());
         let request = Request {
             actor: "test".into(),
             reason: "test".into(),
-            force: true,
+            force,
             dry_run: false,
             expect_phase: None,
         };
         engine
             .change(&self.m, &self.t1, Action::Advance, &request)
             .await
-            .unwrap()
-            .to_phase
     }
 
     /// A second application process: its own router (which loads the current phases) and

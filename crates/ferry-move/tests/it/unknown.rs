@@ -10,8 +10,8 @@
 use std::sync::atomic::Ordering;
 
 use ferry_copier::Copier;
-use ferry_domain::{Action, Phase};
-use ferry_engine::{EngineSettings, PhaseEngine, Request};
+use ferry_domain::Phase;
+use ferry_engine::{EngineSettings, PhaseEngine};
 use ferry_move::MoveError;
 use ferry_store::CopyDirection;
 use ferry_testkit::FaultProxy;
@@ -31,18 +31,7 @@ fn assert_unknown<T: std::fmt::Debug>(written: Result<T, MoveError>) {
 }
 
 async fn advance(f: &Fixture) -> Result<Phase, ferry_engine::EngineError> {
-    let engine = PhaseEngine::new(f.store.store.clone(), EngineSettings::default());
-    let request = Request {
-        actor: "test".into(),
-        reason: "test".into(),
-        force: false,
-        dry_run: false,
-        expect_phase: None,
-    };
-    engine
-        .change(&f.m, &f.t1, Action::Advance, &request)
-        .await
-        .map(|moved| moved.to_phase)
+    f.advance(false).await.map(|moved| moved.to_phase)
 }
 
 /// `ferry verify` finds the sides equal and resolves the tenant's open mismatches.

@@ -49,6 +49,23 @@ async fn write(pool: &PgPool, side: Side, tenant: &str, key: i64) {
         .unwrap_or_else(|e| panic!("write {tenant}/{key} to {side}: {e}"));
 }
 
+/// A database holding both sides' tables (kept alive by the returned `TestDb`).
+async fn both_sides() -> (TestDb, PgPool) {
+    let data = TestDb::new().await;
+    let pool = PgPool::connect(data.url()).await.unwrap();
+    for side in [Side::Source, Side::Target] {
+        let ddl = format!(
+            "CREATE TABLE {} (tenant text NOT NULL, k bigint NOT NULL, PRIMARY KEY (tenant, k))",
+            table(side)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    (data, pool)
+}
+
 /// Keys present on `side` for `tenant`.
 async fn keys(pool: &PgPool, side: Side, tenant: &str) -> HashSet<i64> {
     let sql = match side {
@@ -191,18 +208,7 @@ async fn backfill(pool: &PgPool, s: &TestStore, m: &MigrationId, tenant: &Tenant
 }
 
 async fn writes_acknowledged_under_an_old_phase_stay_visible(s: &TestStore) {
-    let data = TestDb::new().await;
-    let pool = PgPool::connect(data.url()).await.unwrap();
-    for side in [Side::Source, Side::Target] {
-        let ddl = format!(
-            "CREATE TABLE {} (tenant text NOT NULL, k bigint NOT NULL, PRIMARY KEY (tenant, k))",
-            table(side)
-        );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    let (_data, pool) = both_sides().await;
     let m = migration(&s.store, &TENANTS).await;
     let engine = PhaseEngine::new(
         s.store.clone(),
@@ -295,18 +301,7 @@ async fn writes_acknowledged_under_an_old_phase_stay_visible(s: &TestStore) {
 /// request runs. Forced past the barrier to `target_primary`, the request then writes the
 /// source only, and the check finds that acknowledged write missing where the phase reads.
 async fn without_the_barrier_a_stale_router_loses_a_write(s: &TestStore) {
-    let data = TestDb::new().await;
-    let pool = PgPool::connect(data.url()).await.unwrap();
-    for side in [Side::Source, Side::Target] {
-        let ddl = format!(
-            "CREATE TABLE {} (tenant text NOT NULL, k bigint NOT NULL, PRIMARY KEY (tenant, k))",
-            table(side)
-        );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    let (_data, pool) = both_sides().await;
     let m = migration(&s.store, &TENANTS).await;
     let t0 = TenantId::new("t0").unwrap();
     let engine = PhaseEngine::new(s.store.clone(), EngineSettings::default());
