@@ -71,6 +71,14 @@ pub const POINTS: &[(&str, &str)] = &[
         "hot_copy_delete",
         "tiering: a chunk of archived rows' hot copies deleted, the deletion not yet committed",
     ),
+    (
+        "schema_step_done",
+        "schema change: a step of start, complete or rollback committed, the next not begun",
+    ),
+    (
+        "schema_backfill_batch",
+        "schema change: a backfill batch committed, its checkpoint not written",
+    ),
 ];
 
 /// Whether `name` is one of [`POINTS`] (usable in constants: the macro checks at compile
