@@ -35,13 +35,20 @@ pub(crate) fn tables(
 ) -> Result<Vec<TableBackfill>, PlanError> {
     let mut out: Vec<TableBackfill> = Vec::new();
     for (table, column, up) in columns {
-        if let Some(t) = out.iter_mut().find(|t| &t.name == table) {
-            t.columns.push((column.clone(), up.clone()));
-            continue;
-        }
         let Some(vt) = vs.tables.iter().find(|t| &t.physical == table) else {
             continue;
         };
+        let required = vt
+            .columns
+            .iter()
+            .any(|c| &c.physical == column && c.not_null);
+        if let Some(t) = out.iter_mut().find(|t| &t.name == table) {
+            t.columns.push((column.clone(), up.clone()));
+            if required {
+                t.required.push(column.clone());
+            }
+            continue;
+        }
         let ty_of = |name: &str| {
             vt.columns
                 .iter()
@@ -76,6 +83,7 @@ pub(crate) fn tables(
             tenant_type,
             order,
             columns: vec![(column.clone(), up.clone())],
+            required: if required { vec![column.clone()] } else { Vec::new() },
         });
     }
     Ok(out)

@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPool;
 
 use crate::error::{DbContext, SchemaError};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatColumn {
     pub name: String,
     /// As `format_type` prints it.
@@ -17,14 +18,14 @@ pub struct CatColumn {
     pub has_default: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatTable {
     pub name: String,
     pub columns: Vec<CatColumn>,
     pub primary_key: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalogue {
     pub schema: String,
     pub tables: Vec<CatTable>,

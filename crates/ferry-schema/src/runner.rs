@@ -12,8 +12,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Connection};
 
+use ferry_domain::MigrationId;
+
+use crate::catalogue::Catalogue;
 use crate::error::{DbContext, SchemaError};
-use crate::plan::{Resolved, Step, StepKind};
+use crate::plan::{Plan, Resolved, Step, StepKind};
 use crate::sync::FERRY_SCHEMA;
 
 /// Where a schema change stands.
@@ -85,6 +88,50 @@ pub struct Runner {
     pool: PgPool,
     resolved: Resolved,
     plan: serde_json::Value,
+    /// The catalogue the plan was resolved against: stored at `start`, so every later
+    /// command resolves the same steps (the live catalogue then holds the expanded shape).
+    catalogue: Catalogue,
+}
+
+/// Parses the plan and resolves it against the catalogue `start` stored, or, before a start
+/// (or after a rollback), the live one. Every command goes through here.
+pub async fn open(
+    pool: PgPool,
+    migration: &MigrationId,
+    plan_json: &serde_json::Value,
+) -> Result<Runner, SchemaError> {
+    let plan = Plan::from_json(plan_json).map_err(SchemaError::Plan)?;
+    let catalogue = match stored_catalogue(&pool, migration.as_str()).await? {
+        Some(c) => c,
+        None => Catalogue::read(&pool, &plan.settings.schema).await?,
+    };
+    let resolved = plan
+        .resolve(migration, &catalogue)
+        .map_err(SchemaError::Plan)?;
+    Ok(Runner {
+        pool,
+        resolved,
+        plan: plan_json.clone(),
+        catalogue,
+    })
+}
+
+async fn stored_catalogue(pool: &PgPool, migration: &str) -> Result<Option<Catalogue>, SchemaError> {
+    match state(pool, migration).await? {
+        None | Some(MigrationState::RolledBack) => return Ok(None),
+        Some(_) => {}
+    }
+    let text: String =
+        sqlx::query_scalar("SELECT catalogue FROM ferry_schema.migrations WHERE migration = $1")
+            .bind(migration)
+            .fetch_one(pool)
+            .await
+            .db("read the catalogue stored at start")?;
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        SchemaError::Refused(format!(
+            "ferry_schema.migrations holds an unreadable catalogue for {migration}: {e}"
+        ))
+    })
 }
 
 const BOOKKEEPING: &str = "
@@ -95,6 +142,7 @@ CREATE TABLE IF NOT EXISTS ferry_schema.migrations (
     version_schema text NOT NULL,
     state text NOT NULL,
     plan text NOT NULL,
+    catalogue text NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS ferry_schema.steps (
@@ -112,14 +160,6 @@ $$;
 ";
 
 impl Runner {
-    pub fn new(pool: PgPool, resolved: Resolved, plan: serde_json::Value) -> Runner {
-        Runner {
-            pool,
-            resolved,
-            plan,
-        }
-    }
-
     pub fn resolved(&self) -> &Resolved {
         &self.resolved
     }
@@ -289,15 +329,17 @@ impl Runner {
             .await
             .db("forget an earlier run's steps")?;
         sqlx::query(
-            "INSERT INTO ferry_schema.migrations (migration, schema, version_schema, state, plan)
-             VALUES ($1, $2, $3, 'starting', $4)
+            "INSERT INTO ferry_schema.migrations (migration, schema, version_schema, state, plan, catalogue)
+             VALUES ($1, $2, $3, 'starting', $4, $5)
              ON CONFLICT (migration) DO UPDATE SET state = 'starting', plan = EXCLUDED.plan,
+                 catalogue = EXCLUDED.catalogue,
                  schema = EXCLUDED.schema, version_schema = EXCLUDED.version_schema, updated_at = now()",
         )
         .bind(r.migration.as_str())
         .bind(&r.settings.schema)
         .bind(&r.version_schema)
         .bind(self.plan.to_string())
+        .bind(serde_json::to_string(&self.catalogue).unwrap_or_default())
         .execute(&mut *tx)
         .await
         .db("record the migration")?;

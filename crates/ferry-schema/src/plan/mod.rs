@@ -76,6 +76,9 @@ pub struct TableBackfill {
     pub order: Vec<(String, String)>,
     /// (physical new column, `up` expression).
     pub columns: Vec<(String, String)>,
+    /// The new columns that are NOT NULL in the new shape: a NULL in one at `complete` is a
+    /// row never backfilled.
+    pub required: Vec<String>,
 }
 
 /// A plan checked against the catalogue, with every statement it will run.
@@ -197,11 +200,14 @@ fn assemble(
 
     let mut complete = c.complete_before;
     for b in &backfills {
-        for (column, up) in &b.columns {
+        for (column, up) in b.columns.iter().filter(|(c, _)| b.required.contains(c)) {
             complete.push(Step::check(
-                format!("every row of {} holds up(old) in {column}", b.name),
+                format!("every row of {} is backfilled ({column})", b.name),
+                // Only NOT NULL columns: in a nullable one, a NULL the new version wrote and
+                // a row never backfilled look alike (every tenant's backfill is recorded in
+                // the control store, and `complete` waits for every tenant at target_only).
                 format!(
-                    "SELECT count(*) FROM {} WHERE {} IS DISTINCT FROM ({up})",
+                    "SELECT count(*) FROM {} WHERE {} IS NULL AND ({up}) IS NOT NULL",
                     b.table,
                     names::quote(column)
                 ),
