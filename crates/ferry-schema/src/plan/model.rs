@@ -312,6 +312,17 @@ fn parse_operation(i: usize, op: serde_json::Value) -> Result<Operation, PlanErr
             "op",
             format!("unknown operation {k:?}; one of: {}", OPERATIONS.join(", ")),
         )),
-        Some(k) => serde_json::from_value(op).map_err(|e| PlanError::at(i, k, e.to_string())),
+        Some(k) => serde_json::from_value(op).map_err(|e| {
+            let message = e.to_string();
+            PlanError::at(i, field_named(&message).unwrap_or(k), message)
+        }),
     }
+}
+
+/// The field serde names in "missing field `up`" or "unknown field `x`, expected …".
+fn field_named(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next().map(str::to_owned)
 }

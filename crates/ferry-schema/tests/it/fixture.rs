@@ -150,6 +150,10 @@ impl Fx {
         }
     }
 
+    pub fn url(&self) -> &str {
+        self._db.url()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
             .fetch_one(&self.pool)
