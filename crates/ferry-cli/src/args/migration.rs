@@ -19,9 +19,10 @@ pub enum MigrationCmd {
         kind: KindArg,
         #[arg(long, default_value = "")]
         description: String,
-        /// Kind-specific plan as JSON, or @FILE to read it from a file. A tenant-move or
-        /// tiering plan is checked before anything is stored (an error names the field);
-        /// without one the migration only tracks phases.
+        /// Kind-specific plan as JSON, or @FILE to read it from a file. A tenant-move,
+        /// tiering or schema-change plan is checked before anything is stored (an error names
+        /// the field, every one of a schema-change plan's as `operations[I].FIELD`); without
+        /// one the migration only tracks phases.
         #[arg(long, default_value = "{}")]
         config: String,
     },

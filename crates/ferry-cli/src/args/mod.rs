@@ -7,6 +7,7 @@
 mod bench;
 mod copy;
 mod migration;
+mod schema;
 mod serve;
 mod tenant;
 mod tier;
@@ -19,6 +20,7 @@ use ferry_domain::MigrationId;
 pub use bench::{BenchCmd, ControlStoreBench, CopyBench, TierBench};
 pub use copy::{CopyCmd, CopyScope, DataUrls, VerifyArgs};
 pub use migration::{KindArg, MigrationCmd};
+pub use schema::{AppUrl, SchemaCmd};
 pub use serve::{ScopeArg, ServeArgs, TokenCmd};
 pub use tenant::{ActionArg, ChangeArgs, ChangeFlags, RollbackArgs, RolloutArgs, TenantCmd};
 pub use tier::{BufferCmd, TierCmd};
@@ -113,6 +115,19 @@ pub enum Command {
     /// The update buffer: changes to archived rows waiting to be applied to their segments.
     #[command(subcommand)]
     Buffer(BufferCmd),
+    /// Run an expand–contract schema change from its plan: validate, plan, start, backfill,
+    /// complete, rollback, status.
+    ///
+    /// The plan is the migration's --config (see docs/schema-changes.md). `start` builds the
+    /// new shape beside the old and a version schema of views showing it; each tenant is
+    /// backfilled in dual_write, reads the new shape from target_primary on, and `complete`
+    /// drops the old shape once every tenant is at target_only. Every step holds its locks
+    /// for at most lock_timeout_ms, and every command can be run again after a crash.
+    ///
+    /// Exit codes: 0 done, 1 error (run it again once fixed), 3 refused (nothing changed: the
+    /// message says what must happen first).
+    #[command(subcommand)]
+    Schema(SchemaCmd),
     /// Serve the admin HTTP API (/api/v1), Prometheus metrics (/metrics) and the live
     /// dashboard (/) over the control store.
     ///

@@ -211,7 +211,7 @@ fn finish(flags: &ChangeFlags, view: &RolloutView) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_report(view: &RolloutView) {
+pub(super) fn print_report(view: &RolloutView) {
     let verb = if view.dry_run { "would move" } else { "moved" };
     let mut transitions: std::collections::BTreeMap<(String, String), usize> = Default::default();
     for m in &view.moved {

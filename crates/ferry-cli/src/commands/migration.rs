@@ -150,11 +150,18 @@ fn check_config(kind: KindArg, config: &serde_json::Value) -> anyhow::Result<()>
         KindArg::Tiering => {
             ferry_tier::TieringConfig::from_json(config).context("check --config")?;
         }
-        KindArg::SchemaChange | KindArg::Import => {}
+        KindArg::SchemaChange => {
+            // Every problem, each naming `operations[i].field`; no database needed (`ferry
+            // schema validate` checks the plan against the catalogue too).
+            ferry_schema::Plan::from_json(config)
+                .map_err(super::schema::PlanErrors)
+                .context("check --config")?;
+        }
+        KindArg::Import => {}
     }
-    if empty && matches!(kind, KindArg::TenantMove | KindArg::Tiering) {
+    if empty && !matches!(kind, KindArg::Import) {
         eprintln!(
-            "note: no --config: the migration tracks phases only; the copier and the archiver need a plan (see docs/tenant-move.md, docs/tiering.md)"
+            "note: no --config: the migration tracks phases only; the copier, the archiver and `ferry schema` need a plan (see docs/tenant-move.md, docs/tiering.md, docs/schema-changes.md)"
         );
     }
     Ok(())

@@ -4,6 +4,7 @@ mod change;
 mod copy;
 mod migration;
 mod move_buffer;
+mod schema;
 mod serve;
 mod status;
 mod tenant;
@@ -70,6 +71,7 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => copy::verify(ctx, args).await,
         Command::Tier(cmd) => tier::run(ctx, cmd).await,
         Command::Buffer(cmd) => tier::buffer(ctx, cmd).await,
+        Command::Schema(cmd) => schema::run(ctx, cmd).await,
         Command::Serve(args) => serve::serve(ctx, args).await,
         Command::Token(cmd) => serve::token(ctx, cmd).await,
         Command::Demo(_) | Command::Bench(_) | Command::Check(_) => {
