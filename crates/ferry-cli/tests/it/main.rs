@@ -3,8 +3,11 @@
 //! - `buffer.rs`: `ferry buffer apply` applies a tenant move's parked changes.
 //! - `cli.rs`: operator workflows and bad input, on SQLite and PostgreSQL.
 //! - `demo.rs`: `ferry demo` runs and verifies itself.
-//! - `examples.rs`: the scripts under `examples/` run as documented (`check.sh`: `ferry check`).
+//! - `examples.rs`: the scripts under `examples/` run as documented (`check.sh`: `ferry check`,
+//!   `schema_change.sh`: `ferry schema`).
 //! - `kill.rs`: `kill -9` of the real copier, many times; it resumes to an exact target.
+//! - `schema.rs`: `ferry schema` runs expand–contract changes through the phases; bad plans
+//!   are refused naming `operations[i].field`; the plans' JSON Schema matches the parser.
 //! - `bench.rs`: each bench's `--json` output has the promised shape.
 //! - `serve.rs`: `ferry serve` answers what the CLI prints; the dashboard in headless Chromium
 //!   shows the API's numbers during a running demo.
@@ -19,6 +22,7 @@ mod cli;
 mod demo;
 mod examples;
 mod kill;
+mod schema;
 mod serve;
 mod tidy;
 mod tier_kill;
