@@ -229,3 +229,86 @@ fn check_refuses_more_moving_tenants_than_tenants_before_touching_anything() {
         "nothing created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_change_example_runs_as_documented() {
+    let data = ferry_testkit::TestDb::new().await;
+    let pool = sqlx::PgPool::connect(data.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE public.orders (tenant_id bigint NOT NULL, id bigint NOT NULL,
+             amount text, note text, PRIMARY KEY (tenant_id, id));
+         INSERT INTO public.orders
+         SELECT t, i, i || '.5', 'n' || i FROM generate_series(1, 2) t, generate_series(1, 3000) i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dir = TempDir::new("schema-example");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/schema_change.sh"
+    );
+    let url = data.url().to_owned();
+    let store = format!("sqlite://{}", dir.path().join("schema.db").display());
+    let out = tokio::task::spawn_blocking(move || {
+        ok(Command::new("bash")
+            .arg(script)
+            .env("FERRY", env!("CARGO_BIN_EXE_ferry"))
+            .env("FERRY_DATABASE_URL", store)
+            .env("FERRY_SOURCE_URL", url)
+            .env("FERRY_ACTOR", "example")
+            .stderr(std::process::Stdio::inherit()))
+    })
+    .await
+    .unwrap();
+    for expected in [
+        "valid: 4 operations",
+        "-- ferry schema start orders_v2",
+        "SET search_path TO public_orders_v2, public",
+        "1: backfill complete: 3,000 row(s) written",
+        "2: backfill complete: 3,000 row(s) written",
+        "completed orders_v2: ",
+        "target_only -> complete: 2",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in:\n{out}");
+    }
+    // The last thing printed is `schema status --json`.
+    let json = out.rfind("\n{").map(|i| i + 1).unwrap_or(0);
+    let status: serde_json::Value = serde_json::from_str(&out[json..]).unwrap();
+    assert_eq!(status["state"], "completed");
+    assert_eq!(status["phases"][5]["tenants"], 2);
+    let shape: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text, is_nullable = 'YES'
+         FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = 'orders' ORDER BY column_name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("amount", "numeric", true),
+        ("comment", "text", true),
+        ("currency", "text", false),
+        ("id", "bigint", false),
+        ("tenant_id", "bigint", false),
+    ];
+    assert_eq!(
+        shape,
+        expected.map(|(c, t, n)| (c.to_owned(), t.to_owned(), n))
+    );
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM public.orders WHERE amount <> (id || '.5')::numeric
+             OR comment <> 'n' || id OR currency <> 'EUR'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
+    let checks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'orders_currency_check' AND convalidated",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(checks, 1, "the currency check is validated");
+}
