@@ -7,6 +7,8 @@
 //!   was left.
 //! - `phases.rs`: the phase change's three points on both control stores; the phase is the old
 //!   or the new one, the audit log explains it, and a failed validation still blocks.
+//! - `schema.rs`: `ferry schema start`, `complete` and `rollback` crashed after every step, and
+//!   the backfill between a batch's commit and its checkpoint; run again, each finishes.
 //! - `tier.rs`: archiving, the update buffer and hot-copy deletion, and the stale re-queue a
 //!   crashed archive used to leave behind.
 //! - `kills.rs`: many crashes at random moments of `ferry copy run` and `ferry tier run`,
@@ -20,6 +22,7 @@
 mod copy;
 mod kills;
 mod phases;
+mod schema;
 mod tier;
 
 use std::path::Path;
