@@ -91,8 +91,9 @@ pub enum SchemaCmd {
         migration: MigrationId,
         #[command(flatten)]
         url: AppUrl,
-        /// Contract although some tenants are not at target_only (they will read a shape that
-        /// no longer exists). Needs --reason.
+        /// Contract although some tenants are not at target_only: they lose the old shape,
+        /// and the history of a tenant never backfilled keeps NULL in nullable columns the
+        /// plan rewrote. For tenants with no rows. Needs --reason.
         #[arg(long)]
         force: bool,
         /// Why, for the operator log. Required with --force.

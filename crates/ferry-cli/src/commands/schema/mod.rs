@@ -272,7 +272,7 @@ async fn complete(
     let note = match (&forced, forcing) {
         (Some(reason), true) => {
             eprintln!(
-                "FORCED: completing although {} tenant(s) are not at target_only; recorded in the operator log",
+                "FORCED: completing although {} tenant(s) are not at target_only (they lose the old shape, and a tenant never backfilled keeps NULL in nullable columns the plan rewrote); recorded in the operator log",
                 not_ready.len()
             );
             Some(format!(
