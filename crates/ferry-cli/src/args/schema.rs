@@ -27,6 +27,7 @@ pub enum SchemaCmd {
     /// Safe at any time. Before `start` the plan is checked against the live catalogue; after
     /// it, against the catalogue `start` recorded (the live one holds the expanded shape).
     Validate {
+        /// The schema-change migration; its --config is the plan.
         migration: MigrationId,
         #[command(flatten)]
         url: AppUrl,
@@ -34,6 +35,7 @@ pub enum SchemaCmd {
     /// Print the exact SQL of `start`, `complete` and `rollback`, step by step, and what the
     /// backfill writes per tenant. Runs nothing: safe at any time.
     Plan {
+        /// The schema-change migration; its --config is the plan.
         migration: MigrationId,
         #[command(flatten)]
         url: AppUrl,
@@ -49,6 +51,7 @@ pub enum SchemaCmd {
     /// Interrupted (killed, lock timeouts), run it again: steps done are never repeated.
     /// Prints the search_path that selects the new version.
     Start {
+        /// The schema-change migration; its --config is the plan.
         migration: MigrationId,
         #[command(flatten)]
         url: AppUrl,
@@ -64,6 +67,7 @@ pub enum SchemaCmd {
     /// again. Exit code 0 when every tenant it touched is done, 3 if some were paused or
     /// cancelled, 1 on an error (a batch whose rows do not hold up(old) stops its tenant).
     Backfill {
+        /// The schema-change migration; its --config is the plan.
         migration: MigrationId,
         /// Only these tenants (repeatable; default: every tenant of the migration).
         #[arg(long = "tenant")]
@@ -88,6 +92,7 @@ pub enum SchemaCmd {
     /// in the operator log. Also refused if a row was never backfilled. Killed, run it again.
     /// Not reversible once its contract step committed.
     Complete {
+        /// The schema-change migration; its --config is the plan.
         migration: MigrationId,
         #[command(flatten)]
         url: AppUrl,
@@ -107,6 +112,7 @@ pub enum SchemaCmd {
     /// shape. Roll them back first (`ferry tenant rollback`, `ferry rollout --action
     /// rollback`). Killed, run it again. Impossible after `complete`'s contract.
     Rollback {
+        /// The schema-change migration; its --config is the plan.
         migration: MigrationId,
         #[command(flatten)]
         url: AppUrl,
@@ -114,6 +120,7 @@ pub enum SchemaCmd {
     /// Where the change stands: its state in the application's database, the version schema,
     /// tenants per phase, and each tenant's backfill (rows done / total, rate, what holds it).
     Status {
+        /// The schema-change migration; its --config is the plan.
         migration: MigrationId,
         #[command(flatten)]
         url: AppUrl,
