@@ -83,7 +83,11 @@ pub(crate) fn tables(
             tenant_type,
             order,
             columns: vec![(column.clone(), up.clone())],
-            required: if required { vec![column.clone()] } else { Vec::new() },
+            required: if required {
+                vec![column.clone()]
+            } else {
+                Vec::new()
+            },
         });
     }
     Ok(out)

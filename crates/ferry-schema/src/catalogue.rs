@@ -16,6 +16,9 @@ pub struct CatColumn {
     pub ty: String,
     pub not_null: bool,
     pub has_default: bool,
+    /// The default expression, as `pg_get_expr` prints it.
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,11 +44,12 @@ pub struct Catalogue {
 
 impl Catalogue {
     pub async fn read(pool: &PgPool, schema: &str) -> Result<Catalogue, SchemaError> {
-        let columns: Vec<(String, String, String, bool, bool)> = sqlx::query_as(
+        let columns: Vec<ColumnRow> = sqlx::query_as(
             "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
-                    a.attnotnull, a.atthasdef
+                    a.attnotnull, a.atthasdef, pg_get_expr(d.adbin, d.adrelid)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
              ORDER BY c.relname, a.attnum",
         )
@@ -120,10 +124,13 @@ impl Catalogue {
     }
 }
 
+/// (table, column, type, not null, has default, default).
+type ColumnRow = (String, String, String, bool, bool, Option<String>);
+
 #[allow(clippy::too_many_arguments)]
 fn assemble(
     schema: &str,
-    columns: Vec<(String, String, String, bool, bool)>,
+    columns: Vec<ColumnRow>,
     keys: Vec<(String, String)>,
     constraints: Vec<(String, String)>,
     indexes: Vec<String>,
@@ -132,7 +139,7 @@ fn assemble(
     schemas: Vec<String>,
 ) -> Catalogue {
     let mut tables: Vec<CatTable> = Vec::new();
-    for (table, name, ty, not_null, has_default) in columns {
+    for (table, name, ty, not_null, has_default, default) in columns {
         if tables.last().is_none_or(|t| t.name != table) {
             tables.push(CatTable {
                 name: table.clone(),
@@ -146,6 +153,7 @@ fn assemble(
                 ty,
                 not_null,
                 has_default,
+                default,
             });
         }
     }

@@ -116,7 +116,10 @@ pub async fn open(
     })
 }
 
-async fn stored_catalogue(pool: &PgPool, migration: &str) -> Result<Option<Catalogue>, SchemaError> {
+async fn stored_catalogue(
+    pool: &PgPool,
+    migration: &str,
+) -> Result<Option<Catalogue>, SchemaError> {
     match state(pool, migration).await? {
         None | Some(MigrationState::RolledBack) => return Ok(None),
         Some(_) => {}
@@ -153,11 +156,15 @@ CREATE TABLE IF NOT EXISTS ferry_schema.steps (
     done_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (migration, action, step)
 );
-CREATE OR REPLACE FUNCTION ferry_schema.is_version(version text) RETURNS boolean
+CREATE OR REPLACE FUNCTION ferry_schema.is_version(version text, base text) RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT btrim(split_part(current_setting('search_path'), ',', 1), ' \"') = version
-$$;
-";
+    WITH path AS (
+        SELECT btrim(s, ' \"') AS name, ord
+        FROM unnest(string_to_array(current_setting('search_path'), ',')) WITH ORDINALITY AS p(s, ord)
+    )
+    SELECT coalesce((SELECT min(ord) FROM path WHERE name = version)
+                    < coalesce((SELECT min(ord) FROM path WHERE name = base), 2147483647), false)
+$$;";
 
 impl Runner {
     pub fn resolved(&self) -> &Resolved {

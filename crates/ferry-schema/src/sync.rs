@@ -1,7 +1,7 @@
 //! The triggers that keep the old and the new shape in step while both versions write.
 //!
 //! One `BEFORE INSERT OR UPDATE` trigger per changed table. A write made through the version
-//! schema (it is first in the writer's `search_path`) computes the old shape's columns from
+//! schema (it comes before the base schema in the writer's `search_path`) computes the old shape's columns from
 //! `down`; any other write computes the new columns from `up`. Each expression sees the row
 //! as plain variables named as in its own version, so `up` is written against the table as
 //! it was and `down` against the new version's names. The backfill sets `ferry.backfill` to
@@ -46,8 +46,9 @@ pub(crate) fn statements(
         let new = after.tables.iter().find(|t| t.physical == table);
         let mine: Vec<&SyncRule> = rules.iter().filter(|r| r.table == table).collect();
         let body = format!(
-            "BEGIN\n  IF {FERRY_SCHEMA}.is_version({}) THEN\n{}\n  ELSE\n{}\n  END IF;\n  RETURN NEW;\nEND",
+            "BEGIN\n  IF {FERRY_SCHEMA}.is_version({}, {}) THEN\n{}\n  ELSE\n{}\n  END IF;\n  RETURN NEW;\nEND",
             literal(&version_schema),
+            literal(&settings.schema),
             branch(&qt, new, &mine, Direction::Down, true),
             branch(&qt, old, &mine, Direction::Up, false),
         );

@@ -192,6 +192,7 @@ pub(super) fn resolve(
         ty: column.ty.clone(),
         not_null: !column.nullable,
         has_default: column.default.is_some(),
+        default: None,
         existed: false,
         changed_by: Some(i),
     });

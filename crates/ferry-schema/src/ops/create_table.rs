@@ -69,6 +69,7 @@ pub(super) fn resolve(
                 ty: col.ty.clone(),
                 not_null: !col.nullable || primary_key.contains(&col.name),
                 has_default: col.default.is_some(),
+                default: None,
                 existed: false,
                 changed_by: Some(i),
             })

@@ -14,6 +14,9 @@ pub(super) struct NewColumn<'a> {
     pub not_null: bool,
     pub up: &'a str,
     pub down: &'a str,
+    /// A default given in the new type; without it the old one carries over only where the
+    /// type does not change.
+    pub default: Option<&'a str>,
 }
 
 /// `_ferry_nn_<column>`: the `NOT VALID` check that stands for NOT NULL until `complete`.
@@ -68,6 +71,18 @@ pub(super) fn resolve(
         quote(&dup),
         new.ty
     ));
+    // The default carries over where the type does not change. Set apart from ADD COLUMN
+    // so existing rows stay NULL until backfilled (a NULL is how `complete` tells).
+    let default = new
+        .default
+        .map(str::to_owned)
+        .or_else(|| col.default.clone().filter(|_| new.ty == col.ty));
+    if let Some(d) = &default {
+        c.expand.push(format!(
+            "ALTER TABLE {qt} ALTER COLUMN {} SET DEFAULT {d}",
+            quote(&dup)
+        ));
+    }
     if new.not_null {
         c.expand.push(format!(
             "ALTER TABLE {qt} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
@@ -126,6 +141,7 @@ pub(super) fn resolve(
     vcol.physical = dup;
     vcol.ty = new.ty.to_owned();
     vcol.not_null = new.not_null;
-    vcol.has_default = false;
+    vcol.has_default = default.is_some();
+    vcol.default = default;
     Ok(())
 }

@@ -61,7 +61,20 @@ pub(crate) fn resolve(
             ty,
             up,
             down,
-        } => change_type::resolve(i, table, column, ty, up, down, vs, c),
+            default,
+        } => change_type::resolve(
+            i,
+            table,
+            column,
+            change_type::To {
+                ty,
+                up,
+                down,
+                default: default.as_deref(),
+            },
+            vs,
+            c,
+        ),
         Operation::SetNotNull { table, column, up } => not_null::set(i, table, column, up, vs, c),
         Operation::DropNotNull {
             table,

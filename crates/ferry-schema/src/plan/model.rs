@@ -129,6 +129,9 @@ pub enum Operation {
         ty: String,
         up: String,
         down: String,
+        /// The column's default in the new type (a SQL expression). Without it the default
+        /// does not carry over: an old default need not be a value of the new type.
+        default: Option<String>,
     },
     SetNotNull {
         table: String,

@@ -13,6 +13,8 @@ pub(crate) struct VColumn {
     pub ty: String,
     pub not_null: bool,
     pub has_default: bool,
+    /// The table's default for it, as `pg_get_expr` printed it (columns that existed).
+    pub default: Option<String>,
     /// Whether it existed before the plan (the old version sees it under `physical`).
     pub existed: bool,
     /// The operation that added or changed it, if any: one change per column per plan.
@@ -60,6 +62,7 @@ impl VSchema {
                             ty: c.ty.clone(),
                             not_null: c.not_null,
                             has_default: c.has_default,
+                            default: c.default.clone(),
                             existed: true,
                             changed_by: None,
                         })

@@ -65,7 +65,10 @@ pub async fn fixture(migration: &str, operations: serde_json::Value) -> Fx {
         })
         .await
         .unwrap();
-    let tenants: Vec<TenantId> = ["1", "2"].iter().map(|t| TenantId::new(*t).unwrap()).collect();
+    let tenants: Vec<TenantId> = ["1", "2"]
+        .iter()
+        .map(|t| TenantId::new(*t).unwrap())
+        .collect();
     let sizes: Vec<TenantSize> = tenants
         .iter()
         .map(|t| TenantSize {
@@ -129,6 +132,27 @@ impl Fx {
         to
     }
 
+    /// One tenant one phase by `action`, guards included.
+    pub async fn step_one(&self, tenant: &TenantId, action: Action) -> Phase {
+        let request = Request {
+            actor: "test".into(),
+            reason: "test".into(),
+            force: false,
+            dry_run: false,
+            expect_phase: None,
+        };
+        let moved = self
+            .engine()
+            .change(&self.m, tenant, action, &request)
+            .await
+            .unwrap_or_else(|e| panic!("{action:?} tenant {tenant}: {e}"));
+        self.engine()
+            .wait_acknowledged(moved.change_version, Duration::from_secs(10))
+            .await
+            .unwrap();
+        moved.to_phase
+    }
+
     /// Every tenant to `dual_write`, then backfilled: what the new version may then read.
     pub async fn backfill_all(&self) {
         assert_eq!(self.step_all(Action::Advance).await, Phase::DualWrite);
@@ -148,6 +172,37 @@ impl Fx {
         for _ in 0..3 {
             self.step_all(Action::Advance).await;
         }
+    }
+
+    /// The same database and store under a new migration with these operations (its
+    /// tenants registered afresh), for tests that run migrations one after another.
+    pub async fn reuse_for(&mut self, migration: &str, operations: serde_json::Value) {
+        let m = MigrationId::new(migration).unwrap();
+        if m == self.m {
+            return;
+        }
+        self.plan["operations"] = operations;
+        self.store
+            .store
+            .create_migration(&NewMigration {
+                id: m.clone(),
+                kind: MigrationKind::SchemaChange,
+                description: String::new(),
+                config: self.plan.clone(),
+                created_by: "test".into(),
+            })
+            .await
+            .unwrap();
+        let sizes: Vec<TenantSize> = self
+            .tenants
+            .iter()
+            .map(|t| TenantSize {
+                tenant: t.clone(),
+                rows: 40,
+            })
+            .collect();
+        self.store.store.register_tenants(&m, &sizes).await.unwrap();
+        self.m = m;
     }
 
     pub fn url(&self) -> &str {

@@ -7,6 +7,8 @@
 //!   queue behind it for longer than one timeout.
 //! - `sequence.rs`: thirty operations one after another under a write load, each rolled back
 //!   once and applied again.
+//! - `versions.rs`: which version a write is taken for (its `search_path`), the router's
+//!   read switch per tenant, a changed type's new default.
 //! - `fixture.rs`: the schema they share (composite keys, an enum, NULLs) and the moves.
 
 // Test helpers outside #[test] functions may unwrap too: a panic is a failed test.
@@ -15,3 +17,5 @@
 mod fixture;
 mod operations;
 mod refusals;
+mod sequence;
+mod versions;

@@ -161,11 +161,23 @@ fn cases() -> Vec<Case> {
 async fn write_with_both_versions(fx: &Fx, case: &Case) -> i64 {
     let old = async {
         let mut conn = fx.client(false).await;
-        write(&mut conn, OLD_INSERT, 1000, "UPDATE orders SET amount = '{id}.75' WHERE tenant_id = 1 AND id = {id}").await
+        write(
+            &mut conn,
+            OLD_INSERT,
+            1000,
+            "UPDATE orders SET amount = '{id}.75' WHERE tenant_id = 1 AND id = {id}",
+        )
+        .await
     };
     let new = async {
         let mut conn = fx.client(true).await;
-        write(&mut conn, case.new_insert, 2000, "UPDATE orders SET email = 'u@x.test' WHERE tenant_id = 1 AND id = {shared}").await
+        write(
+            &mut conn,
+            case.new_insert,
+            2000,
+            "UPDATE orders SET email = 'u@x.test' WHERE tenant_id = 1 AND id = {shared}",
+        )
+        .await
     };
     let (old, new) = tokio::join!(old, new);
     40 + old + new
@@ -188,18 +200,21 @@ async fn write(conn: &mut sqlx::PgConnection, insert: &str, base: i64, update: &
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", sql(update)));
         if n % 3 == 0 {
-            sqlx::raw_sql(AssertSqlSafe(sql("DELETE FROM orders WHERE tenant_id = 1 AND id = {id}")))
-                .execute(&mut *conn)
-                .await
-                .unwrap();
+            sqlx::raw_sql(AssertSqlSafe(sql(
+                "DELETE FROM orders WHERE tenant_id = 1 AND id = {id}",
+            )))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
         } else {
             kept += 1;
         }
-        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE tenant_id = 1 AND id = $1")
-            .bind(id)
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+        let seen: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM orders WHERE tenant_id = 1 AND id = $1")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
         assert_eq!(seen, i64::from(n % 3 != 0), "order {id} as read back");
     }
     kept
@@ -219,19 +234,39 @@ async fn every_operation_completes_while_both_versions_write() {
         let expected = write_with_both_versions(&fx, &case).await;
         fx.advance_to_target_only().await;
         let runner = fx.runner().await;
-        runner.complete().await.unwrap_or_else(|e| panic!("{}: complete: {e}", case.name));
-        assert_eq!(runner.state().await.unwrap(), Some(MigrationState::Completed));
-        assert_eq!(fx.count(case.wrong_after_complete).await, 0, "{}: after complete", case.name);
+        runner
+            .complete()
+            .await
+            .unwrap_or_else(|e| panic!("{}: complete: {e}", case.name));
         assert_eq!(
-            fx.count("SELECT count(*) FROM app.orders WHERE tenant_id = 1").await,
+            runner.state().await.unwrap(),
+            Some(MigrationState::Completed)
+        );
+        assert_eq!(
+            fx.count(case.wrong_after_complete).await,
+            0,
+            "{}: after complete",
+            case.name
+        );
+        assert_eq!(
+            fx.count("SELECT count(*) FROM app.orders WHERE tenant_id = 1")
+                .await,
             expected,
             "{}: tenant 1's orders",
             case.name
         );
-        assert_eq!(fx.count("SELECT count(*) FROM app.orders WHERE tenant_id = 2").await, 40);
+        assert_eq!(
+            fx.count("SELECT count(*) FROM app.orders WHERE tenant_id = 2")
+                .await,
+            40
+        );
         assert_eq!(fx.count(UNCHANGED).await, 0, "{}: rows altered", case.name);
         assert_eq!(
-            fx.count(&format!("SELECT count(*) FROM pg_namespace WHERE nspname = 'app_m_{}'", case.name)).await,
+            fx.count(&format!(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = 'app_m_{}'",
+                case.name
+            ))
+            .await,
             0,
             "{}: the version schema outlived complete",
             case.name
@@ -245,26 +280,44 @@ async fn every_operation_rolls_back_to_the_catalogue_it_started_from() {
         let fx = fixture(&format!("r_{}", case.name), json!([case.op])).await;
         let before = fx.snapshot().await;
         let runner = fx.runner().await;
-        runner.start().await.unwrap_or_else(|e| panic!("{}: start: {e}", case.name));
-        assert_ne!(fx.snapshot().await, before, "{}: start changed nothing", case.name);
+        runner
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{}: start: {e}", case.name));
+        assert_ne!(
+            fx.snapshot().await,
+            before,
+            "{}: start changed nothing",
+            case.name
+        );
         fx.backfill_all().await;
         let expected = write_with_both_versions(&fx, &case).await;
         fx.step_all(Action::Rollback).await;
-        runner.rollback().await.unwrap_or_else(|e| panic!("{}: rollback: {e}", case.name));
+        runner
+            .rollback()
+            .await
+            .unwrap_or_else(|e| panic!("{}: rollback: {e}", case.name));
         let mut after = fx.snapshot().await;
         if case.name == "add_enum_value" {
             // PostgreSQL cannot remove an enum value: the one difference allowed.
-            let i = after.iter().position(|l| l == "type status new,paid,refunded").unwrap();
+            let i = after
+                .iter()
+                .position(|l| l == "type status new,paid,refunded")
+                .unwrap();
             after[i] = "type status new,paid".into();
         }
         assert_eq!(after, before, "{}: catalogue after rollback", case.name);
         assert_eq!(
-            fx.count("SELECT count(*) FROM app.orders WHERE tenant_id = 1").await,
+            fx.count("SELECT count(*) FROM app.orders WHERE tenant_id = 1")
+                .await,
             expected,
             "{}: rows written during expand",
             case.name
         );
         assert_eq!(fx.count(UNCHANGED).await, 0, "{}: rows altered", case.name);
-        assert_eq!(runner.state().await.unwrap(), Some(MigrationState::RolledBack));
+        assert_eq!(
+            runner.state().await.unwrap(),
+            Some(MigrationState::RolledBack)
+        );
     }
 }

@@ -29,7 +29,13 @@ async fn problems(operations: serde_json::Value) -> Vec<PlanError> {
 fn at(errors: &[PlanError]) -> Vec<String> {
     errors
         .iter()
-        .map(|e| format!("operations[{}].{}", e.operation.unwrap_or(usize::MAX), e.field))
+        .map(|e| {
+            format!(
+                "operations[{}].{}",
+                e.operation.unwrap_or(usize::MAX),
+                e.field
+            )
+        })
         .collect()
 }
 
@@ -37,7 +43,11 @@ fn at(errors: &[PlanError]) -> Vec<String> {
 async fn bad_plans_are_refused_naming_the_operation_and_field() {
     let long = "x".repeat(64);
     let cases = [
-        (json!([{"op": "add_colum", "table": "orders"}]), "operations[0].op", "unknown operation"),
+        (
+            json!([{"op": "add_colum", "table": "orders"}]),
+            "operations[0].op",
+            "unknown operation",
+        ),
         (
             json!([{"op": "change_type", "table": "orders", "column": "amount", "type": "numeric", "down": "amount::text"}]),
             "operations[0].up",
@@ -110,7 +120,11 @@ async fn bad_plans_are_refused_naming_the_operation_and_field() {
     .await;
     assert_eq!(
         at(&errors),
-        ["operations[0].table", "operations[1].name", "operations[2].name"]
+        [
+            "operations[0].table",
+            "operations[1].name",
+            "operations[2].name"
+        ]
     );
 }
 
@@ -174,8 +188,15 @@ async fn start_gives_up_after_its_lock_timeouts_without_holding_writers_longer()
         worst < Duration::from_millis(600),
         "a writer waited {worst:?}, more than one lock_timeout (300 ms) and its margin"
     );
-    assert_eq!(fx.snapshot().await, before, "a refused start changed the catalogue");
-    assert_eq!(runner.state().await.unwrap(), Some(MigrationState::Starting));
+    assert_eq!(
+        fx.snapshot().await,
+        before,
+        "a refused start changed the catalogue"
+    );
+    assert_eq!(
+        runner.state().await.unwrap(),
+        Some(MigrationState::Starting)
+    );
     // The long transaction ends: the same command finishes.
     sqlx::raw_sql("ROLLBACK").execute(&mut long).await.unwrap();
     runner.start().await.unwrap();
