@@ -13,6 +13,11 @@ pub enum BenchCmd {
     /// same rows (the ceiling) and a naive loop of 1,000-row keyset batches, on a generated
     /// table of skewed tenants, in a scratch schema of the given PostgreSQL database.
     Copy(CopyBench),
+    /// `ferry schema`'s backfill of a new column (`up` from an old one) against the UPDATE
+    /// that does the same work at once (the ceiling, on as many connections and on one), on
+    /// a generated table of skewed tenants; with --live-load, what a fixed-rate pgbench load
+    /// keeps of its tps and p99 latency meanwhile. In a scratch schema of the given database.
+    Schema(crate::bench::SchemaBench),
     /// Archiving to Parquet against `COPY (SELECT …) TO` a file of the same rows (the export
     /// ceiling); Parquet bytes against the rows' `pg_total_relation_size`; cold against hot
     /// point reads; a TieredTable read in legacy against a direct query; buffered updates

@@ -30,7 +30,7 @@ use crate::args::CopyBench;
 use crate::output;
 
 /// Rows per tenant, Zipf-like (s = 0.8) and summing to `rows`, every tenant at least one.
-fn sizes(rows: u64, tenants: u64) -> Vec<u64> {
+pub(super) fn sizes(rows: u64, tenants: u64) -> Vec<u64> {
     let weights: Vec<f64> = (1..=tenants).map(|i| 1.0 / (i as f64).powf(0.8)).collect();
     let total: f64 = weights.iter().sum();
     let mut out: Vec<u64> = weights
@@ -60,7 +60,7 @@ pub async fn run(args: CopyBench) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn exec(pool: &sqlx::PgPool, sql: String) -> anyhow::Result<()> {
+pub(super) async fn exec(pool: &sqlx::PgPool, sql: String) -> anyhow::Result<()> {
     sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
     Ok(())
 }

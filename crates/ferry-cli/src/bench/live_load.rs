@@ -1,5 +1,6 @@
-//! A live load beside a copy: pgbench's transactions per second with no copy running, during
-//! an unthrottled copy, and during Ferry's copy, in a scratch database of the same server.
+//! A live load beside a copy or a backfill: pgbench's transactions per second (flat out, or
+//! at a fixed rate with its latency percentiles) alone and beside the work measured, in a
+//! scratch database of the same server.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -106,10 +107,96 @@ impl LiveLoad {
             .context("read pgbench's per-second progress")
     }
 
+    /// Runs pgbench at a fixed `rate` (transactions per second over all clients, `-R`) for
+    /// the configured time, logging every transaction: the tps it kept and its latency
+    /// percentiles. With `-R` a transaction's latency counts from its scheduled start, so a
+    /// stall shows in every transaction it delays, not only in the one it hit.
+    pub async fn run_at(&self, rate: f64) -> anyhow::Result<RateSample> {
+        let dir = std::env::temp_dir().join(format!(
+            "ferry-pgbench-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let result = self.run_logged(rate, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    async fn run_logged(&self, rate: f64, dir: &std::path::Path) -> anyhow::Result<RateSample> {
+        let prefix = dir.join("log");
+        let out = tokio::process::Command::new(&self.pgbench)
+            // No `-n`: pgbench vacuums its small tables first, so runs late in a bench do
+            // not find them bloated by the runs before (autovacuum may be off).
+            .args(["-c", "4", "-j", "2", "-P", "1", "-l"])
+            .arg(format!("--log-prefix={}", prefix.display()))
+            .args(["-R", &format!("{:.0}", rate.max(1.0))])
+            .args(["-T", &(self.seconds + 1).to_string(), &self.url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .context("run pgbench -R")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tps = per_second_tps(&String::from_utf8_lossy(&out.stderr))
+            .context("read pgbench's per-second progress")?;
+        let mut log = String::new();
+        for entry in std::fs::read_dir(dir)? {
+            log.push_str(&std::fs::read_to_string(entry?.path())?);
+        }
+        let mut latencies = latencies_after_first_second(&log);
+        anyhow::ensure!(!latencies.is_empty(), "pgbench logged no transactions");
+        latencies.sort_by(f64::total_cmp);
+        let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+        Ok(RateSample {
+            tps,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+        })
+    }
+
     pub async fn drop_database(self) {
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
         let _ = sqlx::query(AssertSqlSafe(sql)).execute(&self.admin).await;
     }
+}
+
+/// One fixed-rate pgbench run: transactions per second kept and latency in milliseconds
+/// (from each transaction's scheduled start), the first second left out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSample {
+    pub tps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Latencies (ms) from pgbench's per-transaction log (`client tx latency_us script epoch_s
+/// us …`) of the transactions that ended after the run's first second.
+fn latencies_after_first_second(log: &str) -> Vec<f64> {
+    let rows: Vec<(f64, f64)> = log
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let latency: f64 = f.get(2)?.parse().ok()?;
+            let s: f64 = f.get(4)?.parse().ok()?;
+            let us: f64 = f.get(5)?.parse().ok()?;
+            Some((s + us / 1e6, latency / 1000.0))
+        })
+        .collect();
+    let Some(first) = rows.iter().map(|r| r.0).min_by(f64::total_cmp) else {
+        return Vec::new();
+    };
+    rows.into_iter()
+        .filter(|(end, _)| *end >= first + 1.0)
+        .map(|(_, ms)| ms)
+        .collect()
 }
 
 /// The mean of pgbench's `progress: T s, X tps, …` lines after the first second.
@@ -136,5 +223,14 @@ mod tests {
                         progress: 3.0 s, 3000.0 tps, lat 1.0 ms stddev 0.1\n";
         assert_eq!(super::per_second_tps(progress), Some(2500.0));
         assert_eq!(super::per_second_tps("nothing"), None);
+    }
+
+    #[test]
+    fn latencies_come_from_the_log_after_its_first_second() {
+        let log = "0 0 900 0 1700000000 100000 10\n\
+                   1 0 2500 0 1700000001 200000 0\n\
+                   0 1 1500 0 1700000001 150000 0\n";
+        assert_eq!(super::latencies_after_first_second(log), vec![2.5, 1.5]);
+        assert!(super::latencies_after_first_second("").is_empty());
     }
 }

@@ -4,7 +4,10 @@
 mod control_store;
 mod copy;
 mod live_load;
+mod schema;
 mod tier;
+
+pub use schema::SchemaBench;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -17,6 +20,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::ControlStore(args) => control_store::run(args).await,
         BenchCmd::Copy(args) => copy::run(args).await,
+        BenchCmd::Schema(args) => schema::run(args).await,
         BenchCmd::Tier(args) => tier::run(args).await,
     }
 }

@@ -120,3 +120,47 @@ async fn tier_bench_json_has_the_promised_shape() {
         assert!(v["ratios"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
     }
 }
+
+/// `ferry bench schema --json` on a tiny table: one object; the backfill wrote every row of
+/// the table (the bench itself checks each holds `up`), and every ratio is computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_bench_json_has_the_promised_shape() {
+    let db = ferry_testkit::TestDb::new().await;
+    let url = db.url().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        ok(ferry("unused").args([
+            "bench",
+            "schema",
+            "--rows",
+            "3000",
+            "--tenants",
+            "7",
+            "--json",
+            "--postgres-url",
+            &url,
+        ]))
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object: {out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["bench"], "schema");
+    assert_eq!(v["figures"]["rows"], 3000.0);
+    assert_eq!(v["figures"]["backfill_rows_written"], 3000.0, "{out}");
+    for key in [
+        "update_rows_per_s",
+        "update_1_rows_per_s",
+        "backfill_rows_per_s",
+        "bytes_per_row",
+    ] {
+        assert!(v["figures"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
+    }
+    for key in [
+        "backfill_vs_update",
+        "backfill_vs_update_1",
+        "update_n_vs_1",
+    ] {
+        assert!(v["ratios"][key].as_f64().unwrap() > 0.0, "{key}: {out}");
+    }
+}
