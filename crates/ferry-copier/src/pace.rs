@@ -26,7 +26,18 @@ struct State {
     limit: Option<f64>,
     /// The last reason the limit was cut, for the throttle state.
     reason: Option<String>,
+    /// Cuts since the last calm probe, and calm probes since the last cut.
+    cuts_in_a_row: u32,
+    calm_in_a_row: u32,
+    /// Tenants taken off the number copied at once (step 4): one per two cuts in a row, one
+    /// given back per [`GROW_AFTER`] calm probes in a row.
+    fewer_tenants: usize,
 }
+
+/// Cuts in a row that take one tenant off the number copied at once.
+pub const SHRINK_AFTER: u32 = 2;
+/// Calm probes in a row that give one back.
+pub const GROW_AFTER: u32 = 4;
 
 #[derive(Debug, Default)]
 pub struct Pace {
@@ -42,6 +53,13 @@ pub fn median(mut probes: Vec<Duration>) -> Duration {
 impl Pace {
     pub fn baseline(&self) -> Option<Baseline> {
         self.state.lock().ok().and_then(|s| s.baseline)
+    }
+
+    /// How many tenants to copy at once, out of `parallel`: concurrency follows the rate
+    /// (RFC 001, step 4), never below one.
+    pub fn concurrency(&self, parallel: usize) -> usize {
+        let fewer = self.state.lock().map(|s| s.fewer_tenants).unwrap_or(0);
+        parallel.saturating_sub(fewer).max(1)
     }
 
     pub fn set_baseline(&self, baseline: Baseline) {
@@ -88,6 +106,12 @@ impl Pace {
                 let from = s.limit.unwrap_or(observed.max(floor));
                 let limit = (from / 2.0).max(floor);
                 s.limit = Some(limit);
+                s.calm_in_a_row = 0;
+                s.cuts_in_a_row += 1;
+                if s.cuts_in_a_row >= SHRINK_AFTER {
+                    s.cuts_in_a_row = 0;
+                    s.fewer_tenants += 1;
+                }
                 s.reason = Some(format!(
                     "{side} latency {:.1}ms is {:.1}x its {:.1}ms baseline: pace {:.0} rows/s",
                     now.as_secs_f64() * 1e3,
@@ -100,6 +124,12 @@ impl Pace {
             None => {
                 if let Some(limit) = s.limit {
                     s.limit = Some(limit + settings.pace_step_rows_per_s as f64);
+                }
+                s.cuts_in_a_row = 0;
+                s.calm_in_a_row += 1;
+                if s.calm_in_a_row >= GROW_AFTER && s.fewer_tenants > 0 {
+                    s.calm_in_a_row = 0;
+                    s.fewer_tenants -= 1;
                 }
                 (s.limit, None)
             }
@@ -193,6 +223,48 @@ mod tests {
             target: ms(1),
         });
         assert_eq!(pace.observe(&settings, ms(500), ms(500), 1.0), (None, None));
+    }
+
+    #[test]
+    fn concurrency_shrinks_after_two_cuts_in_a_row_and_grows_back_when_calm() {
+        let settings = BackpressureSettings {
+            latency_factor: 2.0,
+            latency_floor_ms: 1,
+            ..BackpressureSettings::default()
+        };
+        let pace = Pace::default();
+        pace.set_baseline(Baseline {
+            source: ms(1),
+            target: ms(1),
+        });
+        assert_eq!(pace.concurrency(3), 3);
+        pace.observe(&settings, ms(20), ms(1), 9_000.0);
+        assert_eq!(pace.concurrency(3), 3, "one cut is not a trend");
+        pace.observe(&settings, ms(1), ms(1), 9_000.0);
+        pace.observe(&settings, ms(20), ms(1), 9_000.0);
+        assert_eq!(
+            pace.concurrency(3),
+            3,
+            "a calm probe in between resets the count"
+        );
+        pace.observe(&settings, ms(20), ms(1), 9_000.0);
+        assert_eq!(pace.concurrency(3), 2);
+        for _ in 0..10 {
+            pace.observe(&settings, ms(20), ms(1), 9_000.0);
+        }
+        assert_eq!(pace.concurrency(3), 1, "one tenant at a time is the floor");
+        for _ in 0..GROW_AFTER {
+            pace.observe(&settings, ms(1), ms(1), 9_000.0);
+        }
+        assert_eq!(
+            pace.concurrency(3),
+            1,
+            "taken off six times, given back once"
+        );
+        for _ in 0..(GROW_AFTER * 6) {
+            pace.observe(&settings, ms(1), ms(1), 9_000.0);
+        }
+        assert_eq!(pace.concurrency(3), 3, "calm gives every tenant back");
     }
 
     #[test]

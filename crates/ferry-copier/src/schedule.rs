@@ -66,6 +66,12 @@ impl Schedule {
         None
     }
 
+    /// Changes how many large copies may run at once (the pace controller's concurrency):
+    /// copies already running above it finish; no new one starts until they have.
+    pub fn set_parallel(&mut self, parallel: usize) {
+        self.parallel = parallel.max(1);
+    }
+
     pub fn finished(&mut self, tenant: &TenantId) {
         self.running_large.remove(tenant);
         self.running = self.running.saturating_sub(1);
@@ -109,6 +115,23 @@ mod tests {
         s.finished(&t("big1"));
         assert_eq!(s.start_next().map(|t| t.to_string()), Some("big3".into()));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_lower_parallel_starts_no_large_copy_until_enough_finished() {
+        let tenants: Vec<(TenantId, u64)> = (0..4)
+            .map(|i| (t(&format!("big{i}")), 10_000 - i))
+            .collect();
+        let mut s = Schedule::new(tenants, 2, 100);
+        assert_eq!(s.start_next().map(|t| t.to_string()), Some("big0".into()));
+        assert_eq!(s.start_next().map(|t| t.to_string()), Some("big1".into()));
+        s.set_parallel(1);
+        s.finished(&t("big0"));
+        assert_eq!(s.start_next(), None, "big1 still runs: one at a time now");
+        s.finished(&t("big1"));
+        assert_eq!(s.start_next().map(|t| t.to_string()), Some("big2".into()));
+        s.set_parallel(2);
+        assert_eq!(s.start_next().map(|t| t.to_string()), Some("big3".into()));
     }
 
     #[test]

@@ -126,6 +126,8 @@ async fn copy_all(
     let mut running = futures_util::stream::FuturesUnordered::new();
     let (mut unfinished, mut failed) = (0, None);
     loop {
+        // Concurrency follows the pace controller's rate (RFC 001, step 4).
+        schedule.set_parallel(copier.concurrency(parallel));
         while failed.is_none() {
             let Some(tenant) = schedule.start_next() else {
                 break;

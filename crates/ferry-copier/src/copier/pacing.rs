@@ -77,6 +77,12 @@ impl Copier {
         verdict
     }
 
+    /// How many tenants to copy at once, out of `parallel`: fewer after the pace controller
+    /// cut the rate twice in a row, back up when calm (RFC 001, step 4).
+    pub fn concurrency(&self, parallel: usize) -> usize {
+        self.pace.concurrency(parallel)
+    }
+
     /// The batch sizer a copy starts with: its checkpoint's size when resuming, else the
     /// size the copies of this run have learned, else the configured start.
     pub(super) fn sizer_for(&self, progress: &BackfillProgress) -> BatchSizer {
