@@ -82,6 +82,11 @@ pub enum SchemaCmd {
         #[arg(long, default_value_t = 10, requires = "follow",
               value_parser = clap::value_parser!(u64).range(1..))]
         interval: u64,
+        /// Tenants backfilled at once, each on its own connection; backpressure holds them
+        /// all. 1 is gentlest; one per database core is fastest on an idle database.
+        #[arg(long, default_value_t = ferry_copier::schedule::DEFAULT_PARALLEL,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..64))]
+        parallel: usize,
     },
     /// Contract: drop the old shape (old columns, the version schema, the triggers), rename
     /// the new columns into place, validate constraints; then advance every tenant at

@@ -1,5 +1,5 @@
-//! `ferry schema backfill`: each tenant's history given `up(old)` in the new columns, one
-//! tenant after another, with a progress bar read from the control store (where the backfill
+//! `ferry schema backfill`: each tenant's history given `up(old)` in the new columns,
+//! `--parallel` tenants at a time, with a progress bar read from the control store (where the backfill
 //! checkpoints) and a summary; once, or a pass every `--interval` with `--follow`.
 
 use std::process::ExitCode;
@@ -31,6 +31,7 @@ pub(super) async fn run(
     change: &Change,
     named: Vec<TenantId>,
     follow: Option<Duration>,
+    parallel: usize,
 ) -> anyhow::Result<ExitCode> {
     let m = &change.migration;
     let runner = change.runner().await?;
@@ -53,7 +54,7 @@ pub(super) async fn run(
         } else {
             named.clone()
         };
-        let pass = pass(ctx, &backfill, m, &tenants, !named.is_empty()).await?;
+        let pass = pass(ctx, &backfill, m, &tenants, !named.is_empty(), parallel).await?;
         println!(
             "backfill of {m}: {} tenant(s) complete ({} row(s) written now), {} stopped, {} failed, {} not in dual_write, shadow or target_primary",
             pass.complete,
@@ -78,7 +79,15 @@ pub(super) async fn run(
     }
 }
 
-/// One pass over the tenants, one after another. A tenant that fails is reported and
+/// How one tenant's turn in a pass ended.
+enum Turn {
+    Complete(u64),
+    Stopped(u64),
+    Skipped,
+    Failed,
+}
+
+/// One pass over the tenants, `parallel` at a time. A tenant that fails is reported and
 /// counted; the others go on.
 async fn pass(
     ctx: &Context,
@@ -86,66 +95,92 @@ async fn pass(
     m: &MigrationId,
     tenants: &[TenantId],
     say_skipped: bool,
+    parallel: usize,
 ) -> anyhow::Result<Pass> {
+    use futures_util::StreamExt as _;
+    let bars = indicatif::MultiProgress::new();
+    let turns: Vec<anyhow::Result<Turn>> = futures_util::stream::iter(tenants)
+        .map(|tenant| turn(ctx, backfill, m, tenant, say_skipped, &bars))
+        .buffer_unordered(parallel.max(1))
+        .collect()
+        .await;
     let mut pass = Pass::default();
-    for tenant in tenants {
-        let record = ctx
-            .store
-            .tenant(m, tenant)
-            .await
-            .with_context(|| format!("read tenant {tenant}"))?;
-        let direction = match record.state.phase {
-            Phase::DualWrite | Phase::Shadow => CopyDirection::Forward,
-            Phase::TargetPrimary => CopyDirection::Reverse,
-            phase => {
-                if say_skipped {
-                    println!("{tenant}: {phase}: nothing to backfill");
-                }
-                pass.skipped += 1;
-                continue;
-            }
-        };
-        let before = progress(ctx, m, tenant, direction, record.copy_epoch).await?;
-        if before.as_ref().is_some_and(|p| p.complete) {
-            println!("{tenant}: backfill already complete");
-            pass.complete += 1;
-            continue;
-        }
-        let outcome = with_bar(ctx, backfill, m, tenant, direction, record.copy_epoch).await;
-        match outcome {
-            Ok(Outcome::Complete { rows }) => {
+    for t in turns {
+        match t? {
+            Turn::Complete(rows) => {
                 pass.complete += 1;
                 pass.rows += rows;
-                println!(
-                    "{tenant}: {}",
-                    match direction {
-                        CopyDirection::Forward =>
-                            format!("backfill complete: {} row(s) written", output::count(rows)),
-                        CopyDirection::Reverse =>
-                            "reverse sync recorded (the triggers kept the old shape in step)"
-                                .to_owned(),
-                    }
-                );
             }
-            Ok(Outcome::Stopped { rows, why }) => {
+            Turn::Stopped(rows) => {
                 pass.stopped += 1;
                 pass.rows += rows;
-                println!(
-                    "{tenant}: {why} by an operator after {} row(s); `ferry copy resume {m} --tenant {tenant}` lets it go on",
-                    output::count(rows)
-                );
             }
-            Ok(Outcome::NotNow { phase }) => {
-                pass.skipped += 1;
-                println!("{tenant}: now in {phase}; nothing to backfill");
-            }
-            Err(e) => {
-                pass.failed += 1;
-                eprintln!("{tenant}: error: {:#}", schema_error(e));
-            }
+            Turn::Skipped => pass.skipped += 1,
+            Turn::Failed => pass.failed += 1,
         }
     }
     Ok(pass)
+}
+
+/// One tenant's backfill in a pass, said as it ends.
+async fn turn(
+    ctx: &Context,
+    backfill: &Backfill,
+    m: &MigrationId,
+    tenant: &TenantId,
+    say_skipped: bool,
+    bars: &indicatif::MultiProgress,
+) -> anyhow::Result<Turn> {
+    let record = ctx
+        .store
+        .tenant(m, tenant)
+        .await
+        .with_context(|| format!("read tenant {tenant}"))?;
+    let direction = match record.state.phase {
+        Phase::DualWrite | Phase::Shadow => CopyDirection::Forward,
+        Phase::TargetPrimary => CopyDirection::Reverse,
+        phase => {
+            if say_skipped {
+                println!("{tenant}: {phase}: nothing to backfill");
+            }
+            return Ok(Turn::Skipped);
+        }
+    };
+    let before = progress(ctx, m, tenant, direction, record.copy_epoch).await?;
+    if before.as_ref().is_some_and(|p| p.complete) {
+        println!("{tenant}: backfill already complete");
+        return Ok(Turn::Complete(0));
+    }
+    let outcome = with_bar(ctx, backfill, m, tenant, direction, record.copy_epoch, bars).await;
+    Ok(match outcome {
+        Ok(Outcome::Complete { rows }) => {
+            println!(
+                "{tenant}: {}",
+                match direction {
+                    CopyDirection::Forward =>
+                        format!("backfill complete: {} row(s) written", output::count(rows)),
+                    CopyDirection::Reverse =>
+                        "reverse sync recorded (the triggers kept the old shape in step)".to_owned(),
+                }
+            );
+            Turn::Complete(rows)
+        }
+        Ok(Outcome::Stopped { rows, why }) => {
+            println!(
+                "{tenant}: {why} by an operator after {} row(s); `ferry copy resume {m} --tenant {tenant}` lets it go on",
+                output::count(rows)
+            );
+            Turn::Stopped(rows)
+        }
+        Ok(Outcome::NotNow { phase }) => {
+            println!("{tenant}: now in {phase}; nothing to backfill");
+            Turn::Skipped
+        }
+        Err(e) => {
+            eprintln!("{tenant}: error: {:#}", schema_error(e));
+            Turn::Failed
+        }
+    })
 }
 
 /// Runs one tenant's backfill, its bar following the checkpoints it records.
@@ -156,8 +191,9 @@ async fn with_bar(
     tenant: &TenantId,
     direction: CopyDirection,
     epoch: i64,
+    bars: &indicatif::MultiProgress,
 ) -> Result<Outcome, ferry_schema::SchemaError> {
-    let bar = output::progress(0, "backfill");
+    let bar = bars.add(output::progress(0, "backfill"));
     bar.set_message(format!("{tenant} backfill"));
     let watch = !bar.is_hidden();
     let work = backfill.run_tenant(tenant);

@@ -38,10 +38,11 @@ pub async fn run(ctx: &Context, cmd: SchemaCmd) -> anyhow::Result<ExitCode> {
             url,
             follow,
             interval,
+            parallel,
         } => {
             let change = Change::load(ctx, &migration, &url).await?;
             let every = follow.then(|| Duration::from_secs(interval));
-            backfill::run(ctx, &change, tenants, every).await
+            backfill::run(ctx, &change, tenants, every, parallel).await
         }
         SchemaCmd::Complete {
             migration,
